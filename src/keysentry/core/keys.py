@@ -1,0 +1,153 @@
+"""The API key format: generate, parse, hash and check keys. Pure: no I/O, no clock.
+
+A key reads ``<key_prefix>_<body>``. The body is 32 base62 characters drawn from
+:mod:`secrets` (about 190 bits) followed by a 6-character base62 CRC32 of everything before
+it, as in GitHub's token format: a typo or a truncated paste is caught before any lookup.
+``_`` never occurs in the body, so the prefix is everything before the last ``_``.
+
+The stored form is the hex SHA-256 of the whole key. A fast hash is the right tool for a
+high-entropy random key (there is no dictionary to brute-force; drf-api-key moved off
+PBKDF2/Argon2 for this reason); hashes are compared with :func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keysentry.errors import KeyFormatError
+
+__all__ = [
+    "ALPHABET",
+    "BODY_LENGTH",
+    "CHECKSUM_LENGTH",
+    "MAX_KEY_LENGTH",
+    "PREFIX_PATTERN",
+    "RANDOM_LENGTH",
+    "SUFFIX_LENGTH",
+    "ParsedKey",
+    "base62",
+    "checksum",
+    "generate_key",
+    "hash_key",
+    "hashes_match",
+    "parse_key",
+    "random_token",
+]
+
+#: Base62 in ASCII order, so fixed-width base62 strings sort like the numbers they encode.
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_LENGTH = 32
+CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so every CRC32 fits
+BODY_LENGTH = RANDOM_LENGTH + CHECKSUM_LENGTH
+SUFFIX_LENGTH = 4
+#: An app's ``key_prefix``: a lowercase letter, then 1-31 of ``[a-z0-9_]``.
+PREFIX_PATTERN = r"[a-z][a-z0-9_]{1,31}"
+MAX_KEY_LENGTH = 32 + 1 + BODY_LENGTH
+
+_PREFIX_RE = re.compile(PREFIX_PATTERN, re.ASCII)
+# One anchored pattern for the whole key: linear, no backtracking (the body has a fixed
+# length and no "_", so the split point is unambiguous).
+_KEY_RE = re.compile(rf"({PREFIX_PATTERN})_([0-9A-Za-z]{{{BODY_LENGTH}}})", re.ASCII)
+
+TokenFactory = Callable[[int], str]
+
+
+def random_token(length: int) -> str:
+    """Return *length* base62 characters from the OS's CSPRNG."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def base62(number: int, width: int) -> str:
+    """Encode a non-negative *number* as exactly *width* base62 digits (zero-padded)."""
+    digits = []
+    for _ in range(width):
+        number, rem = divmod(number, 62)
+        digits.append(ALPHABET[rem])
+    return "".join(reversed(digits))
+
+
+def checksum(text: str) -> str:
+    """Return the 6-character base62 CRC32 of *text* (ASCII)."""
+    return base62(zlib.crc32(text.encode("ascii")), CHECKSUM_LENGTH)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key that passed the format and checksum checks.
+
+    The secret never appears in ``repr``: only the prefix and the display suffix do.
+    """
+
+    prefix: str
+    secret: str
+    """The whole key, exactly as presented."""
+
+    @property
+    def suffix(self) -> str:
+        """The last 4 characters, used to find candidates and to display the key."""
+        return self.secret[-SUFFIX_LENGTH:]
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of the whole key: the stored form and the cache key."""
+        return hash_key(self.secret)
+
+    def __repr__(self) -> str:
+        return f"ParsedKey(prefix={self.prefix!r}, suffix={self.suffix!r})"
+
+
+def generate_key(prefix: str, *, token_factory: TokenFactory = random_token) -> ParsedKey:
+    """Create a new key under *prefix*.
+
+    Args:
+        prefix: the app's ``key_prefix``; must match :data:`PREFIX_PATTERN`.
+        token_factory: returns *n* random base62 characters; tests inject a deterministic one.
+
+    Raises:
+        KeyFormatError: *prefix* is not a valid key prefix.
+    """
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise KeyFormatError("key prefix must match " + PREFIX_PATTERN)
+    head = f"{prefix}_{token_factory(RANDOM_LENGTH)}"
+    key = head + checksum(head)
+    # Re-parse: a bad token_factory must fail here, not produce keys that never verify.
+    return parse_key(key)
+
+
+def parse_key(text: object) -> ParsedKey:
+    """Check that *text* is a well-formed key and split it.
+
+    Accepts any object; anything but a valid key raises :class:`KeyFormatError` and nothing
+    else. Runs in time linear in ``min(len(text), MAX_KEY_LENGTH)``.
+
+    Raises:
+        KeyFormatError: wrong type, length, alphabet, prefix or checksum.
+    """
+    if not isinstance(text, str):
+        raise KeyFormatError("an API key must be a string")
+    if len(text) > MAX_KEY_LENGTH:
+        raise KeyFormatError("API key is too long")
+    match = _KEY_RE.fullmatch(text)
+    if match is None:
+        raise KeyFormatError("API key is malformed")
+    body = match.group(2)
+    head = text[:-CHECKSUM_LENGTH]
+    if not hmac.compare_digest(body[RANDOM_LENGTH:], checksum(head)):
+        raise KeyFormatError("API key checksum does not match")
+    return ParsedKey(prefix=match.group(1), secret=text)
+
+
+def hash_key(key: str) -> str:
+    """Return the hex SHA-256 of *key*: what the store keeps instead of the secret."""
+    return hashlib.sha256(key.encode("ascii")).hexdigest()
+
+
+def hashes_match(expected: str, actual: str) -> bool:
+    """Compare two hex digests in constant time."""
+    return hmac.compare_digest(expected, actual)

@@ -1,0 +1,163 @@
+"""The one glob dialect of permissions, resources and endpoint patterns. Pure.
+
+``*`` matches any run of characters (``/`` and ``:`` included), ``?`` exactly one character,
+everything else is literal and case-sensitive, and the whole string must match:
+``users:*`` grants ``users:read``; ``users/*`` grants ``users/42`` and ``users/42/orders``.
+
+No regular expressions: a pattern is split at its ``*`` once, and matching places each
+literal segment at its leftmost position (which is optimal for ``*``-globs), so there is no
+backtracking and no pathological input. :func:`matches` costs at most
+O(len(pattern) x len(text)) and usually O(len(text)) through :meth:`str.find`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_PATTERN_LENGTH",
+    "EndpointPattern",
+    "covers",
+    "matches",
+    "parse_endpoint",
+    "pattern_problem",
+]
+
+MAX_PATTERN_LENGTH = 256
+_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f]")
+_METHOD = re.compile(r"[A-Z]{1,16}", re.ASCII)
+
+
+def pattern_problem(pattern: object) -> str | None:
+    """Say what is wrong with a permission or resource pattern, or ``None`` if it is fine."""
+    if not isinstance(pattern, str):
+        return "must be a string"
+    if not pattern:
+        return "must not be empty"
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"must be at most {MAX_PATTERN_LENGTH} characters"
+    if _BAD_CHAR.search(pattern):
+        return "must not contain whitespace or control characters"
+    return None
+
+
+def _match_here(segment: str, text: str, start: int) -> bool:
+    """Does *segment* (literals and ``?``) match *text* exactly at *start*?"""
+    if start < 0 or start + len(segment) > len(text):
+        return False
+    if "?" not in segment:
+        return text.startswith(segment, start)
+    return all(p == "?" or p == text[start + i] for i, p in enumerate(segment))
+
+
+def _find(segment: str, text: str, start: int, end: int) -> int:
+    """Leftmost index >= *start* where *segment* matches inside ``text[:end]``, or -1."""
+    if "?" not in segment:
+        return text.find(segment, start, end)
+    for i in range(start, end - len(segment) + 1):
+        if _match_here(segment, text, i):
+            return i
+    return -1
+
+
+def matches(pattern: str, text: str) -> bool:
+    """Return whether the glob *pattern* matches the whole of *text*."""
+    if "*" not in pattern:
+        return len(pattern) == len(text) and _match_here(pattern, text, 0)
+    parts = pattern.split("*")
+    head, tail = parts[0], parts[-1]
+    if len(head) + len(tail) > len(text):
+        return False
+    end = len(text) - len(tail)
+    if not (_match_here(head, text, 0) and _match_here(tail, text, end)):
+        return False
+    pos = len(head)
+    for segment in parts[1:-1]:
+        if segment:
+            found = _find(segment, text, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(segment)
+    return True
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Return whether every string *inner* matches is also matched by *outer*.
+
+    Sound but not complete: ``True`` guarantees the inclusion; a few exotic equivalent pairs
+    (``?*`` vs ``*?``) answer ``False``. Used to check that a key's permissions are granted
+    by its app's patterns, where a false "no" is a clear error and a false "yes" would be a
+    privilege escalation. Dynamic programming, O(len(outer) x len(inner)).
+    """
+    # inner's tokens are characters, "?" (any one char) and "*" (any run). outer's "*"
+    # absorbs any run of tokens; outer's "?" absorbs one token that stands for exactly one
+    # character (a literal or "?"); an outer literal absorbs only the same literal.
+    n = len(inner)
+    row = [False] * (n + 1)
+    row[0] = True
+    for p in outer:
+        if p == "*":
+            # prefix of inner matched by outer[:k+1] if any shorter prefix was matched
+            seen = False
+            for j in range(n + 1):
+                seen = seen or row[j]
+                row[j] = seen
+        else:
+            new = [False] * (n + 1)
+            for j in range(1, n + 1):
+                t = inner[j - 1]
+                if row[j - 1] and t != "*" and (p == "?" or p == t):
+                    new[j] = True
+            row = new
+    return row[n]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPattern:
+    """A parsed endpoint pattern: ``"*"``, ``"/users/*"`` or ``"GET /users/*"``.
+
+    Attributes:
+        method: the HTTP method required, or ``None`` for any. ``HEAD`` requests count as
+            ``GET``.
+        path: a glob over the request path (``"*"`` for any path).
+        text: the pattern as written; rule counters per endpoint are keyed by it.
+    """
+
+    method: str | None
+    path: str
+    text: str
+
+    def matches(self, method: str, path: str) -> bool:
+        """Return whether a request with *method* and *path* falls under this pattern."""
+        if self.method is not None:
+            request_method = "GET" if method == "HEAD" else method
+            if request_method != self.method:
+                return False
+        return matches(self.path, path)
+
+
+def parse_endpoint(text: object) -> EndpointPattern:
+    """Parse an endpoint pattern.
+
+    Raises:
+        ValueError: with a message fit to show the user.
+    """
+    if not isinstance(text, str):
+        raise ValueError("an endpoint pattern must be a string")
+    if not text or len(text) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"an endpoint pattern must be 1-{MAX_PATTERN_LENGTH} characters")
+    method: str | None = None
+    path = text
+    if " " in text:
+        method, _, path = text.partition(" ")
+        if not _METHOD.fullmatch(method):
+            raise ValueError(
+                f"{text!r}: the method must be an uppercase HTTP method such as GET"
+            )
+        method = "GET" if method == "HEAD" else method
+    if _BAD_CHAR.search(path):
+        raise ValueError(f"{text!r}: the path must not contain whitespace or control characters")
+    if path != "*" and not path.startswith("/"):
+        raise ValueError(f"{text!r}: the path must be '*' or start with '/'")
+    return EndpointPattern(method=method, path=path, text=text)

@@ -1,0 +1,370 @@
+"""The records keysentry manages: apps, keys, rate-limit schemes and rules, events.
+
+Field names follow Wacht's API (``reference/000`` and ``001``). Models are pydantic v2,
+frozen, and reject unknown fields. ``key_hash`` lives only on :class:`KeyRecord`, the store's
+internal form, and is excluded from its ``repr`` and ``model_dump``; every public read returns
+an :class:`ApiKey`, which has no such field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+import pydantic
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from keysentry.core.keys import PREFIX_PATTERN
+from keysentry.core.patterns import parse_endpoint, pattern_problem
+from keysentry.errors import FieldError, ValidationError
+
+__all__ = [
+    "MODES",
+    "UNITS",
+    "ApiAuthApp",
+    "ApiKey",
+    "Event",
+    "IssuedKey",
+    "KeyRecord",
+    "RateLimitMode",
+    "RateLimitRule",
+    "RateLimitScheme",
+    "RateLimitUnit",
+    "build",
+]
+
+RateLimitUnit = Literal[
+    "millisecond", "second", "minute", "hour", "day", "calendar_day", "month", "calendar_month"
+]
+RateLimitMode = Literal[
+    "per_app",
+    "per_key",
+    "per_app_and_endpoint",
+    "per_key_and_endpoint",
+    "per_app_and_ip",
+    "per_key_and_ip",
+]
+M = TypeVar("M", bound="BaseModel")
+UNITS: tuple[str, ...] = get_args(RateLimitUnit)
+MODES: tuple[str, ...] = get_args(RateLimitMode)
+
+# Largest duration per unit, as Wacht enforces them; no window is longer than 30 days.
+_MAX_DURATION = {
+    "millisecond": 60_000,
+    "second": 1_800,
+    "minute": 1_440,
+    "hour": 720,
+    "day": 30,
+    "calendar_day": 1,
+    "month": 1,
+    "calendar_month": 1,
+}
+_UNIT_MS = {
+    "millisecond": 1,
+    "second": 1_000,
+    "minute": 60_000,
+    "hour": 3_600_000,
+    "day": 86_400_000,
+    "calendar_day": 86_400_000,
+    "month": 30 * 86_400_000,
+    "calendar_month": 31 * 86_400_000,
+}
+MAX_LIST_LENGTH = 100
+MAX_METADATA_BYTES = 16_384
+APP_SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,62}"
+SCHEME_SLUG_PATTERN = r"[a-z0-9][a-z0-9_-]{1,62}"
+
+
+def _to_str(value: object) -> object:
+    # Wacht accepts user/org/workspace ids as string or number; we store strings.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _check_patterns(values: list[str]) -> list[str]:
+    if len(values) > MAX_LIST_LENGTH:
+        raise ValueError(f"at most {MAX_LIST_LENGTH} patterns")
+    for value in values:
+        problem = pattern_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+    return list(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def _check_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=2_000)]
+ScopeId = Annotated[
+    str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=128)
+]
+Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_metadata)]
+
+
+def _syntax(pattern: str, description: str) -> AfterValidator:
+    compiled = re.compile(pattern, re.ASCII)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not valid: {description}")
+        return value
+
+    return AfterValidator(check)
+
+
+AppSlug = Annotated[
+    str, _syntax(APP_SLUG_PATTERN, "use 2-63 of a-z, 0-9 and '-', starting with a-z or 0-9")
+]
+SchemeSlug = Annotated[
+    str,
+    _syntax(SCHEME_SLUG_PATTERN, "use 2-63 of a-z, 0-9, '-' and '_', starting with a-z or 0-9"),
+]
+KeyPrefix = Annotated[
+    str, _syntax(PREFIX_PATTERN, "use 2-32 of a-z, 0-9 and '_', starting with a-z")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class RateLimitRule(_Model):
+    """One rate-limit rule: at most ``max_requests`` per ``duration`` x ``unit``.
+
+    Bounds follow Wacht: ``millisecond`` <= 60000, ``second`` <= 1800, ``minute`` <= 1440,
+    ``hour`` <= 720, ``day`` <= 30; ``calendar_day``, ``month`` and ``calendar_month`` take
+    duration 1. ``endpoints`` are patterns such as ``"*"``, ``"/users/*"`` or
+    ``"GET /users/*"``; the rule counts only requests they match. Rules of higher
+    ``priority`` are checked first.
+    """
+
+    unit: RateLimitUnit
+    duration: StrictInt = 1
+    max_requests: StrictInt = Field(ge=1, le=1_000_000_000)
+    mode: RateLimitMode = "per_key"
+    endpoints: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=50)
+    priority: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_in_bounds(cls, value: int, info: ValidationInfo) -> int:
+        unit = info.data.get("unit")
+        if value < 1:
+            raise ValueError("must be at least 1")
+        if unit is not None and value > _MAX_DURATION[unit]:
+            if _MAX_DURATION[unit] == 1:
+                raise ValueError(f"must be 1 for unit {unit!r}")
+            raise ValueError(f"must be at most {_MAX_DURATION[unit]} for unit {unit!r}")
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_endpoint(text)  # raises ValueError with a message for the user
+        return list(dict.fromkeys(value))
+
+    @property
+    def window_ms(self) -> int:
+        """The window length in milliseconds (calendar units: their longest length)."""
+        return self.duration * _UNIT_MS[self.unit]
+
+
+class RateLimitScheme(_Model):
+    """A named, reusable list of rules (``rate_limit_scheme_slug`` on apps and keys)."""
+
+    slug: SchemeSlug
+    name: Name
+    description: Text | None = None
+    rules: list[RateLimitRule] = Field(min_length=1, max_length=MAX_LIST_LENGTH)
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class ApiAuthApp(_Model):
+    """An API auth app: the container that owns keys (Wacht's ``ApiAuthApp``).
+
+    ``rate_limits`` holds the rules resolved from ``rate_limit_scheme_slug``; it is filled in
+    on every read and is not stored. When ``user_id`` is set the app may not carry
+    ``permissions`` or ``resources`` (Wacht's rule).
+    """
+
+    id: str
+    app_slug: AppSlug
+    name: Name
+    key_prefix: KeyPrefix
+    description: Text | None = None
+    is_active: bool = True
+    # user_id comes before permissions and resources: their validator reads it.
+    user_id: ScopeId | None = None
+    organization_id: ScopeId | None = None
+    workspace_id: ScopeId | None = None
+    permissions: Patterns = Field(default_factory=list)
+    resources: Patterns = Field(default_factory=list)
+    rate_limit_scheme_slug: SchemeSlug | None = None
+    rate_limits: list[RateLimitRule] = Field(default_factory=list)
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    deleted_at: UtcDatetime | None = None
+
+    @field_validator("permissions", "resources")
+    @classmethod
+    def _user_apps_carry_no_grants(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value and info.data.get("user_id") is not None:
+            raise ValueError("must be empty when user_id is set (Wacht's rule)")
+        return value
+
+
+class ApiKey(_Model):
+    """An API key as every read API returns it: no secret, no hash.
+
+    An empty ``permissions`` list means the key inherits its app's permissions. The key
+    displays as ``f"{key_prefix}_…{key_suffix}"``.
+    """
+
+    id: str
+    app_slug: AppSlug
+    name: Name
+    key_prefix: KeyPrefix
+    key_suffix: str
+    permissions: Patterns = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
+    owner: Annotated[str, StringConstraints(max_length=200)] | None = None
+    environment: Annotated[str, StringConstraints(max_length=64)] | None = None
+    rate_limit_scheme_slug: SchemeSlug | None = None
+    rate_limits: list[RateLimitRule] = Field(default_factory=list)
+    owner_user_id: ScopeId | None = None
+    organization_id: ScopeId | None = None
+    workspace_id: ScopeId | None = None
+    organization_membership_id: ScopeId | None = None
+    workspace_membership_id: ScopeId | None = None
+    org_role_permissions: Patterns = Field(default_factory=list)
+    workspace_role_permissions: Patterns = Field(default_factory=list)
+    expires_at: UtcDatetime | None = None
+    last_used_at: UtcDatetime | None = None
+    is_active: bool = True
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    revoked_at: UtcDatetime | None = None
+    revoked_reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @property
+    def display(self) -> str:
+        """The key as it may be shown to people: ``sk_live_…Ab3x``."""
+        return f"{self.key_prefix}_…{self.key_suffix}"
+
+
+class KeyRecord(ApiKey):
+    """A key as the store holds it: :class:`ApiKey` plus what must never leave the store.
+
+    ``key_hash`` is the hex SHA-256 of the current secret. After a rotation with a grace
+    period, ``previous_key_hash`` / ``previous_key_suffix`` keep the old secret valid until
+    ``previous_expires_at``. These fields and ``app_id`` are excluded from ``repr`` and
+    ``model_dump``; :meth:`public` drops them.
+    """
+
+    app_id: str = Field(exclude=True, repr=False)
+    key_hash: str = Field(exclude=True, repr=False, min_length=64, max_length=64)
+    previous_key_hash: str | None = Field(default=None, exclude=True, repr=False)
+    previous_key_suffix: str | None = Field(default=None, exclude=True, repr=False)
+    previous_expires_at: UtcDatetime | None = Field(default=None, exclude=True, repr=False)
+
+    def dump_all(self) -> dict[str, Any]:
+        """Every field, the store-only ones included: for the store and for copies."""
+        return self.model_dump() | {name: getattr(self, name) for name in _STORE_ONLY}
+
+    def public(self, rate_limits: list[RateLimitRule] | None = None) -> ApiKey:
+        """Return the :class:`ApiKey` view of this record, with the resolved rules."""
+        data: dict[str, Any] = self.model_dump()
+        if rate_limits is not None:
+            data["rate_limits"] = rate_limits
+        return ApiKey.model_validate(data)
+
+
+_STORE_ONLY = (
+    "app_id", "key_hash", "previous_key_hash", "previous_key_suffix", "previous_expires_at"
+)
+
+
+class IssuedKey(_Model):
+    """What creating or rotating a key returns: the record and the one-time ``secret``.
+
+    The secret is shown here once and stored nowhere; it is kept out of ``repr``.
+    """
+
+    key: ApiKey
+    secret: str = Field(repr=False)
+
+
+EventKind = Literal[
+    "app.created",
+    "app.updated",
+    "app.deleted",
+    "scheme.created",
+    "scheme.updated",
+    "scheme.deleted",
+    "key.created",
+    "key.revoked",
+    "key.rotated",
+]
+
+
+class Event(_Model):
+    """One entry of the event log: the audit trail and the change feed for caches.
+
+    ``scheme_slug`` is keysentry's addition to DESIGN.md's ``seq, at, kind, app_slug,
+    key_id``: scheme changes touch every key that uses the scheme.
+    """
+
+    seq: int
+    at: UtcDatetime
+    kind: EventKind
+    app_slug: str | None = None
+    key_id: str | None = None
+    scheme_slug: str | None = None
+
+
+def build(model: type[M], data: dict[str, Any]) -> M:
+    """Validate *data* into *model*, raising keysentry's :class:`ValidationError`.
+
+    Each pydantic error becomes a :class:`FieldError` named by its dotted location
+    (``rules.0.duration``), with pydantic's "Value error, " boilerplate removed.
+    """
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError([_field_error(e) for e in exc.errors()]) from None
+
+
+def _field_error(error: Any) -> FieldError:
+    field = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "is not a known field"
+    return FieldError(field, message)

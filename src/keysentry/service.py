@@ -1,0 +1,548 @@
+"""``KeySentry``: the management API over a key store.
+
+Every rule about apps, schemes and keys lives here, once: the store only loads and saves.
+Each call validates its input, then reads, checks and writes inside one serialized write
+session, so a call that raises has written nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
+from keysentry.core.patterns import covers
+from keysentry.errors import (
+    ConfigurationError,
+    ConflictError,
+    FieldError,
+    NotFoundError,
+    ValidationError,
+)
+from keysentry.models import (
+    ApiAuthApp,
+    ApiKey,
+    Event,
+    IssuedKey,
+    KeyRecord,
+    RateLimitRule,
+    RateLimitScheme,
+    build,
+)
+from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
+from keysentry.stores import KeyStore, StoreSession, store_from_url
+
+__all__ = ["KeySentry"]
+
+_APP_UPDATABLE = frozenset(
+    {
+        "name", "key_prefix", "description", "is_active", "permissions", "resources",
+        "rate_limit_scheme_slug", "user_id", "organization_id", "workspace_id",
+    }
+)
+_SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
+_LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
+MAX_GRACE_SECONDS = 7 * 86_400
+
+
+def _require_str(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError.single(field, "must be a non-empty string")
+    return value
+
+
+def _changes(fields: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """Check the names of an update's fields; ``None`` clears a list field to ``[]``."""
+    unknown = [
+        FieldError(name, "cannot be changed" if name in _IMMUTABLE else "is not a known field")
+        for name in fields
+        if name not in allowed
+    ]
+    if unknown:
+        raise ValidationError(unknown)
+    if not fields:
+        raise ValidationError.single("", "nothing to update: pass at least one field")
+    return {k: ([] if v is None and k in _LIST_FIELDS else v) for k, v in fields.items()}
+
+
+_IMMUTABLE = frozenset(
+    {"id", "app_slug", "slug", "created_at", "updated_at", "deleted_at", "rate_limits"}
+)
+
+
+def _ungranted(granted: Sequence[str], wanted: Iterable[str]) -> list[str]:
+    return [w for w in wanted if not any(covers(g, w) for g in granted)]
+
+
+def _rules(session: StoreSession, slug: str | None, field: str) -> list[RateLimitRule]:
+    if slug is None:
+        return []
+    scheme = session.get_scheme(slug)
+    if scheme is None:
+        raise ValidationError.single(field, f"no rate-limit scheme {slug!r} exists")
+    return list(scheme.rules)
+
+
+def _key_rules(session: StoreSession, record: KeyRecord) -> list[RateLimitRule]:
+    """Effective rules of a key: its own scheme, else its app's, else none."""
+    slug = record.rate_limit_scheme_slug
+    if slug is None:
+        app = session.get_app_by_id(record.app_id)
+        slug = app.rate_limit_scheme_slug if app else None
+    scheme = session.get_scheme(slug) if slug else None
+    return list(scheme.rules) if scheme else []
+
+
+class KeySentry:
+    """Issue, manage and (with the adapters) verify API keys.
+
+    Args:
+        database_url: where keys live: ``sqlite:///./keysentry.db`` (the default),
+            ``postgresql://…`` or ``memory://``. The schema is created on first use.
+        limiter_url: where rate-limit counters live: ``None`` or ``memory://`` for the
+            in-process limiter, ``redis://…`` for Redis. Validated here; used by
+            verification.
+        store: a ready :class:`~keysentry.stores.KeyStore`, instead of *database_url*.
+        clock: returns the current time as a Unix timestamp; tests inject a fake clock.
+        token_factory: returns *n* random base62 characters; tests inject a fixed one.
+
+    Raises:
+        ConfigurationError: an unsupported URL, or both *database_url* and *store*.
+
+    Use it as a context manager, or call :meth:`close`, to release database connections.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        limiter_url: str | None = None,
+        store: KeyStore | None = None,
+        clock: Callable[[], float] = time.time,
+        token_factory: TokenFactory = random_token,
+    ) -> None:
+        if store is not None and database_url is not None:
+            raise ConfigurationError("pass database_url or store, not both")
+        self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
+        self.limiter_url = check_limiter_url(limiter_url)
+        self._clock = clock
+        self._token_factory = token_factory
+
+    def __enter__(self) -> KeySentry:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _new_id(self, kind: str, now: datetime) -> str:
+        # time-ordered: 8 base62 digits of milliseconds, then 12 random ones
+        millis = int(now.timestamp() * 1000)
+        return f"{kind}_{base62(millis, 8)}{self._token_factory(12)}"
+
+    # ---------------------------------------------------------------- apps
+    def create_api_auth_app(
+        self,
+        app_slug: str,
+        name: str,
+        key_prefix: str,
+        *,
+        description: str | None = None,
+        is_active: bool = True,
+        permissions: Sequence[str] | None = None,
+        resources: Sequence[str] | None = None,
+        rate_limit_scheme_slug: str | None = None,
+        user_id: str | int | None = None,
+        organization_id: str | int | None = None,
+        workspace_id: str | int | None = None,
+    ) -> ApiAuthApp:
+        """Create an API auth app: the container that owns keys.
+
+        ``permissions`` and ``resources`` are glob patterns (``users:*``, ``users/*``) that
+        cap what the app's keys may be granted. When ``user_id`` is set they must be empty
+        (Wacht's rule).
+
+        Raises:
+            ValidationError: a field is malformed, or the scheme does not exist.
+            ConflictError: a live app already has this ``app_slug``.
+        """
+        now = self._now()
+        app = build(
+            ApiAuthApp,
+            {
+                "id": self._new_id("app", now), "app_slug": app_slug, "name": name,
+                "key_prefix": key_prefix, "description": description, "is_active": is_active,
+                "permissions": permissions or [], "resources": resources or [],
+                "rate_limit_scheme_slug": rate_limit_scheme_slug, "user_id": user_id,
+                "organization_id": organization_id, "workspace_id": workspace_id,
+                "created_at": now, "updated_at": now,
+            },
+        )
+        with self.store.write() as session:
+            if session.get_app(app.app_slug) is not None:
+                raise ConflictError(f"an app {app.app_slug!r} already exists", field="app_slug")
+            rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            session.add_app(app)
+            session.append_event("app.created", now, app_slug=app.app_slug)
+        return app.model_copy(update={"rate_limits": rules})
+
+    def list_api_auth_apps(self) -> list[ApiAuthApp]:
+        """Return the live apps, oldest first, each with its resolved ``rate_limits``."""
+        with self.store.read() as session:
+            schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
+            apps = session.list_apps()
+        return [
+            a.model_copy(update={"rate_limits": schemes.get(a.rate_limit_scheme_slug or "", [])})
+            for a in apps
+        ]
+
+    def get_api_auth_app(self, app_slug: str) -> ApiAuthApp:
+        """Return the live app with this slug.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+        """
+        with self.store.read() as session:
+            app = self._live_app(session, app_slug)
+            rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+        return app.model_copy(update={"rate_limits": rules})
+
+    def update_api_auth_app(self, app_slug: str, **fields: Any) -> ApiAuthApp:
+        """Change some of an app's fields; the others keep their values.
+
+        ``app_slug`` cannot change. Narrowing ``permissions`` is refused while a live key
+        holds a permission the new list would no longer grant.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+            ValidationError: an unknown, immutable or malformed field.
+        """
+        changes = _changes(fields, _APP_UPDATABLE)
+        now = self._now()
+        with self.store.write() as session:
+            current = self._live_app(session, app_slug)
+            data = current.model_dump(exclude={"rate_limits"}) | changes | {"updated_at": now}
+            app = build(ApiAuthApp, data)
+            rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            if "permissions" in changes:
+                self._check_keys_still_granted(session, app)
+            session.save_app(app)
+            session.append_event("app.updated", now, app_slug=app.app_slug)
+        return app.model_copy(update={"rate_limits": rules})
+
+    def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
+        """Soft-delete an app. Its keys stop verifying at once; its slug may be reused by a
+        new app, whose keys are unrelated.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+        """
+        now = self._now()
+        with self.store.write() as session:
+            app = self._live_app(session, app_slug)
+            app = app.model_copy(update={"deleted_at": now, "updated_at": now})
+            session.save_app(app)
+            session.append_event("app.deleted", now, app_slug=app.app_slug)
+        return app
+
+    @staticmethod
+    def _live_app(session: StoreSession, app_slug: str) -> ApiAuthApp:
+        app = session.get_app(_require_str(app_slug, "app_slug"))
+        if app is None:
+            raise NotFoundError("app", app_slug)
+        return app
+
+    @staticmethod
+    def _check_keys_still_granted(session: StoreSession, app: ApiAuthApp) -> None:
+        orphaned = [
+            FieldError("permissions", f"would no longer grant {p!r}, held by key {k.id!r}")
+            for k in session.list_keys(app.id)
+            if k.revoked_at is None
+            for p in _ungranted(app.permissions, k.permissions)
+        ]
+        if orphaned:
+            raise ValidationError(orphaned)
+
+    # ------------------------------------------------------------- schemes
+    def create_rate_limit_scheme(
+        self,
+        slug: str,
+        name: str,
+        rules: Sequence[RateLimitRule | Mapping[str, Any]],
+        *,
+        description: str | None = None,
+    ) -> RateLimitScheme:
+        """Create a named list of rate-limit rules that apps and keys can refer to.
+
+        Raises:
+            ValidationError: a malformed field or rule (named like ``rules.0.duration``).
+            ConflictError: a scheme with this slug exists.
+        """
+        now = self._now()
+        scheme = build(
+            RateLimitScheme,
+            {
+                "slug": slug, "name": name, "description": description, "rules": rules,
+                "created_at": now, "updated_at": now,
+            },
+        )
+        with self.store.write() as session:
+            if session.get_scheme(scheme.slug) is not None:
+                raise ConflictError(f"a scheme {scheme.slug!r} already exists", field="slug")
+            session.add_scheme(scheme)
+            session.append_event("scheme.created", now, scheme_slug=scheme.slug)
+        return scheme
+
+    def list_rate_limit_schemes(self) -> list[RateLimitScheme]:
+        """Return every scheme, oldest first."""
+        with self.store.read() as session:
+            return session.list_schemes()
+
+    def get_rate_limit_scheme(self, slug: str) -> RateLimitScheme:
+        """Return the scheme with this slug.
+
+        Raises:
+            NotFoundError: there is none.
+        """
+        with self.store.read() as session:
+            return self._scheme(session, slug)
+
+    def update_rate_limit_scheme(self, slug: str, **fields: Any) -> RateLimitScheme:
+        """Change a scheme's ``name``, ``description`` or ``rules``; takes effect for every
+        app and key that uses it.
+
+        Raises:
+            NotFoundError: no such scheme.
+            ValidationError: an unknown or malformed field.
+        """
+        changes = _changes(fields, _SCHEME_UPDATABLE)
+        now = self._now()
+        with self.store.write() as session:
+            current = self._scheme(session, slug)
+            scheme = build(RateLimitScheme, current.model_dump() | changes | {"updated_at": now})
+            session.save_scheme(scheme)
+            session.append_event("scheme.updated", now, scheme_slug=scheme.slug)
+        return scheme
+
+    def delete_rate_limit_scheme(self, slug: str) -> RateLimitScheme:
+        """Delete a scheme that no live app and no unrevoked key uses.
+
+        Raises:
+            NotFoundError: no such scheme.
+            ConflictError: the scheme is still in use; the message names the users.
+        """
+        now = self._now()
+        with self.store.write() as session:
+            scheme = self._scheme(session, slug)
+            users = session.scheme_users(scheme.slug)
+            if users:
+                raise ConflictError(
+                    f"scheme {slug!r} is still used by {', '.join(users)}", field="slug"
+                )
+            session.remove_scheme(scheme.slug)
+            session.append_event("scheme.deleted", now, scheme_slug=scheme.slug)
+        return scheme
+
+    @staticmethod
+    def _scheme(session: StoreSession, slug: str) -> RateLimitScheme:
+        scheme = session.get_scheme(_require_str(slug, "slug"))
+        if scheme is None:
+            raise NotFoundError("scheme", slug)
+        return scheme
+
+    # ---------------------------------------------------------------- keys
+    def create_api_key(
+        self,
+        app_slug: str,
+        name: str,
+        *,
+        permissions: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expires_at: datetime | str | None = None,
+        owner: str | None = None,
+        environment: str | None = None,
+        rate_limit_scheme_slug: str | None = None,
+        owner_user_id: str | int | None = None,
+        organization_id: str | int | None = None,
+        workspace_id: str | int | None = None,
+        organization_membership_id: str | int | None = None,
+        workspace_membership_id: str | int | None = None,
+        org_role_permissions: Sequence[str] | None = None,
+        workspace_role_permissions: Sequence[str] | None = None,
+    ) -> IssuedKey:
+        """Issue a key under an app and return it with its secret, shown this once.
+
+        Each of ``permissions`` must be granted by the app's permission patterns; a key
+        without permissions inherits the app's. ``expires_at`` must be timezone-aware and in
+        the future. ``owner_user_id``, ``organization_id`` and ``workspace_id`` default to
+        the app's.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+            ValidationError: a malformed field, a permission the app does not grant, or an
+                unknown scheme.
+        """
+        now = self._now()
+        with self.store.write() as session:
+            app = self._live_app(session, app_slug)
+            parsed = generate_key(app.key_prefix, token_factory=self._token_factory)
+            record = build(
+                KeyRecord,
+                {
+                    "id": self._new_id("key", now), "app_id": app.id, "app_slug": app.app_slug,
+                    "name": name, "key_prefix": parsed.prefix, "key_suffix": parsed.suffix,
+                    "key_hash": parsed.digest, "permissions": permissions or [],
+                    "metadata": {} if metadata is None else metadata, "owner": owner,
+                    "environment": environment, "rate_limit_scheme_slug": rate_limit_scheme_slug,
+                    "owner_user_id": owner_user_id if owner_user_id is not None else app.user_id,
+                    "organization_id": (
+                        organization_id if organization_id is not None else app.organization_id
+                    ),
+                    "workspace_id": workspace_id if workspace_id is not None else app.workspace_id,
+                    "organization_membership_id": organization_membership_id,
+                    "workspace_membership_id": workspace_membership_id,
+                    "org_role_permissions": org_role_permissions or [],
+                    "workspace_role_permissions": workspace_role_permissions or [],
+                    "expires_at": expires_at, "created_at": now, "updated_at": now,
+                },
+            )
+            if record.expires_at is not None and record.expires_at <= now:
+                raise ValidationError.single("expires_at", "is not in the future")
+            denied = _ungranted(app.permissions, record.permissions)
+            if denied:
+                grants = f"grants only {app.permissions}" if app.permissions else "grants none"
+                raise ValidationError(
+                    [FieldError("permissions", f"{p!r} is not granted by app "
+                                f"{app.app_slug!r}, which {grants}") for p in denied]
+                )
+            if record.rate_limit_scheme_slug is not None:
+                _rules(session, record.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            session.add_key(record)
+            session.append_event("key.created", now, app_slug=app.app_slug, key_id=record.id)
+            rules = _key_rules(session, record)
+        return IssuedKey(key=record.public(rules), secret=parsed.secret)
+
+    def list_api_keys(self, app_slug: str) -> list[ApiKey]:
+        """Return every key of a live app, revoked ones included, oldest first. No secrets.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+        """
+        with self.store.read() as session:
+            app = self._live_app(session, app_slug)
+            app_rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            records = session.list_keys(app.id)
+            own = {
+                r.rate_limit_scheme_slug: _key_rules(session, r)
+                for r in records
+                if r.rate_limit_scheme_slug
+            }
+        return [r.public(own.get(r.rate_limit_scheme_slug, app_rules)) for r in records]
+
+    def get_api_key(self, key_id: str) -> ApiKey:
+        """Return one key by id. No secret, no hash.
+
+        Raises:
+            NotFoundError: no key has this id.
+        """
+        with self.store.read() as session:
+            record = self._key(session, key_id)
+            return record.public(_key_rules(session, record))
+
+    def revoke_api_key(self, key_id: str, reason: str | None = None) -> ApiKey:
+        """Revoke a key for good: from the next request on it is answered 403.
+
+        Revoking a revoked key changes nothing and returns it as it is.
+
+        Raises:
+            NotFoundError: no key has this id.
+            ValidationError: *reason* is longer than 500 characters.
+        """
+        now = self._now()
+        with self.store.write() as session:
+            record = self._key(session, key_id)
+            if record.revoked_at is None:
+                record = self._replace_key(
+                    record, revoked_at=now, revoked_reason=reason, updated_at=now,
+                    previous_key_hash=None, previous_key_suffix=None, previous_expires_at=None,
+                )
+                session.save_key(record)
+                session.append_event("key.revoked", now, app_slug=record.app_slug, key_id=record.id)
+            return record.public(_key_rules(session, record))
+
+    def rotate_api_key(self, key_id: str, *, grace_seconds: int = 0) -> IssuedKey:
+        """Give a key a new secret; the key keeps its id, name, permissions and prefix.
+
+        The old secret stops matching at once, or after *grace_seconds* (at most 7 days) so
+        that clients can be redeployed. Only the latest previous secret is kept: rotating
+        again ends an earlier grace period.
+
+        Raises:
+            NotFoundError: no key has this id.
+            ConflictError: the key is revoked, or its app was deleted.
+            ValidationError: *grace_seconds* is not an integer in 0..604800.
+        """
+        if (
+            not isinstance(grace_seconds, int)
+            or isinstance(grace_seconds, bool)
+            or not 0 <= grace_seconds <= MAX_GRACE_SECONDS
+        ):
+            raise ValidationError.single(
+                "grace_seconds", f"must be an integer from 0 to {MAX_GRACE_SECONDS}"
+            )
+        now = self._now()
+        with self.store.write() as session:
+            record = self._key(session, key_id)
+            if record.revoked_at is not None:
+                raise ConflictError(f"key {key_id!r} is revoked and cannot be rotated")
+            app = session.get_app_by_id(record.app_id)
+            if app is None or app.deleted_at is not None:
+                raise ConflictError(f"the app of key {key_id!r} was deleted")
+            parsed = generate_key(record.key_prefix, token_factory=self._token_factory)
+            grace = grace_seconds > 0
+            record = self._replace_key(
+                record,
+                key_hash=parsed.digest,
+                key_suffix=parsed.suffix,
+                previous_key_hash=record.key_hash if grace else None,
+                previous_key_suffix=record.key_suffix if grace else None,
+                previous_expires_at=now + timedelta(seconds=grace_seconds) if grace else None,
+                updated_at=now,
+            )
+            session.save_key(record)
+            session.append_event("key.rotated", now, app_slug=record.app_slug, key_id=record.id)
+            rules = _key_rules(session, record)
+        return IssuedKey(key=record.public(rules), secret=parsed.secret)
+
+    @staticmethod
+    def _key(session: StoreSession, key_id: str) -> KeyRecord:
+        record = session.get_key(_require_str(key_id, "key_id"))
+        if record is None:
+            raise NotFoundError("key", key_id)
+        return record
+
+    @staticmethod
+    def _replace_key(record: KeyRecord, **changes: Any) -> KeyRecord:
+        return build(KeyRecord, record.dump_all() | changes)
+
+    # -------------------------------------------------------------- events
+    def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:
+        """Return the audit trail: events with ``seq`` above *after_seq*, oldest first.
+
+        Raises:
+            ValidationError: *after_seq* or *limit* is not a suitable integer.
+        """
+        if not isinstance(after_seq, int) or after_seq < 0:
+            raise ValidationError.single("after_seq", "must be an integer >= 0")
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise ValidationError.single("limit", "must be an integer from 1 to 10000")
+        with self.store.read() as session:
+            return session.events_after(after_seq, limit)

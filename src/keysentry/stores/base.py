@@ -1,0 +1,112 @@
+"""The ``KeyStore`` port: where apps, schemes, keys and the event log live.
+
+A store hands out *sessions*. :meth:`KeyStore.read` gives a consistent snapshot;
+:meth:`KeyStore.write` gives one transaction that is serialized against every other writer,
+in this process and in others (SQLite ``BEGIN IMMEDIATE``, a PostgreSQL advisory lock, a lock
+in memory). The service reads, validates and writes inside one write session, so checks such
+as "the slug is free" or "the scheme is unused" cannot race, a failed call writes nothing, and
+event sequence numbers commit in order, which the change feed relies on.
+
+Sessions hold no business rules: they load and save validated models. Rules live once, in
+:mod:`keysentry.service`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
+
+__all__ = ["SCHEMA_VERSION", "KeyStore", "StoreSession"]
+
+#: Version of the stored layout; a store refuses a database written by another version.
+SCHEMA_VERSION = 1
+
+
+class StoreSession(Protocol):
+    """Reads and writes inside one transaction. Obtained from :class:`KeyStore`."""
+
+    # apps ----------------------------------------------------------------------------
+    def get_app(self, app_slug: str) -> ApiAuthApp | None:
+        """The live (not deleted) app with this slug."""
+
+    def get_app_by_id(self, app_id: str) -> ApiAuthApp | None:
+        """The app with this id, deleted or not."""
+
+    def list_apps(self) -> list[ApiAuthApp]:
+        """Live apps, oldest first."""
+
+    def add_app(self, app: ApiAuthApp) -> None:
+        """Insert a new app."""
+
+    def save_app(self, app: ApiAuthApp) -> None:
+        """Replace the app with the same id."""
+
+    # schemes -------------------------------------------------------------------------
+    def get_scheme(self, slug: str) -> RateLimitScheme | None:
+        """The scheme with this slug."""
+
+    def list_schemes(self) -> list[RateLimitScheme]:
+        """All schemes, oldest first."""
+
+    def add_scheme(self, scheme: RateLimitScheme) -> None:
+        """Insert a new scheme."""
+
+    def save_scheme(self, scheme: RateLimitScheme) -> None:
+        """Replace the scheme with the same slug."""
+
+    def remove_scheme(self, slug: str) -> None:
+        """Delete the scheme (schemes are not soft-deleted)."""
+
+    def scheme_users(self, slug: str) -> list[str]:
+        """Live apps and unrevoked keys of live apps that name this scheme, for messages:
+        ``["app 'billing'", "key 'key_…'"]``."""
+
+    # keys ----------------------------------------------------------------------------
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        """The key with this id."""
+
+    def list_keys(self, app_id: str) -> list[KeyRecord]:
+        """Every key of the app (revoked ones too), oldest first."""
+
+    def add_key(self, record: KeyRecord) -> None:
+        """Insert a new key."""
+
+    def save_key(self, record: KeyRecord) -> None:
+        """Replace the key with the same id."""
+
+    # events --------------------------------------------------------------------------
+    def append_event(
+        self,
+        kind: EventKind,
+        at: datetime,
+        *,
+        app_slug: str | None = None,
+        key_id: str | None = None,
+        scheme_slug: str | None = None,
+    ) -> Event:
+        """Append to the event log; the store assigns ``seq``."""
+
+    def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
+        """Events with ``seq`` greater than *seq*, in order, at most *limit*."""
+
+
+class KeyStore(Protocol):
+    """Storage for apps, schemes, keys and events. See the module docstring."""
+
+    def read(self) -> AbstractContextManager[StoreSession]:
+        """A read-only session."""
+
+    def write(self) -> AbstractContextManager[StoreSession]:
+        """A serialized read-write transaction, committed when the block exits cleanly."""
+
+    def find_keys(self, key_prefix: str, key_suffix: str) -> list[KeyRecord]:
+        """Candidates for a presented key: keys whose current ``(key_prefix, key_suffix)``
+        match, or whose previous secret (kept during a rotation grace period) does. The
+        caller compares hashes; the store never sees a secret."""
+
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
+
