@@ -83,6 +83,11 @@ _UNIT_MS = {
     "month": 30 * 86_400_000,
     "calendar_month": 31 * 86_400_000,
 }
+_SHORT_RULE = re.compile(r"(\d{1,10})/(\d{0,6})([a-z_]+)(?::([a-z_]+))?(?:@(.+))?", re.ASCII)
+_UNIT_ALIASES = {
+    "ms": "millisecond", "s": "second", "sec": "second", "m": "minute", "min": "minute",
+    "h": "hour", "d": "day",
+}
 MAX_LIST_LENGTH = 100
 MAX_METADATA_BYTES = 16_384
 APP_SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,62}"
@@ -189,6 +194,42 @@ class RateLimitRule(_Model):
         for text in value:
             parse_endpoint(text)  # raises ValueError with a message for the user
         return list(dict.fromkeys(value))
+
+    @classmethod
+    def from_short(cls, text: str) -> RateLimitRule:
+        """Parse the short form ``MAX/[DURATION]UNIT[:MODE][@ENDPOINT[,ENDPOINT…]]``.
+
+        ``100/minute`` (per key), ``1000/hour:per_app``, ``10/5second:per_key@GET /x/*``.
+        Units may be abbreviated: ``ms``, ``s``/``sec``, ``m``/``min``, ``h``, ``d``.
+
+        Raises:
+            ValidationError: the text is not in the short form, or the rule is invalid.
+        """
+        match = _SHORT_RULE.fullmatch(text.strip()) if isinstance(text, str) else None
+        if match is None:
+            raise ValidationError.single(
+                "rule", f"{text!r} is not of the form 100/minute[:per_key][@GET /path]"
+            )
+        max_requests, duration, unit, mode, endpoints = match.groups()
+        data: dict[str, Any] = {
+            "max_requests": int(max_requests),
+            "duration": int(duration) if duration else 1,
+            "unit": _UNIT_ALIASES.get(unit, unit),
+        }
+        if mode:
+            data["mode"] = mode
+        if endpoints:
+            data["endpoints"] = [e.strip() for e in endpoints.split(",")]
+        return build(cls, data)
+
+    @property
+    def short(self) -> str:
+        """The rule in the short form :meth:`from_short` reads (priority left out)."""
+        duration = "" if self.duration == 1 else str(self.duration)
+        text = f"{self.max_requests}/{duration}{self.unit}:{self.mode}"
+        if self.endpoints != ["*"]:
+            text += "@" + ",".join(self.endpoints)
+        return text
 
     @property
     def window_ms(self) -> int:
@@ -367,4 +408,6 @@ def _field_error(error: Any) -> FieldError:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "is not a known field"
+    elif error["type"] == "timezone_aware":
+        message = "must include a timezone, e.g. 2026-12-31T23:59:59Z"
     return FieldError(field, message)

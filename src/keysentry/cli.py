@@ -1,0 +1,247 @@
+"""The ``keysentry`` command: manage apps, rate-limit schemes and keys from a shell.
+
+A thin shell over :class:`~keysentry.KeySentry`: each subcommand parses its flags, makes one
+call and prints the result as a table (default) or as JSON (``--json``). The store comes from
+``--database-url``, else ``$KEYSENTRY_DATABASE_URL``, else ``sqlite:///./keysentry.db``.
+
+User mistakes print one ``keysentry: error: …`` line and exit 1 (2 for bad flags); they
+never print a traceback. A key's secret is printed only by ``keys create`` and ``keys rotate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from pydantic import BaseModel
+
+from keysentry._cli_format import render
+from keysentry.errors import KeySentryError
+from keysentry.models import RateLimitRule
+from keysentry.service import KeySentry
+from keysentry.settings import DATABASE_URL_ENV, database_url_from_env
+
+__all__ = ["main"]
+
+Handler = Callable[[KeySentry, argparse.Namespace], Any]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"team\": \"billing\"}'")
+    return value
+
+
+def _rule(text: str) -> RateLimitRule | dict[str, Any]:
+    # a JSON object is validated by the service along with the rest, and named rules.N
+    return _json_object(text) if text.lstrip().startswith("{") else RateLimitRule.from_short(text)
+
+
+# ------------------------------------------------------------------ handlers
+def _apps_create(ks: KeySentry, a: argparse.Namespace) -> Any:
+    return ks.create_api_auth_app(
+        a.app_slug, a.name, a.key_prefix, description=a.description,
+        permissions=a.permission, resources=a.resource, rate_limit_scheme_slug=a.scheme,
+        user_id=a.user_id, organization_id=a.organization_id, workspace_id=a.workspace_id,
+    )
+
+
+def _apps_update(ks: KeySentry, a: argparse.Namespace) -> Any:
+    fields: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("name", a.name), ("key_prefix", a.key_prefix), ("description", a.description),
+            ("permissions", a.permission), ("resources", a.resource),
+            ("rate_limit_scheme_slug", a.scheme), ("is_active", a.active),
+            ("user_id", a.user_id), ("organization_id", a.organization_id),
+            ("workspace_id", a.workspace_id),
+        )
+        if value is not None
+    }
+    if a.clear_permissions:
+        fields["permissions"] = []
+    if a.clear_resources:
+        fields["resources"] = []
+    if a.no_scheme:
+        fields["rate_limit_scheme_slug"] = None
+    return ks.update_api_auth_app(a.app_slug, **fields)
+
+
+def _schemes_update(ks: KeySentry, a: argparse.Namespace) -> Any:
+    fields = {"name": a.name, "description": a.description, "rules": a.rule}
+    return ks.update_rate_limit_scheme(a.slug, **{k: v for k, v in fields.items() if v})
+
+
+def _keys_create(ks: KeySentry, a: argparse.Namespace) -> Any:
+    return ks.create_api_key(
+        a.app_slug, a.name, permissions=a.permission, metadata=a.metadata,
+        expires_at=a.expires_at, owner=a.owner, environment=a.environment,
+        rate_limit_scheme_slug=a.scheme, owner_user_id=a.owner_user_id,
+        organization_id=a.organization_id, workspace_id=a.workspace_id,
+    )
+
+
+# -------------------------------------------------------------------- parser
+def _common() -> argparse.ArgumentParser:
+    # Accepted both before and after the subcommand: `keysentry --json apps list` and
+    # `keysentry apps list --json`. SUPPRESS keeps a leaf from overwriting the global value.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--database-url", default=argparse.SUPPRESS, metavar="URL",
+        help=f"store URL (default: ${DATABASE_URL_ENV}, else sqlite:///./keysentry.db)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
+    )
+    return common
+
+
+def _app_fields(p: argparse.ArgumentParser, *, update: bool) -> None:
+    p.add_argument("--description")
+    p.add_argument("--permission", action="append", metavar="PATTERN",
+                   help="granted permission pattern, e.g. users:* (repeat for more)")
+    p.add_argument("--resource", action="append", metavar="PATTERN",
+                   help="granted resource pattern, e.g. users/* (repeat for more)")
+    p.add_argument("--scheme", metavar="SLUG", help="rate-limit scheme slug")
+    for field in ("user-id", "organization-id", "workspace-id"):
+        p.add_argument(f"--{field}")
+    if update:
+        p.add_argument("--name")
+        p.add_argument("--key-prefix", help="prefix for keys issued from now on")
+        p.add_argument("--clear-permissions", action="store_true")
+        p.add_argument("--clear-resources", action="store_true")
+        p.add_argument("--no-scheme", action="store_true", help="detach the scheme")
+        state = p.add_mutually_exclusive_group()
+        state.add_argument("--active", dest="active", action="store_const", const=True)
+        state.add_argument("--inactive", dest="active", action="store_const", const=False)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = _Parser(
+        prog="keysentry", parents=[common],
+        description="Manage keysentry API auth apps, rate-limit schemes and API keys.",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="{apps,schemes,keys,events}")
+
+    def leaf(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    apps = groups.add_parser("apps", help="API auth apps").add_subparsers(metavar="COMMAND", required=True)
+    p = leaf(apps, "create", _apps_create, "create an app")
+    p.add_argument("app_slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--key-prefix", required=True, help="e.g. sk_live")
+    _app_fields(p, update=False)
+    leaf(apps, "list", lambda ks, a: ks.list_api_auth_apps(), "list live apps")
+    leaf(apps, "show", lambda ks, a: ks.get_api_auth_app(a.app_slug), "show an app").add_argument(
+        "app_slug"
+    )
+    p = leaf(apps, "update", _apps_update, "change an app's fields")
+    p.add_argument("app_slug")
+    _app_fields(p, update=True)
+    leaf(apps, "delete", lambda ks, a: ks.delete_api_auth_app(a.app_slug),
+         "delete an app; its keys stop working").add_argument("app_slug")
+
+    schemes = groups.add_parser("schemes", help="rate-limit schemes").add_subparsers(
+        metavar="COMMAND", required=True
+    )
+    rule_help = "100/minute[:MODE][@ENDPOINT] or a JSON rule object (repeat for more)"
+    p = leaf(schemes, "create", lambda ks, a: ks.create_rate_limit_scheme(
+        a.slug, a.name, a.rule, description=a.description), "create a scheme")
+    p.add_argument("slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--description")
+    p.add_argument("--rule", type=_rule, action="append", required=True, help=rule_help)
+    leaf(schemes, "list", lambda ks, a: ks.list_rate_limit_schemes(), "list schemes")
+    leaf(schemes, "show", lambda ks, a: ks.get_rate_limit_scheme(a.slug), "show a scheme"
+         ).add_argument("slug")
+    p = leaf(schemes, "update", _schemes_update, "change a scheme")
+    p.add_argument("slug")
+    p.add_argument("--name")
+    p.add_argument("--description")
+    p.add_argument("--rule", type=_rule, action="append", help="replaces all rules; " + rule_help)
+    leaf(schemes, "delete", lambda ks, a: ks.delete_rate_limit_scheme(a.slug),
+         "delete an unused scheme").add_argument("slug")
+
+    keys = groups.add_parser("keys", help="API keys").add_subparsers(metavar="COMMAND", required=True)
+    p = leaf(keys, "create", _keys_create, "issue a key (prints its secret once)")
+    p.add_argument("app_slug")
+    p.add_argument("--name", required=True)
+    p.add_argument("--permission", action="append", metavar="PATTERN",
+                   help="permission (repeat for more); default: the app's")
+    p.add_argument("--metadata", type=_json_object, metavar="JSON")
+    p.add_argument("--expires-at", metavar="ISO8601", help="e.g. 2026-12-31T23:59:59Z")
+    p.add_argument("--owner")
+    p.add_argument("--environment")
+    p.add_argument("--scheme", metavar="SLUG")
+    for field in ("owner-user-id", "organization-id", "workspace-id"):
+        p.add_argument(f"--{field}")
+    leaf(keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
+         ).add_argument("app_slug")
+    leaf(keys, "show", lambda ks, a: ks.get_api_key(a.key_id), "show a key").add_argument("key_id")
+    p = leaf(keys, "revoke", lambda ks, a: ks.revoke_api_key(a.key_id, reason=a.reason),
+             "revoke a key")
+    p.add_argument("key_id")
+    p.add_argument("--reason")
+    p = leaf(keys, "rotate", lambda ks, a: ks.rotate_api_key(
+        a.key_id, grace_seconds=a.grace_seconds), "give a key a new secret (printed once)")
+    p.add_argument("key_id")
+    p.add_argument("--grace-seconds", type=int, default=0,
+                   help="keep the old secret valid this long (default 0)")
+
+    events = groups.add_parser("events", help="the audit log").add_subparsers(metavar="COMMAND", required=True)
+    p = leaf(events, "list", lambda ks, a: ks.list_events(a.after, a.limit), "list events")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ")
+    p.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with *argv* (default: ``sys.argv[1:]``) and return the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        with KeySentry(database_url_from_env(getattr(args, "database_url", None))) as ks:
+            result = handler(ks, args)
+    except KeySentryError as exc:
+        print(f"keysentry: error: {exc}", file=sys.stderr)
+        return 1
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(result), indent=2))
+    else:
+        print(render(result))
+    if hasattr(result, "secret"):
+        print("Store this secret now: it is shown only once.", file=sys.stderr)
+    return 0
+
+
+def _jsonable(result: Any) -> Any:
+    if isinstance(result, list):
+        return [_jsonable(item) for item in result]
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return result

@@ -1,0 +1,87 @@
+"""Fixtures shared by the whole suite.
+
+Tests that need PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) skip with a reason
+when the server is unreachable, unless KEYSENTRY_REQUIRE_SERVICES=1 (set by .ci/run): then
+they fail, so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from keysentry import KeySentry
+from keysentry.testing import FakeClock
+
+PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("KEYSENTRY_REQUIRE_SERVICES") == "1"
+
+
+def _postgres_problem() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install -e '.[dev]')"
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=2).close()
+    except psycopg.Error as exc:
+        return f"PostgreSQL unreachable at {PG_ADMIN_URL}: {exc}"
+    return None
+
+
+_pg_problem: list[str | None] = []
+
+
+def require_postgres() -> None:
+    """Skip (or, under KEYSENTRY_REQUIRE_SERVICES=1, fail) when PostgreSQL is unreachable."""
+    if not _pg_problem:
+        _pg_problem.append(_postgres_problem())
+    problem = _pg_problem[0]
+    if problem is not None:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"KEYSENTRY_REQUIRE_SERVICES=1 but {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    require_postgres()
+    import psycopg
+
+    schema = f"ks_test_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """Every store URL: the contract suites run once per backend."""
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/keysentry.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ks(database_url: str, clock: FakeClock) -> Iterator[KeySentry]:
+    """A KeySentry on each backend in turn, on a fake clock."""
+    sentry = KeySentry(database_url, clock=clock)
+    yield sentry
+    sentry.close()

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import hashlib
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keysentry.core.keys import (
+    ALPHABET,
+    BODY_LENGTH,
+    MAX_KEY_LENGTH,
+    PREFIX_PATTERN,
+    checksum,
+    generate_key,
+    hash_key,
+    hashes_match,
+    parse_key,
+)
+from keysentry.errors import KeyFormatError
+
+prefixes = st.from_regex(rf"\A{PREFIX_PATTERN}\Z", fullmatch=True)
+
+
+@given(prefixes)
+def test_generated_key_round_trips(prefix: str) -> None:
+    key = generate_key(prefix)
+    parsed = parse_key(key.secret)
+    assert parsed == key
+    assert parsed.prefix == prefix
+    assert key.secret.startswith(prefix + "_")
+    assert len(key.secret) == len(prefix) + 1 + BODY_LENGTH
+    assert "_" not in key.secret[len(prefix) + 1 :]
+
+
+@given(st.text())
+def test_any_text_parses_or_raises_key_format_error(text: str) -> None:
+    try:
+        parsed = parse_key(text)
+    except KeyFormatError:
+        return
+    assert parsed.secret == text
+
+
+@given(st.one_of(st.binary(), st.integers(), st.none(), st.lists(st.text())))
+def test_non_strings_raise_key_format_error(value: object) -> None:
+    with pytest.raises(KeyFormatError):
+        parse_key(value)
+
+
+def test_key_with_nul_bytes_and_unicode_is_rejected() -> None:
+    key = generate_key("sk_live").secret
+    for bad in [key + "\x00", "\x00" + key, key[:-1] + "é", key.replace("s", "ѕ", 1)]:
+        with pytest.raises(KeyFormatError):
+            parse_key(bad)
+
+
+@given(st.data())
+def test_any_single_character_change_breaks_the_checksum(data: st.DataObject) -> None:
+    key = generate_key("sk_live").secret
+    body_start = len("sk_live_")
+    index = data.draw(st.integers(body_start, len(key) - 1))
+    replacement = data.draw(st.sampled_from(ALPHABET).filter(lambda c: c != key[index]))
+    with pytest.raises(KeyFormatError):
+        parse_key(key[:index] + replacement + key[index + 1 :])
+
+
+def test_overlong_input_is_rejected_without_scanning_it() -> None:
+    with pytest.raises(KeyFormatError, match="too long"):
+        parse_key("sk_live_" + "a" * 1_000_000)
+    assert MAX_KEY_LENGTH == 71
+
+
+def test_error_messages_never_contain_the_input() -> None:
+    key = generate_key("sk_live").secret
+    broken = key[:-1] + ("A" if key[-1] != "A" else "B")
+    with pytest.raises(KeyFormatError) as info:
+        parse_key(broken)
+    assert broken not in str(info.value)
+    assert broken[8:] not in repr(info.value)
+
+
+def test_suffix_is_the_last_four_characters_and_repr_hides_the_secret() -> None:
+    key = generate_key("sk_live")
+    assert key.suffix == key.secret[-4:]
+    assert key.secret not in repr(key)
+    assert key.secret[8:20] not in repr(key)
+    assert repr(key) == f"ParsedKey(prefix='sk_live', suffix='{key.suffix}')"
+
+
+def test_hash_is_hex_sha256_of_the_whole_key() -> None:
+    key = generate_key("sk_live")
+    assert key.digest == hashlib.sha256(key.secret.encode()).hexdigest()
+    assert hash_key(key.secret) == key.digest
+    assert hashes_match(key.digest, hash_key(key.secret))
+    assert not hashes_match(key.digest, hash_key(generate_key("sk_live").secret))
+
+
+def test_token_factory_is_injectable_and_checksum_is_deterministic() -> None:
+    key = generate_key("ab", token_factory=lambda n: "x" * n)
+    assert key.secret == "ab_" + "x" * 32 + checksum("ab_" + "x" * 32)
+
+
+def test_a_bad_token_factory_fails_at_generation() -> None:
+    with pytest.raises(KeyFormatError):
+        generate_key("ab", token_factory=lambda n: "_" * n)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("a", id="too-short"),
+        pytest.param("1abc", id="digit-first"),
+        pytest.param("Sk_live", id="uppercase"),
+        pytest.param("a" * 33, id="too-long"),
+        pytest.param("sk-live", id="dash"),
+    ],
+)
+def test_invalid_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(KeyFormatError):
+        generate_key(prefix)
+
+
+def test_random_part_uses_about_190_bits() -> None:
+    keys = {generate_key("sk").secret for _ in range(200)}
+    assert len(keys) == 200
+    alphabet_seen = set("".join(k[3:35] for k in keys))
+    assert alphabet_seen <= set(string.ascii_letters + string.digits)
+    assert len(alphabet_seen) > 55  # all of base62, practically
