@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 
 from keysentry._cli_format import render
-from keysentry.errors import KeySentryError
+from keysentry.errors import KeySentryError, ValidationError
 from keysentry.models import RateLimitRule
 from keysentry.service import KeySentry
 from keysentry.settings import DATABASE_URL_ENV, database_url_from_env
@@ -48,7 +48,12 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def _rule(text: str) -> RateLimitRule | dict[str, Any]:
     # a JSON object is validated by the service along with the rest, and named rules.N
-    return _json_object(text) if text.lstrip().startswith("{") else RateLimitRule.from_short(text)
+    if text.lstrip().startswith("{"):
+        return _json_object(text)
+    try:
+        return RateLimitRule.from_short(text)
+    except ValidationError as exc:  # argparse would hide a ValueError's message
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ------------------------------------------------------------------ handlers

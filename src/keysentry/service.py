@@ -215,7 +215,7 @@ class KeySentry:
             rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
         return app.model_copy(update={"rate_limits": rules})
 
-    def update_api_auth_app(self, app_slug: str, **fields: Any) -> ApiAuthApp:
+    def update_api_auth_app(self, app_slug: str, /, **fields: Any) -> ApiAuthApp:
         """Change some of an app's fields; the others keep their values.
 
         ``app_slug`` cannot change. Narrowing ``permissions`` is refused while a live key
@@ -315,7 +315,7 @@ class KeySentry:
         with self.store.read() as session:
             return self._scheme(session, slug)
 
-    def update_rate_limit_scheme(self, slug: str, **fields: Any) -> RateLimitScheme:
+    def update_rate_limit_scheme(self, slug: str, /, **fields: Any) -> RateLimitScheme:
         """Change a scheme's ``name``, ``description`` or ``rules``; takes effect for every
         app and key that uses it.
 
