@@ -20,4 +20,5 @@ except ValidationError as exc:
     print("refused:", exc)
 rotated = ks.rotate_api_key(issued.key.id)              # new secret, same key id
 print("revoked at:", ks.revoke_api_key(issued.key.id, reason="leaked").revoked_at)
-ks.delete_api_auth_app("internal-api"); ks.delete_rate_limit_scheme("standard")
+ks.delete_api_auth_app("internal-api")                 # clean up, so it can run again
+ks.delete_rate_limit_scheme("standard")

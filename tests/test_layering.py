@@ -12,8 +12,17 @@ import keysentry
 SRC = Path(keysentry.__file__).parent
 # core/ is pure: no I/O, no clock, no frameworks (STYLE.md rule 4)
 CORE_ALLOWED = {
-    "__future__", "collections", "dataclasses", "enum", "hashlib", "hmac", "re", "secrets",
-    "typing", "zlib", "keysentry",
+    "__future__",
+    "collections",
+    "dataclasses",
+    "enum",
+    "hashlib",
+    "hmac",
+    "re",
+    "secrets",
+    "typing",
+    "zlib",
+    "keysentry",
 }
 
 
@@ -51,8 +60,9 @@ def test_import_keysentry_loads_no_optional_or_heavy_dependency() -> None:
         "'sqlalchemy', 'uvicorn', 'httpx'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -68,16 +68,26 @@ def test_rule_defaults_and_short_form() -> None:
     assert rule.short == "100/minute:per_key"
     assert RateLimitRule.from_short("100/minute") == rule
     assert RateLimitRule.from_short("5/10s:per_app@GET /x/*").model_dump() == {
-        "unit": "second", "duration": 10, "max_requests": 5, "mode": "per_app",
-        "endpoints": ["GET /x/*"], "priority": 0,
+        "unit": "second",
+        "duration": 10,
+        "max_requests": 5,
+        "mode": "per_app",
+        "endpoints": ["GET /x/*"],
+        "priority": 0,
     }
     with pytest.raises(ValidationError, match="is not of the form"):
         RateLimitRule.from_short("lots/minute")
 
 
 def _app(**fields: object) -> dict[str, object]:
-    return {"id": "app_1", "app_slug": "billing", "name": "Billing", "key_prefix": "sk_live",
-            "created_at": NOW, "updated_at": NOW} | fields
+    return {
+        "id": "app_1",
+        "app_slug": "billing",
+        "name": "Billing",
+        "key_prefix": "sk_live",
+        "created_at": NOW,
+        "updated_at": NOW,
+    } | fields
 
 
 @pytest.mark.parametrize(
@@ -115,13 +125,27 @@ def test_repeated_patterns_are_dropped_in_order() -> None:
 
 
 def test_key_record_hides_its_hashes() -> None:
-    record = build(KeyRecord, {
-        "id": "key_1", "app_id": "app_1", "app_slug": "billing", "name": "k",
-        "key_prefix": "sk_live", "key_suffix": "abcd", "key_hash": "f" * 64,
-        "previous_key_hash": "e" * 64, "created_at": NOW, "updated_at": NOW,
-    })
-    for text in (repr(record), str(record.model_dump()), record.model_dump_json(),
-                 repr(record.public())):
+    record = build(
+        KeyRecord,
+        {
+            "id": "key_1",
+            "app_id": "app_1",
+            "app_slug": "billing",
+            "name": "k",
+            "key_prefix": "sk_live",
+            "key_suffix": "abcd",
+            "key_hash": "f" * 64,
+            "previous_key_hash": "e" * 64,
+            "created_at": NOW,
+            "updated_at": NOW,
+        },
+    )
+    for text in (
+        repr(record),
+        str(record.model_dump()),
+        record.model_dump_json(),
+        repr(record.public()),
+    ):
         assert "f" * 64 not in text
         assert "e" * 64 not in text
         assert "app_1" not in text
@@ -130,9 +154,17 @@ def test_key_record_hides_its_hashes() -> None:
 
 
 def test_metadata_must_be_a_small_json_object() -> None:
-    base = {"id": "key_1", "app_id": "a", "app_slug": "billing", "name": "k",
-            "key_prefix": "sk_live", "key_suffix": "abcd", "key_hash": "f" * 64,
-            "created_at": NOW, "updated_at": NOW}
+    base = {
+        "id": "key_1",
+        "app_id": "a",
+        "app_slug": "billing",
+        "name": "k",
+        "key_prefix": "sk_live",
+        "key_suffix": "abcd",
+        "key_hash": "f" * 64,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
     for bad in ([1, 2], "text", {"x": object()}, {"big": "x" * 20_000}):
         with pytest.raises(ValidationError) as info:
             build(KeyRecord, base | {"metadata": bad})

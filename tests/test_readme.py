@@ -49,7 +49,10 @@ def test_readme_cli_lines_parse() -> None:
             continue  # synopsis lines, not runnable as written
         help_run = subprocess.run(
             [sys.executable, "-m", "keysentry", *line.split()[1:3], "--help"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert help_run.returncode == 0, line
 

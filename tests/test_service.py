@@ -21,12 +21,16 @@ from keysentry.testing import FakeClock, issue_key
 
 def setup_internal_api(ks: KeySentry) -> None:
     ks.create_rate_limit_scheme(
-        slug="standard", name="Standard",
+        slug="standard",
+        name="Standard",
         rules=[RateLimitRule(unit="minute", duration=1, max_requests=100, mode="per_key")],
     )
     ks.create_api_auth_app(
-        app_slug="internal-api", name="Internal API", key_prefix="sk_live",
-        permissions=["users:read", "users:write"], resources=["users/*"],
+        app_slug="internal-api",
+        name="Internal API",
+        key_prefix="sk_live",
+        permissions=["users:read", "users:write"],
+        resources=["users/*"],
         rate_limit_scheme_slug="standard",
     )
 
@@ -41,8 +45,13 @@ def test_design_section_2_walkthrough(ks: KeySentry) -> None:
     assert app.rate_limits == [RateLimitRule(unit="minute", max_requests=100)]
     assert [a.app_slug for a in ks.list_api_auth_apps()] == ["internal-api"]
 
-    issued = ks.create_api_key("internal-api", name="Primary", permissions=["users:read"],
-                               metadata={"owner": "billing"}, expires_at=None)
+    issued = ks.create_api_key(
+        "internal-api",
+        name="Primary",
+        permissions=["users:read"],
+        metadata={"owner": "billing"},
+        expires_at=None,
+    )
     assert issued.secret.startswith("sk_live_")
     key = issued.key
     assert (key.app_slug, key.name, key.key_prefix) == ("internal-api", "Primary", "sk_live")
@@ -57,7 +66,10 @@ def test_design_section_2_walkthrough(ks: KeySentry) -> None:
     assert revoked.revoked_at is not None
     assert revoked.revoked_reason == "leaked"
     assert [e.kind for e in ks.list_events()] == [
-        "scheme.created", "app.created", "key.created", "key.revoked",
+        "scheme.created",
+        "app.created",
+        "key.created",
+        "key.revoked",
     ]
 
 
@@ -65,9 +77,14 @@ def test_secret_is_returned_once_and_never_stored(ks: KeySentry) -> None:
     issued = issue_key(ks)
     candidates = ks.store.find_keys("sk_test", issued.key.key_suffix)
     assert [c.key_hash for c in candidates] == [hash_key(issued.secret)]
-    for text in (repr(issued), repr(issued.key), str(issued.key.model_dump()),
-                 repr(ks.get_api_key(issued.key.id)), repr(candidates[0]),
-                 str(candidates[0].model_dump())):
+    for text in (
+        repr(issued),
+        repr(issued.key),
+        str(issued.key.model_dump()),
+        repr(ks.get_api_key(issued.key.id)),
+        repr(candidates[0]),
+        str(candidates[0].model_dump()),
+    ):
         assert issued.secret not in text
         assert hash_key(issued.secret) not in text
     assert "secret" in issued.model_dump()  # the one place it is shown
@@ -84,12 +101,14 @@ def test_duplicate_app_slug_is_a_conflict(ks: KeySentry) -> None:
 
 def test_invalid_app_input_names_fields_and_writes_nothing(ks: KeySentry) -> None:
     with pytest.raises(ValidationError) as info:
-        ks.create_api_auth_app(app_slug="Bad Slug", name="", key_prefix="sk-live",
-                               permissions=["ok", "not ok"])
+        ks.create_api_auth_app(
+            app_slug="Bad Slug", name="", key_prefix="sk-live", permissions=["ok", "not ok"]
+        )
     assert info.value.fields == ["app_slug", "name", "key_prefix", "permissions"]
     with pytest.raises(ValidationError) as info:
-        ks.create_api_auth_app(app_slug="ok-app", name="Ok", key_prefix="sk",
-                               rate_limit_scheme_slug="missing")
+        ks.create_api_auth_app(
+            app_slug="ok-app", name="Ok", key_prefix="sk", rate_limit_scheme_slug="missing"
+        )
     assert info.value.fields == ["rate_limit_scheme_slug"]
     assert ks.list_api_auth_apps() == []
     assert ks.list_events() == []
@@ -99,18 +118,25 @@ def test_user_id_excludes_permissions_and_resources_on_create_and_update(
     ks: KeySentry,
 ) -> None:
     with pytest.raises(ValidationError) as info:
-        ks.create_api_auth_app(app_slug="user-export", name="User Export",
-                               key_prefix="wacht_export", user_id="usr_1",
-                               permissions=["users:read"], resources=["users/*"])
+        ks.create_api_auth_app(
+            app_slug="user-export",
+            name="User Export",
+            key_prefix="wacht_export",
+            user_id="usr_1",
+            permissions=["users:read"],
+            resources=["users/*"],
+        )
     assert info.value.fields == ["permissions", "resources"]
-    app = ks.create_api_auth_app(app_slug="user-export", name="User Export",
-                                 key_prefix="wacht_export", user_id=123)
+    app = ks.create_api_auth_app(
+        app_slug="user-export", name="User Export", key_prefix="wacht_export", user_id=123
+    )
     assert app.user_id == "123"
     with pytest.raises(ValidationError) as info:
         ks.update_api_auth_app("user-export", permissions=["users:read"])
     assert info.value.fields == ["permissions"]
-    other = ks.create_api_auth_app(app_slug="svc", name="Svc", key_prefix="sk_svc",
-                                   permissions=["a"])
+    other = ks.create_api_auth_app(
+        app_slug="svc", name="Svc", key_prefix="sk_svc", permissions=["a"]
+    )
     with pytest.raises(ValidationError):
         ks.update_api_auth_app(other.app_slug, user_id="usr_2")
     # keys of a user-attached app are owned by that user unless told otherwise
@@ -121,8 +147,9 @@ def test_update_app_changes_only_given_fields(ks: KeySentry, clock: FakeClock) -
     setup_internal_api(ks)
     before = ks.get_api_auth_app("internal-api")
     clock.advance(10)
-    after = ks.update_api_auth_app("internal-api", name="Renamed", rate_limit_scheme_slug=None,
-                                   is_active=False)
+    after = ks.update_api_auth_app(
+        "internal-api", name="Renamed", rate_limit_scheme_slug=None, is_active=False
+    )
     assert (after.name, after.rate_limit_scheme_slug, after.rate_limits) == ("Renamed", None, [])
     assert after.is_active is False
     assert after.permissions == before.permissions
@@ -138,8 +165,9 @@ def test_update_app_changes_only_given_fields(ks: KeySentry, clock: FakeClock) -
         pytest.param({"id": "x"}, "id", "cannot be changed", id="id"),
         pytest.param({"colour": "red"}, "colour", "not a known field", id="unknown"),
         pytest.param({"key_prefix": "Bad"}, "key_prefix", "not valid", id="prefix"),
-        pytest.param({"rate_limit_scheme_slug": "nope"}, "rate_limit_scheme_slug", "no rate",
-                     id="scheme"),
+        pytest.param(
+            {"rate_limit_scheme_slug": "nope"}, "rate_limit_scheme_slug", "no rate", id="scheme"
+        ),
         pytest.param({}, "", "nothing to update", id="empty"),
     ],
 )
@@ -184,8 +212,10 @@ def test_delete_app_is_soft_and_the_slug_can_be_reused(ks: KeySentry) -> None:
 
 
 def test_scheme_lifecycle(ks: KeySentry) -> None:
-    rules = [{"unit": "second", "max_requests": 10},
-             RateLimitRule(unit="hour", max_requests=1000, mode="per_app", priority=5)]
+    rules = [
+        {"unit": "second", "max_requests": 10},
+        RateLimitRule(unit="hour", max_requests=1000, mode="per_app", priority=5),
+    ]
     scheme = ks.create_rate_limit_scheme("burst", "Burst", rules, description="d")
     assert [r.short for r in scheme.rules] == ["10/second:per_key", "1000/hour:per_app"]
     assert ks.get_rate_limit_scheme("burst") == scheme
@@ -216,13 +246,19 @@ def test_scheme_in_use_cannot_be_deleted(ks: KeySentry) -> None:
     ("rules", "bad"),
     [
         pytest.param([], "rules", id="no-rules"),
-        pytest.param([{"unit": "second", "duration": 1801, "max_requests": 1}],
-                     "rules.0.duration", id="second-bound"),
-        pytest.param([{"unit": "minute", "max_requests": 1},
-                      {"unit": "minute", "max_requests": 0}], "rules.1.max_requests",
-                     id="second-rule"),
-        pytest.param([{"unit": "month", "duration": 2, "max_requests": 1}], "rules.0.duration",
-                     id="month"),
+        pytest.param(
+            [{"unit": "second", "duration": 1801, "max_requests": 1}],
+            "rules.0.duration",
+            id="second-bound",
+        ),
+        pytest.param(
+            [{"unit": "minute", "max_requests": 1}, {"unit": "minute", "max_requests": 0}],
+            "rules.1.max_requests",
+            id="second-rule",
+        ),
+        pytest.param(
+            [{"unit": "month", "duration": 2, "max_requests": 1}], "rules.0.duration", id="month"
+        ),
         pytest.param("100/minute", "rules", id="not-a-list"),
     ],
 )
@@ -234,8 +270,9 @@ def test_invalid_rules_name_the_rule_and_field(ks: KeySentry, rules: Any, bad: s
 
 
 def test_key_permissions_must_be_granted_by_the_app(ks: KeySentry) -> None:
-    ks.create_api_auth_app(app_slug="api", name="API", key_prefix="sk",
-                           permissions=["users:*", "orders:read"])
+    ks.create_api_auth_app(
+        app_slug="api", name="API", key_prefix="sk", permissions=["users:*", "orders:read"]
+    )
     assert ks.create_api_key("api", "a", permissions=["users:read", "users:*"]).key.permissions
     inherit = ks.create_api_key("api", "inherit").key
     assert inherit.permissions == []  # inherits the app's at verification
@@ -258,8 +295,7 @@ def test_key_permissions_must_be_granted_by_the_app(ks: KeySentry) -> None:
         pytest.param({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at", id="past"),
         pytest.param({"expires_at": datetime(2030, 1, 1)}, "expires_at", id="naive"),  # noqa: DTZ001
         pytest.param({"expires_at": "soon"}, "expires_at", id="garbage"),
-        pytest.param({"rate_limit_scheme_slug": "missing"}, "rate_limit_scheme_slug",
-                     id="scheme"),
+        pytest.param({"rate_limit_scheme_slug": "missing"}, "rate_limit_scheme_slug", id="scheme"),
         pytest.param({"environment": "x" * 65}, "environment", id="environment"),
     ],
 )
@@ -343,13 +379,21 @@ def test_rotate_with_grace_keeps_the_old_secret_until_a_deadline(
 
 
 def test_keys_inherit_the_apps_organization_and_workspace(ks: KeySentry) -> None:
-    ks.create_api_auth_app(app_slug="acme-v2", name="Acme", key_prefix="wk_live",
-                           permissions=["read:data"], organization_id="org_abc123",
-                           workspace_id="ws_1")
-    key = ks.create_api_key("acme-v2", "Production Backend Key", owner_user_id="usr_abc123",
-                            workspace_id="ws_2").key
+    ks.create_api_auth_app(
+        app_slug="acme-v2",
+        name="Acme",
+        key_prefix="wk_live",
+        permissions=["read:data"],
+        organization_id="org_abc123",
+        workspace_id="ws_1",
+    )
+    key = ks.create_api_key(
+        "acme-v2", "Production Backend Key", owner_user_id="usr_abc123", workspace_id="ws_2"
+    ).key
     assert (key.owner_user_id, key.organization_id, key.workspace_id) == (
-        "usr_abc123", "org_abc123", "ws_2"
+        "usr_abc123",
+        "org_abc123",
+        "ws_2",
     )
 
 

@@ -42,7 +42,7 @@ def _json_object(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"team\": \"billing\"}'")
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"team": "billing"}\'')
     return value
 
 
@@ -59,9 +59,16 @@ def _rule(text: str) -> RateLimitRule | dict[str, Any]:
 # ------------------------------------------------------------------ handlers
 def _apps_create(ks: KeySentry, a: argparse.Namespace) -> Any:
     return ks.create_api_auth_app(
-        a.app_slug, a.name, a.key_prefix, description=a.description,
-        permissions=a.permission, resources=a.resource, rate_limit_scheme_slug=a.scheme,
-        user_id=a.user_id, organization_id=a.organization_id, workspace_id=a.workspace_id,
+        a.app_slug,
+        a.name,
+        a.key_prefix,
+        description=a.description,
+        permissions=a.permission,
+        resources=a.resource,
+        rate_limit_scheme_slug=a.scheme,
+        user_id=a.user_id,
+        organization_id=a.organization_id,
+        workspace_id=a.workspace_id,
     )
 
 
@@ -69,10 +76,15 @@ def _apps_update(ks: KeySentry, a: argparse.Namespace) -> Any:
     fields: dict[str, Any] = {
         name: value
         for name, value in (
-            ("name", a.name), ("key_prefix", a.key_prefix), ("description", a.description),
-            ("permissions", a.permission), ("resources", a.resource),
-            ("rate_limit_scheme_slug", a.scheme), ("is_active", a.active),
-            ("user_id", a.user_id), ("organization_id", a.organization_id),
+            ("name", a.name),
+            ("key_prefix", a.key_prefix),
+            ("description", a.description),
+            ("permissions", a.permission),
+            ("resources", a.resource),
+            ("rate_limit_scheme_slug", a.scheme),
+            ("is_active", a.active),
+            ("user_id", a.user_id),
+            ("organization_id", a.organization_id),
             ("workspace_id", a.workspace_id),
         )
         if value is not None
@@ -93,10 +105,17 @@ def _schemes_update(ks: KeySentry, a: argparse.Namespace) -> Any:
 
 def _keys_create(ks: KeySentry, a: argparse.Namespace) -> Any:
     return ks.create_api_key(
-        a.app_slug, a.name, permissions=a.permission, metadata=a.metadata,
-        expires_at=a.expires_at, owner=a.owner, environment=a.environment,
-        rate_limit_scheme_slug=a.scheme, owner_user_id=a.owner_user_id,
-        organization_id=a.organization_id, workspace_id=a.workspace_id,
+        a.app_slug,
+        a.name,
+        permissions=a.permission,
+        metadata=a.metadata,
+        expires_at=a.expires_at,
+        owner=a.owner,
+        environment=a.environment,
+        rate_limit_scheme_slug=a.scheme,
+        owner_user_id=a.owner_user_id,
+        organization_id=a.organization_id,
+        workspace_id=a.workspace_id,
     )
 
 
@@ -106,21 +125,29 @@ def _common() -> argparse.ArgumentParser:
     # `keysentry apps list --json`. SUPPRESS keeps a leaf from overwriting the global value.
     common = _Parser(add_help=False)
     common.add_argument(
-        "--database-url", default=argparse.SUPPRESS, metavar="URL",
+        "--database-url",
+        default=argparse.SUPPRESS,
+        metavar="URL",
         help=f"store URL (default: ${DATABASE_URL_ENV}, else sqlite:///./keysentry.db)",
     )
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
-    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return common
 
 
 def _app_fields(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--description")
-    p.add_argument("--permission", action="append", metavar="PATTERN",
-                   help="granted permission pattern, e.g. users:* (repeat for more)")
-    p.add_argument("--resource", action="append", metavar="PATTERN",
-                   help="granted resource pattern, e.g. users/* (repeat for more)")
+    p.add_argument(
+        "--permission",
+        action="append",
+        metavar="PATTERN",
+        help="granted permission pattern, e.g. users:* (repeat for more)",
+    )
+    p.add_argument(
+        "--resource",
+        action="append",
+        metavar="PATTERN",
+        help="granted resource pattern, e.g. users/* (repeat for more)",
+    )
     p.add_argument("--scheme", metavar="SLUG", help="rate-limit scheme slug")
     for field in ("user-id", "organization-id", "workspace-id"):
         p.add_argument(f"--{field}")
@@ -138,7 +165,8 @@ def _app_fields(p: argparse.ArgumentParser, *, update: bool) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = _Parser(
-        prog="keysentry", parents=[common],
+        prog="keysentry",
+        parents=[common],
         description="Manage keysentry API auth apps, rate-limit schemes and API keys.",
     )
     groups = parser.add_subparsers(dest="group", metavar="{apps,schemes,keys,events}")
@@ -148,7 +176,9 @@ def _build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    apps = groups.add_parser("apps", help="API auth apps").add_subparsers(metavar="COMMAND", required=True)
+    apps = groups.add_parser("apps", help="API auth apps").add_subparsers(
+        metavar="COMMAND", required=True
+    )
     p = leaf(apps, "create", _apps_create, "create an app")
     p.add_argument("app_slug")
     p.add_argument("--name", required=True)
@@ -161,36 +191,57 @@ def _build_parser() -> argparse.ArgumentParser:
     p = leaf(apps, "update", _apps_update, "change an app's fields")
     p.add_argument("app_slug")
     _app_fields(p, update=True)
-    leaf(apps, "delete", lambda ks, a: ks.delete_api_auth_app(a.app_slug),
-         "delete an app; its keys stop working").add_argument("app_slug")
+    leaf(
+        apps,
+        "delete",
+        lambda ks, a: ks.delete_api_auth_app(a.app_slug),
+        "delete an app; its keys stop working",
+    ).add_argument("app_slug")
 
     schemes = groups.add_parser("schemes", help="rate-limit schemes").add_subparsers(
         metavar="COMMAND", required=True
     )
     rule_help = "100/minute[:MODE][@ENDPOINT] or a JSON rule object (repeat for more)"
-    p = leaf(schemes, "create", lambda ks, a: ks.create_rate_limit_scheme(
-        a.slug, a.name, a.rule, description=a.description), "create a scheme")
+    p = leaf(
+        schemes,
+        "create",
+        lambda ks, a: ks.create_rate_limit_scheme(
+            a.slug, a.name, a.rule, description=a.description
+        ),
+        "create a scheme",
+    )
     p.add_argument("slug")
     p.add_argument("--name", required=True)
     p.add_argument("--description")
     p.add_argument("--rule", type=_rule, action="append", required=True, help=rule_help)
     leaf(schemes, "list", lambda ks, a: ks.list_rate_limit_schemes(), "list schemes")
-    leaf(schemes, "show", lambda ks, a: ks.get_rate_limit_scheme(a.slug), "show a scheme"
-         ).add_argument("slug")
+    leaf(
+        schemes, "show", lambda ks, a: ks.get_rate_limit_scheme(a.slug), "show a scheme"
+    ).add_argument("slug")
     p = leaf(schemes, "update", _schemes_update, "change a scheme")
     p.add_argument("slug")
     p.add_argument("--name")
     p.add_argument("--description")
     p.add_argument("--rule", type=_rule, action="append", help="replaces all rules; " + rule_help)
-    leaf(schemes, "delete", lambda ks, a: ks.delete_rate_limit_scheme(a.slug),
-         "delete an unused scheme").add_argument("slug")
+    leaf(
+        schemes,
+        "delete",
+        lambda ks, a: ks.delete_rate_limit_scheme(a.slug),
+        "delete an unused scheme",
+    ).add_argument("slug")
 
-    keys = groups.add_parser("keys", help="API keys").add_subparsers(metavar="COMMAND", required=True)
+    keys = groups.add_parser("keys", help="API keys").add_subparsers(
+        metavar="COMMAND", required=True
+    )
     p = leaf(keys, "create", _keys_create, "issue a key (prints its secret once)")
     p.add_argument("app_slug")
     p.add_argument("--name", required=True)
-    p.add_argument("--permission", action="append", metavar="PATTERN",
-                   help="permission (repeat for more); default: the app's")
+    p.add_argument(
+        "--permission",
+        action="append",
+        metavar="PATTERN",
+        help="permission (repeat for more); default: the app's",
+    )
     p.add_argument("--metadata", type=_json_object, metavar="JSON")
     p.add_argument("--expires-at", metavar="ISO8601", help="e.g. 2026-12-31T23:59:59Z")
     p.add_argument("--owner")
@@ -198,20 +249,32 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", metavar="SLUG")
     for field in ("owner-user-id", "organization-id", "workspace-id"):
         p.add_argument(f"--{field}")
-    leaf(keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
-         ).add_argument("app_slug")
+    leaf(
+        keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
+    ).add_argument("app_slug")
     leaf(keys, "show", lambda ks, a: ks.get_api_key(a.key_id), "show a key").add_argument("key_id")
-    p = leaf(keys, "revoke", lambda ks, a: ks.revoke_api_key(a.key_id, reason=a.reason),
-             "revoke a key")
+    p = leaf(
+        keys, "revoke", lambda ks, a: ks.revoke_api_key(a.key_id, reason=a.reason), "revoke a key"
+    )
     p.add_argument("key_id")
     p.add_argument("--reason")
-    p = leaf(keys, "rotate", lambda ks, a: ks.rotate_api_key(
-        a.key_id, grace_seconds=a.grace_seconds), "give a key a new secret (printed once)")
+    p = leaf(
+        keys,
+        "rotate",
+        lambda ks, a: ks.rotate_api_key(a.key_id, grace_seconds=a.grace_seconds),
+        "give a key a new secret (printed once)",
+    )
     p.add_argument("key_id")
-    p.add_argument("--grace-seconds", type=int, default=0,
-                   help="keep the old secret valid this long (default 0)")
+    p.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=0,
+        help="keep the old secret valid this long (default 0)",
+    )
 
-    events = groups.add_parser("events", help="the audit log").add_subparsers(metavar="COMMAND", required=True)
+    events = groups.add_parser("events", help="the audit log").add_subparsers(
+        metavar="COMMAND", required=True
+    )
     p = leaf(events, "list", lambda ks, a: ks.list_events(a.after, a.limit), "list events")
     p.add_argument("--after", type=int, default=0, metavar="SEQ")
     p.add_argument("--limit", type=int, default=100)

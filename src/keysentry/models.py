@@ -85,8 +85,13 @@ _UNIT_MS = {
 }
 _SHORT_RULE = re.compile(r"(\d{1,10})/(\d{0,6})([a-z_]+)(?::([a-z_]+))?(?:@(.+))?", re.ASCII)
 _UNIT_ALIASES = {
-    "ms": "millisecond", "s": "second", "sec": "second", "m": "minute", "min": "minute",
-    "h": "hour", "d": "day",
+    "ms": "millisecond",
+    "s": "second",
+    "sec": "second",
+    "m": "minute",
+    "min": "minute",
+    "h": "hour",
+    "d": "day",
 }
 MAX_LIST_LENGTH = 100
 MAX_METADATA_BYTES = 16_384
@@ -124,9 +129,7 @@ def _check_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=2_000)]
-ScopeId = Annotated[
-    str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=128)
-]
+ScopeId = Annotated[str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=128)]
 Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_metadata)]
@@ -349,7 +352,11 @@ class KeyRecord(ApiKey):
 
 
 _STORE_ONLY = (
-    "app_id", "key_hash", "previous_key_hash", "previous_key_suffix", "previous_expires_at"
+    "app_id",
+    "key_hash",
+    "previous_key_hash",
+    "previous_key_suffix",
+    "previous_expires_at",
 )
 
 

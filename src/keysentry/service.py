@@ -38,8 +38,16 @@ __all__ = ["KeySentry"]
 
 _APP_UPDATABLE = frozenset(
     {
-        "name", "key_prefix", "description", "is_active", "permissions", "resources",
-        "rate_limit_scheme_slug", "user_id", "organization_id", "workspace_id",
+        "name",
+        "key_prefix",
+        "description",
+        "is_active",
+        "permissions",
+        "resources",
+        "rate_limit_scheme_slug",
+        "user_id",
+        "organization_id",
+        "workspace_id",
     }
 )
 _SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
@@ -178,12 +186,20 @@ class KeySentry:
         app = build(
             ApiAuthApp,
             {
-                "id": self._new_id("app", now), "app_slug": app_slug, "name": name,
-                "key_prefix": key_prefix, "description": description, "is_active": is_active,
-                "permissions": permissions or [], "resources": resources or [],
-                "rate_limit_scheme_slug": rate_limit_scheme_slug, "user_id": user_id,
-                "organization_id": organization_id, "workspace_id": workspace_id,
-                "created_at": now, "updated_at": now,
+                "id": self._new_id("app", now),
+                "app_slug": app_slug,
+                "name": name,
+                "key_prefix": key_prefix,
+                "description": description,
+                "is_active": is_active,
+                "permissions": permissions or [],
+                "resources": resources or [],
+                "rate_limit_scheme_slug": rate_limit_scheme_slug,
+                "user_id": user_id,
+                "organization_id": organization_id,
+                "workspace_id": workspace_id,
+                "created_at": now,
+                "updated_at": now,
             },
         )
         with self.store.write() as session:
@@ -290,8 +306,12 @@ class KeySentry:
         scheme = build(
             RateLimitScheme,
             {
-                "slug": slug, "name": name, "description": description, "rules": rules,
-                "created_at": now, "updated_at": now,
+                "slug": slug,
+                "name": name,
+                "description": description,
+                "rules": rules,
+                "created_at": now,
+                "updated_at": now,
             },
         )
         with self.store.write() as session:
@@ -397,11 +417,18 @@ class KeySentry:
             record = build(
                 KeyRecord,
                 {
-                    "id": self._new_id("key", now), "app_id": app.id, "app_slug": app.app_slug,
-                    "name": name, "key_prefix": parsed.prefix, "key_suffix": parsed.suffix,
-                    "key_hash": parsed.digest, "permissions": permissions or [],
-                    "metadata": {} if metadata is None else metadata, "owner": owner,
-                    "environment": environment, "rate_limit_scheme_slug": rate_limit_scheme_slug,
+                    "id": self._new_id("key", now),
+                    "app_id": app.id,
+                    "app_slug": app.app_slug,
+                    "name": name,
+                    "key_prefix": parsed.prefix,
+                    "key_suffix": parsed.suffix,
+                    "key_hash": parsed.digest,
+                    "permissions": permissions or [],
+                    "metadata": {} if metadata is None else metadata,
+                    "owner": owner,
+                    "environment": environment,
+                    "rate_limit_scheme_slug": rate_limit_scheme_slug,
                     "owner_user_id": owner_user_id if owner_user_id is not None else app.user_id,
                     "organization_id": (
                         organization_id if organization_id is not None else app.organization_id
@@ -411,7 +438,9 @@ class KeySentry:
                     "workspace_membership_id": workspace_membership_id,
                     "org_role_permissions": org_role_permissions or [],
                     "workspace_role_permissions": workspace_role_permissions or [],
-                    "expires_at": expires_at, "created_at": now, "updated_at": now,
+                    "expires_at": expires_at,
+                    "created_at": now,
+                    "updated_at": now,
                 },
             )
             if record.expires_at is not None and record.expires_at <= now:
@@ -420,8 +449,13 @@ class KeySentry:
             if denied:
                 grants = f"grants only {app.permissions}" if app.permissions else "grants none"
                 raise ValidationError(
-                    [FieldError("permissions", f"{p!r} is not granted by app "
-                                f"{app.app_slug!r}, which {grants}") for p in denied]
+                    [
+                        FieldError(
+                            "permissions",
+                            f"{p!r} is not granted by app {app.app_slug!r}, which {grants}",
+                        )
+                        for p in denied
+                    ]
                 )
             if record.rate_limit_scheme_slug is not None:
                 _rules(session, record.rate_limit_scheme_slug, "rate_limit_scheme_slug")
@@ -438,14 +472,12 @@ class KeySentry:
         """
         with self.store.read() as session:
             app = self._live_app(session, app_slug)
-            app_rules = _rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
             records = session.list_keys(app.id)
-            own = {
-                r.rate_limit_scheme_slug: _key_rules(session, r)
-                for r in records
-                if r.rate_limit_scheme_slug
-            }
-        return [r.public(own.get(r.rate_limit_scheme_slug, app_rules)) for r in records]
+        return [
+            r.public(schemes.get(r.rate_limit_scheme_slug or app.rate_limit_scheme_slug or "", []))
+            for r in records
+        ]
 
     def get_api_key(self, key_id: str) -> ApiKey:
         """Return one key by id. No secret, no hash.
@@ -471,8 +503,13 @@ class KeySentry:
             record = self._key(session, key_id)
             if record.revoked_at is None:
                 record = self._replace_key(
-                    record, revoked_at=now, revoked_reason=reason, updated_at=now,
-                    previous_key_hash=None, previous_key_suffix=None, previous_expires_at=None,
+                    record,
+                    revoked_at=now,
+                    revoked_reason=reason,
+                    updated_at=now,
+                    previous_key_hash=None,
+                    previous_key_suffix=None,
+                    previous_expires_at=None,
                 )
                 session.save_key(record)
                 session.append_event("key.revoked", now, app_slug=record.app_slug, key_id=record.id)

@@ -51,7 +51,7 @@ def test_non_strings_raise_key_format_error(value: object) -> None:
 
 def test_key_with_nul_bytes_and_unicode_is_rejected() -> None:
     key = generate_key("sk_live").secret
-    for bad in [key + "\x00", "\x00" + key, key[:-1] + "é", key.replace("s", "ѕ", 1)]:
+    for bad in [key + "\x00", "\x00" + key, key[:-1] + "é", key.replace("s", "ѕ", 1)]:  # noqa: RUF001 - a homoglyph on purpose
         with pytest.raises(KeyFormatError):
             parse_key(bad)
 

@@ -66,7 +66,7 @@ def test_no_pathological_input() -> None:
 @given(patterns, patterns, st.lists(texts, max_size=20))
 def test_covers_is_sound(outer: str, inner: str, samples: list[str]) -> None:
     if covers(outer, inner):
-        for text in samples + [inner, inner.replace("*", "").replace("?", "z")]:
+        for text in [*samples, inner, inner.replace("*", "").replace("?", "z")]:
             if matches(inner, text):
                 assert matches(outer, text), (outer, inner, text)
 
@@ -107,17 +107,33 @@ def test_pattern_problem(value: object, problem: str | None) -> None:
     ("text", "method", "path", "hits", "misses"),
     [
         pytest.param("*", None, "*", [("POST", "/x")], [], id="any"),
-        pytest.param("/users/*", None, "/users/*", [("DELETE", "/users/1")], [("GET", "/u")],
-                     id="path-only"),
-        pytest.param("GET /users/*", "GET", "/users/*", [("GET", "/users/1"), ("HEAD", "/users/1")],
-                     [("POST", "/users/1")], id="method"),
-        pytest.param("HEAD /x", "GET", "/x", [("GET", "/x"), ("HEAD", "/x")], [("PUT", "/x")],
-                     id="head-is-get"),
+        pytest.param(
+            "/users/*", None, "/users/*", [("DELETE", "/users/1")], [("GET", "/u")], id="path-only"
+        ),
+        pytest.param(
+            "GET /users/*",
+            "GET",
+            "/users/*",
+            [("GET", "/users/1"), ("HEAD", "/users/1")],
+            [("POST", "/users/1")],
+            id="method",
+        ),
+        pytest.param(
+            "HEAD /x",
+            "GET",
+            "/x",
+            [("GET", "/x"), ("HEAD", "/x")],
+            [("PUT", "/x")],
+            id="head-is-get",
+        ),
     ],
 )
 def test_endpoint_patterns(
-    text: str, method: str | None, path: str,
-    hits: list[tuple[str, str]], misses: list[tuple[str, str]],
+    text: str,
+    method: str | None,
+    path: str,
+    hits: list[tuple[str, str]],
+    misses: list[tuple[str, str]],
 ) -> None:
     endpoint = parse_endpoint(text)
     assert (endpoint.method, endpoint.path, endpoint.text) == (method, path, text)

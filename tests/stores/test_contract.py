@@ -24,18 +24,35 @@ def store(database_url: str) -> Iterator[KeyStore]:
 
 def make_app(slug: str = "billing", app_id: str = "app_1", **fields: object) -> ApiAuthApp:
     return ApiAuthApp.model_validate(
-        {"id": app_id, "app_slug": slug, "name": slug, "key_prefix": "sk_live",
-         "permissions": ["users:*"], "created_at": NOW, "updated_at": NOW} | fields
+        {
+            "id": app_id,
+            "app_slug": slug,
+            "name": slug,
+            "key_prefix": "sk_live",
+            "permissions": ["users:*"],
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        | fields
     )
 
 
 def make_key(app: ApiAuthApp, key_id: str = "key_1", **fields: object) -> KeyRecord:
     parsed = generate_key(app.key_prefix)
     return KeyRecord.model_validate(
-        {"id": key_id, "app_id": app.id, "app_slug": app.app_slug, "name": "k",
-         "key_prefix": parsed.prefix, "key_suffix": parsed.suffix, "key_hash": parsed.digest,
-         "metadata": {"team": "billing", "n": [1, None]}, "created_at": NOW,
-         "updated_at": NOW} | fields
+        {
+            "id": key_id,
+            "app_id": app.id,
+            "app_slug": app.app_slug,
+            "name": "k",
+            "key_prefix": parsed.prefix,
+            "key_suffix": parsed.suffix,
+            "key_hash": parsed.digest,
+            "metadata": {"team": "billing", "n": [1, None]},
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        | fields
     )
 
 
@@ -67,7 +84,7 @@ def test_deleted_app_is_not_live_and_its_slug_can_be_reused(store: KeyStore) -> 
 
 
 def test_a_failed_write_session_writes_nothing(store: KeyStore) -> None:
-    with pytest.raises(RuntimeError), store.write() as s:
+    with pytest.raises(RuntimeError), store.write() as s:  # noqa: PT012 - the point is a block
         s.add_app(make_app())
         s.append_event("app.created", NOW, app_slug="billing")
         raise RuntimeError("validation failed after the first write")
@@ -85,7 +102,8 @@ def test_keys_round_trip_and_hashes_stay_inside(store: KeyStore) -> None:
     with store.read() as s:
         loaded = s.get_key("key_1")
         assert loaded == record
-        assert loaded is not None and loaded.key_hash == record.key_hash
+        assert loaded is not None
+        assert loaded.key_hash == record.key_hash
         assert s.list_keys("app_1") == [record]
         assert s.list_keys("app_2") == []
 
@@ -101,11 +119,16 @@ def test_find_keys_by_prefix_and_suffix_including_grace_period(store: KeyStore) 
     assert [k.id for k in store.find_keys("sk_live", first.key_suffix)] == ["key_1"]
     assert store.find_keys("sk_test", first.key_suffix) == []
     rotated_to = generate_key("sk_live")
-    rotated = first.model_validate(first.dump_all() | {
-        "key_hash": rotated_to.digest, "key_suffix": rotated_to.suffix,
-        "previous_key_hash": first.key_hash, "previous_key_suffix": first.key_suffix,
-        "previous_expires_at": NOW + timedelta(minutes=5),
-    })
+    rotated = first.model_validate(
+        first.dump_all()
+        | {
+            "key_hash": rotated_to.digest,
+            "key_suffix": rotated_to.suffix,
+            "previous_key_hash": first.key_hash,
+            "previous_key_suffix": first.key_suffix,
+            "previous_expires_at": NOW + timedelta(minutes=5),
+        }
+    )
     with store.write() as s:
         s.save_key(rotated)
     for suffix in (first.key_suffix, rotated_to.suffix):

@@ -152,9 +152,7 @@ def parse_endpoint(text: object) -> EndpointPattern:
     if " " in text:
         method, _, path = text.partition(" ")
         if not _METHOD.fullmatch(method):
-            raise ValueError(
-                f"{text!r}: the method must be an uppercase HTTP method such as GET"
-            )
+            raise ValueError(f"{text!r}: the method must be an uppercase HTTP method such as GET")
         method = "GET" if method == "HEAD" else method
     if _BAD_CHAR.search(path):
         raise ValueError(f"{text!r}: the path must not contain whitespace or control characters")

@@ -109,4 +109,3 @@ class KeyStore(Protocol):
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
-

@@ -74,7 +74,9 @@ class _Session:
 
     def scheme_users(self, slug: str) -> list[str]:
         live = {a.id for a in self.list_apps()}
-        users = [f"app {a.app_slug!r}" for a in self.list_apps() if a.rate_limit_scheme_slug == slug]
+        users = [
+            f"app {a.app_slug!r}" for a in self.list_apps() if a.rate_limit_scheme_slug == slug
+        ]
         users += [
             f"key {k.id!r}"
             for k in self._t.keys.values()

@@ -145,7 +145,9 @@ _events = sa.Table(
     "keysentry_events",
     _metadata,
     sa.Column(
-        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
         autoincrement=True,
     ),
     sa.Column("at", UTCDateTime, nullable=False),
@@ -244,7 +246,9 @@ class _Session:
 
     def list_keys(self, app_id: str) -> list[KeyRecord]:
         stmt = (
-            sa.select(_keys).where(_keys.c.app_id == app_id).order_by(_keys.c.created_at, _keys.c.id)
+            sa.select(_keys)
+            .where(_keys.c.app_id == app_id)
+            .order_by(_keys.c.created_at, _keys.c.id)
         )
         return [KeyRecord.model_validate(r) for r in self._all(stmt)]
 
@@ -265,11 +269,14 @@ class _Session:
         scheme_slug: str | None = None,
     ) -> Event:
         values = {
-            "at": at, "kind": kind, "app_slug": app_slug, "key_id": key_id,
+            "at": at,
+            "kind": kind,
+            "app_slug": app_slug,
+            "key_id": key_id,
             "scheme_slug": scheme_slug,
         }
-        result = self._c.execute(_events.insert().values(values))
-        return Event(seq=result.inserted_primary_key[0], **values)
+        result = self._c.execute(_events.insert().values(values).returning(_events.c.seq))
+        return Event(seq=result.scalar_one(), **values)
 
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
         stmt = sa.select(_events).where(_events.c.seq > seq).order_by(_events.c.seq).limit(limit)
@@ -375,7 +382,9 @@ class SQLKeyStore:
                         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
                     yield conn
         except IntegrityError as exc:
-            raise ConflictError(f"the change clashes with a stored record ({_describe(exc)})") from exc
+            raise ConflictError(
+                f"the change clashes with a stored record ({_describe(exc)})"
+            ) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"{self._dialect} store failed: {_describe(exc)}") from exc
 
