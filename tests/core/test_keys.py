@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+import zlib
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from keysentry.core.keys import (
     BODY_LENGTH,
     MAX_KEY_LENGTH,
     PREFIX_PATTERN,
+    base62,
     checksum,
     generate_key,
     hash_key,
@@ -129,3 +131,8 @@ def test_random_part_uses_about_190_bits() -> None:
     alphabet_seen = set("".join(k[3:35] for k in keys))
     assert alphabet_seen <= set(string.ascii_letters + string.digits)
     assert len(alphabet_seen) > 55  # all of base62, practically
+
+
+@given(st.text(alphabet=string.printable, max_size=80))
+def test_table_checksum_equals_plain_base62_of_crc32(text: str) -> None:
+    assert checksum(text) == base62(zlib.crc32(text.encode("ascii")), 6)

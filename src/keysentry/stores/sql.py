@@ -159,6 +159,20 @@ _events = sa.Table(
 )
 
 
+# Statements on the verification path are built once: composing an expression costs more
+# than running the indexed query it describes (benchmarks/stores.py).
+_FIND_KEYS = sa.select(_keys).where(
+    _keys.c.key_prefix == sa.bindparam("prefix"),
+    sa.or_(
+        _keys.c.key_suffix == sa.bindparam("suffix"),
+        _keys.c.previous_key_suffix == sa.bindparam("suffix"),
+    ),
+)
+_GET_KEY = sa.select(_keys).where(_keys.c.id == sa.bindparam("key_id"))
+_GET_APP_BY_ID = sa.select(_apps).where(_apps.c.id == sa.bindparam("app_id"))
+_GET_SCHEME = sa.select(_schemes).where(_schemes.c.slug == sa.bindparam("slug"))
+
+
 def _key_row(record: KeyRecord) -> dict[str, Any]:
     return {k: v for k, v in record.dump_all().items() if k != "rate_limits"}
 
@@ -175,12 +189,12 @@ class _Session:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
 
-    def _one(self, stmt: sa.Select[Any]) -> dict[str, Any] | None:
-        row = self._c.execute(stmt).mappings().first()
+    def _one(self, stmt: sa.Select[Any], **params: Any) -> dict[str, Any] | None:
+        row = self._c.execute(stmt, params).mappings().first()
         return dict(row) if row is not None else None
 
-    def _all(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._c.execute(stmt).mappings()]
+    def _all(self, stmt: sa.Select[Any], **params: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._c.execute(stmt, params).mappings()]
 
     # apps
     def get_app(self, app_slug: str) -> ApiAuthApp | None:
@@ -190,7 +204,7 @@ class _Session:
         return ApiAuthApp.model_validate(row) if row else None
 
     def get_app_by_id(self, app_id: str) -> ApiAuthApp | None:
-        row = self._one(sa.select(_apps).where(_apps.c.id == app_id))
+        row = self._one(_GET_APP_BY_ID, app_id=app_id)
         return ApiAuthApp.model_validate(row) if row else None
 
     def list_apps(self) -> list[ApiAuthApp]:
@@ -209,7 +223,7 @@ class _Session:
 
     # schemes
     def get_scheme(self, slug: str) -> RateLimitScheme | None:
-        row = self._one(sa.select(_schemes).where(_schemes.c.slug == slug))
+        row = self._one(_GET_SCHEME, slug=slug)
         return RateLimitScheme.model_validate(row) if row else None
 
     def list_schemes(self) -> list[RateLimitScheme]:
@@ -241,7 +255,7 @@ class _Session:
 
     # keys
     def get_key(self, key_id: str) -> KeyRecord | None:
-        row = self._one(sa.select(_keys).where(_keys.c.id == key_id))
+        row = self._one(_GET_KEY, key_id=key_id)
         return KeyRecord.model_validate(row) if row else None
 
     def list_keys(self, app_id: str) -> list[KeyRecord]:
@@ -427,11 +441,8 @@ class SQLKeyStore:
     def find_keys(self, key_prefix: str, key_suffix: str) -> list[KeyRecord]:
         """Keys whose current or grace-period ``(prefix, suffix)`` matches."""
         with self.read() as session:
-            stmt = sa.select(_keys).where(
-                _keys.c.key_prefix == key_prefix,
-                sa.or_(_keys.c.key_suffix == key_suffix, _keys.c.previous_key_suffix == key_suffix),
-            )
-            return [KeyRecord.model_validate(r) for r in session._all(stmt)]
+            rows = session._all(_FIND_KEYS, prefix=key_prefix, suffix=key_suffix)
+        return [KeyRecord.model_validate(r) for r in rows]
 
     def close(self) -> None:
         """Dispose of the connection pool."""

@@ -1,0 +1,1 @@
+"""keysentry benchmarks: ``python -m benchmarks`` (see run.py). Ratios, measured side by side."""
