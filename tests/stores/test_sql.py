@@ -1,0 +1,129 @@
+"""What only the SQL store promises: WAL, the schema version, serialized writers, no secrets."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from keysentry import ConflictError, KeySentry, StoreError
+from keysentry.stores.sql import SQLKeyStore
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/k.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def sentries(sql_url: str) -> Iterator[list[KeySentry]]:
+    """Eight independent KeySentry objects (own engines, own connections) on one database."""
+    first = KeySentry(sql_url)
+    first.list_api_auth_apps()  # create the schema once, before the race
+    group = [first] + [KeySentry(sql_url) for _ in range(7)]
+    yield group
+    for ks in group:
+        ks.close()
+
+
+def race(targets: list[object]) -> list[object]:
+    results: list[object] = [None] * len(targets)
+    barrier = threading.Barrier(len(targets))
+
+    def run(i: int, fn: object) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn()  # type: ignore[operator]
+        except Exception as exc:  # the test inspects what each one got
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_racing_creates_of_one_slug_give_one_app_and_clean_conflicts(
+    sentries: list[KeySentry],
+) -> None:
+    results = race(
+        [
+            lambda ks=ks: ks.create_api_auth_app(app_slug="same", name="S", key_prefix="sk_s")
+            for ks in sentries
+        ]
+    )
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(results) - len(errors) == 1
+    assert all(isinstance(e, ConflictError) for e in errors), errors
+    assert [e.kind for e in sentries[0].list_events()] == ["app.created"]
+
+
+def test_concurrent_writers_leave_a_gapless_event_log(sentries: list[KeySentry]) -> None:
+    sentries[0].create_api_auth_app(app_slug="api", name="A", key_prefix="sk_a")
+
+    def issue_five(ks: KeySentry) -> list[str]:
+        return [ks.create_api_key("api", f"k{i}").key.id for i in range(5)]
+
+    results = race([lambda ks=ks: issue_five(ks) for ks in sentries])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    events = sentries[0].list_events(limit=1000)
+    assert [e.seq for e in events] == list(range(1, 42))
+    assert len(sentries[0].list_api_keys("api")) == 40
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = SQLKeyStore(f"sqlite:///{tmp_path}/wal.db")
+    with store.read(), store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
+
+
+def test_a_database_of_another_schema_version_is_refused(sql_url: str) -> None:
+    with KeySentry(sql_url) as ks:
+        ks.list_api_auth_apps()
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE keysentry_meta SET value = '99'"))
+    with KeySentry(sql_url) as ks, pytest.raises(StoreError, match="version 99"):
+        ks.list_api_auth_apps()
+
+
+def test_the_secret_is_in_no_row_of_any_table(sql_url: str) -> None:
+    with KeySentry(sql_url) as ks:
+        ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live")
+        first = ks.create_api_key("api", "k", metadata={"note": "x"})
+        second = ks.rotate_api_key(first.key.id, grace_seconds=60)
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        dump = []
+        with store.engine.connect() as conn:
+            for table in (
+                "keysentry_apps",
+                "keysentry_keys",
+                "keysentry_events",
+                "keysentry_schemes",
+                "keysentry_meta",
+            ):
+                dump += [str(tuple(row)) for row in conn.execute(sa.text(f"SELECT * FROM {table}"))]  # noqa: S608
+    text = "\n".join(dump)
+    for secret in (first.secret, second.secret):
+        assert secret not in text
+        assert secret[len("sk_live_") : -6] not in text  # nor its random part
+    assert first.key.key_suffix in text  # the lookup columns are there, as designed
+
+
+def test_store_errors_carry_no_sql_parameters() -> None:
+    ks = KeySentry("postgresql://postgres@127.0.0.1:1/test")
+    with pytest.raises(StoreError) as info:
+        ks.get_api_key("key_x")
+    assert "[parameters" not in str(info.value)
+    assert "OperationalError" in str(info.value)
+    assert info.value.__cause__ is not None
