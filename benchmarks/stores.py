@@ -26,28 +26,33 @@ def _fill(ks: KeySentry, n: int) -> str:
     return secret
 
 
+def _lookup(compare: Any, name: str, ks: KeySentry, raw: Any, rounds: int, number: int) -> Any:
+    """find_keys through keysentry vs *raw*(prefix, suffix) through the bare driver."""
+    parsed = parse_key(_fill(ks, 300))
+    return compare(
+        f"cold lookup, {name} (300 keys)",
+        (
+            "store.find_keys(prefix, suffix)",
+            lambda: ks.store.find_keys(parsed.prefix, parsed.suffix),
+        ),
+        (f"{raw.__doc__} by (prefix, suffix)", lambda: raw(parsed.prefix, parsed.suffix)),
+        number=number,
+        rounds=rounds,
+    )
+
+
 def scenarios(compare: Any, rounds: int) -> list[Any]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         ks = KeySentry(f"sqlite:///{path}")
-        parsed = parse_key(_fill(ks, 300))
         conn = sqlite3.connect(path)
-        results.append(
-            compare(
-                "cold lookup, SQLite (300 keys)",
-                (
-                    "store.find_keys(prefix, suffix)",
-                    lambda: ks.store.find_keys(parsed.prefix, parsed.suffix),
-                ),
-                (
-                    "sqlite3 SELECT by (prefix, suffix)",
-                    lambda: conn.execute(_SQL, (parsed.prefix, parsed.suffix)).fetchall(),
-                ),
-                number=500,
-                rounds=rounds,
-            )
-        )
+
+        def sqlite_select(prefix: str, suffix: str) -> object:
+            """sqlite3 SELECT"""
+            return conn.execute(_SQL, (prefix, suffix)).fetchall()
+
+        results.append(_lookup(compare, "SQLite", ks, sqlite_select, rounds, 500))
         conn.close()
         ks.close()
     try:
@@ -62,24 +67,14 @@ def scenarios(compare: Any, rounds: int) -> list[Any]:
     pg.execute(f"CREATE SCHEMA {schema}")
     try:
         ks = KeySentry(f"{PG_URL}?options=-csearch_path%3D{schema}")
-        parsed = parse_key(_fill(ks, 300))
         pg.execute(f"SET search_path = {schema}")
         pg_sql = _SQL.replace("?", "%s")
-        results.append(
-            compare(
-                "cold lookup, PostgreSQL (300 keys)",
-                (
-                    "store.find_keys(prefix, suffix)",
-                    lambda: ks.store.find_keys(parsed.prefix, parsed.suffix),
-                ),
-                (
-                    "psycopg SELECT by (prefix, suffix)",
-                    lambda: pg.execute(pg_sql, (parsed.prefix, parsed.suffix)).fetchall(),
-                ),
-                number=300,
-                rounds=rounds,
-            )
-        )
+
+        def psycopg_select(prefix: str, suffix: str) -> object:
+            """psycopg SELECT"""
+            return pg.execute(pg_sql, (prefix, suffix)).fetchall()  # type: ignore[arg-type]
+
+        results.append(_lookup(compare, "PostgreSQL", ks, psycopg_select, rounds, 300))
         ks.close()
     finally:
         pg.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -57,38 +57,30 @@ def _rule(text: str) -> RateLimitRule | dict[str, Any]:
 
 
 # ------------------------------------------------------------------ handlers
-def _apps_create(ks: KeySentry, a: argparse.Namespace) -> Any:
-    return ks.create_api_auth_app(
-        a.app_slug,
-        a.name,
-        a.key_prefix,
-        description=a.description,
-        permissions=a.permission,
-        resources=a.resource,
-        rate_limit_scheme_slug=a.scheme,
-        user_id=a.user_id,
-        organization_id=a.organization_id,
-        workspace_id=a.workspace_id,
-    )
+# Which call keyword each flag fills (flag attribute on the right). Flags left out are not
+# passed at all, so the service's defaults apply on create and fields stay as they are on update.
+_APP_FLAGS = {
+    "name": "name", "key_prefix": "key_prefix", "description": "description",
+    "permissions": "permission", "resources": "resource", "rate_limit_scheme_slug": "scheme",
+    "is_active": "active", "user_id": "user_id", "organization_id": "organization_id",
+    "workspace_id": "workspace_id",
+}  # fmt: skip
+_KEY_FLAGS = {
+    "name": "name",
+    "permissions": "permission", "metadata": "metadata", "expires_at": "expires_at",
+    "owner": "owner", "environment": "environment", "rate_limit_scheme_slug": "scheme",
+    "owner_user_id": "owner_user_id", "organization_id": "organization_id",
+    "workspace_id": "workspace_id",
+}  # fmt: skip
+
+
+def _given(a: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    values = {field: getattr(a, attr, None) for field, attr in flags.items()}
+    return {field: value for field, value in values.items() if value is not None}
 
 
 def _apps_update(ks: KeySentry, a: argparse.Namespace) -> Any:
-    fields: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("name", a.name),
-            ("key_prefix", a.key_prefix),
-            ("description", a.description),
-            ("permissions", a.permission),
-            ("resources", a.resource),
-            ("rate_limit_scheme_slug", a.scheme),
-            ("is_active", a.active),
-            ("user_id", a.user_id),
-            ("organization_id", a.organization_id),
-            ("workspace_id", a.workspace_id),
-        )
-        if value is not None
-    }
+    fields = _given(a, _APP_FLAGS)
     if a.clear_permissions:
         fields["permissions"] = []
     if a.clear_resources:
@@ -101,22 +93,6 @@ def _apps_update(ks: KeySentry, a: argparse.Namespace) -> Any:
 def _schemes_update(ks: KeySentry, a: argparse.Namespace) -> Any:
     fields = {"name": a.name, "description": a.description, "rules": a.rule}
     return ks.update_rate_limit_scheme(a.slug, **{k: v for k, v in fields.items() if v})
-
-
-def _keys_create(ks: KeySentry, a: argparse.Namespace) -> Any:
-    return ks.create_api_key(
-        a.app_slug,
-        a.name,
-        permissions=a.permission,
-        metadata=a.metadata,
-        expires_at=a.expires_at,
-        owner=a.owner,
-        environment=a.environment,
-        rate_limit_scheme_slug=a.scheme,
-        owner_user_id=a.owner_user_id,
-        organization_id=a.organization_id,
-        workspace_id=a.workspace_id,
-    )
 
 
 # -------------------------------------------------------------------- parser
@@ -179,7 +155,12 @@ def _build_parser() -> argparse.ArgumentParser:
     apps = groups.add_parser("apps", help="API auth apps").add_subparsers(
         metavar="COMMAND", required=True
     )
-    p = leaf(apps, "create", _apps_create, "create an app")
+    p = leaf(
+        apps,
+        "create",
+        lambda ks, a: ks.create_api_auth_app(a.app_slug, **_given(a, _APP_FLAGS)),
+        "create an app",
+    )
     p.add_argument("app_slug")
     p.add_argument("--name", required=True)
     p.add_argument("--key-prefix", required=True, help="e.g. sk_live")
@@ -233,7 +214,12 @@ def _build_parser() -> argparse.ArgumentParser:
     keys = groups.add_parser("keys", help="API keys").add_subparsers(
         metavar="COMMAND", required=True
     )
-    p = leaf(keys, "create", _keys_create, "issue a key (prints its secret once)")
+    p = leaf(
+        keys,
+        "create",
+        lambda ks, a: ks.create_api_key(a.app_slug, **_given(a, _KEY_FLAGS)),
+        "issue a key (prints its secret once)",
+    )
     p.add_argument("app_slug")
     p.add_argument("--name", required=True)
     p.add_argument(
