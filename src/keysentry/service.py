@@ -7,18 +7,24 @@ session, so a call that raises has written nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from keysentry._drive import run_async, run_sync
+from keysentry.core.decision import Decision, KeyEntry
 from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
 from keysentry.core.patterns import covers
+from keysentry.core.pipeline import UNAVAILABLE, LookupKey, Policy, RequestFacts
+from keysentry.core.pipeline import verify as verify_flow
 from keysentry.errors import (
     ConfigurationError,
     ConflictError,
     FieldError,
     NotFoundError,
+    StoreError,
     ValidationError,
 )
 from keysentry.models import (
@@ -33,6 +39,7 @@ from keysentry.models import (
 )
 from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
+from keysentry.stores.cached import CachedKeyStore
 
 __all__ = ["KeySentry"]
 
@@ -53,6 +60,7 @@ _APP_UPDATABLE = frozenset(
 _SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
 _LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
 MAX_GRACE_SECONDS = 7 * 86_400
+logger = logging.getLogger("keysentry")
 
 
 def _require_str(value: object, field: str) -> str:
@@ -115,6 +123,10 @@ class KeySentry:
         store: a ready :class:`~keysentry.stores.KeyStore`, instead of *database_url*.
         clock: returns the current time as a Unix timestamp; tests inject a fake clock.
         token_factory: returns *n* random base62 characters; tests inject a fixed one.
+        cache_size: how many verified keys to keep in memory.
+        cache_ttl: seconds a cached key is trusted. Revoke, rotate, update and delete made
+            through this object evict at once; changes made by other processes are seen
+            after at most this long.
 
     Raises:
         ConfigurationError: an unsupported URL, or both *database_url* and *store*.
@@ -130,6 +142,8 @@ class KeySentry:
         store: KeyStore | None = None,
         clock: Callable[[], float] = time.time,
         token_factory: TokenFactory = random_token,
+        cache_size: int = 10_000,
+        cache_ttl: float = 30.0,
     ) -> None:
         if store is not None and database_url is not None:
             raise ConfigurationError("pass database_url or store, not both")
@@ -137,6 +151,7 @@ class KeySentry:
         self.limiter_url = check_limiter_url(limiter_url)
         self._clock = clock
         self._token_factory = token_factory
+        self.cache = CachedKeyStore(self.store, maxsize=cache_size, ttl=cache_ttl)
 
     def __enter__(self) -> KeySentry:
         return self
@@ -252,6 +267,7 @@ class KeySentry:
                 self._check_keys_still_granted(session, app)
             session.save_app(app)
             session.append_event("app.updated", now, app_slug=app.app_slug)
+        self.cache.evict_app(app.id)
         return app.model_copy(update={"rate_limits": rules})
 
     def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
@@ -267,6 +283,7 @@ class KeySentry:
             app = app.model_copy(update={"deleted_at": now, "updated_at": now})
             session.save_app(app)
             session.append_event("app.deleted", now, app_slug=app.app_slug)
+        self.cache.evict_app(app.id)
         return app
 
     @staticmethod
@@ -350,6 +367,7 @@ class KeySentry:
             scheme = build(RateLimitScheme, current.model_dump() | changes | {"updated_at": now})
             session.save_scheme(scheme)
             session.append_event("scheme.updated", now, scheme_slug=scheme.slug)
+        self.cache.clear()
         return scheme
 
     def delete_rate_limit_scheme(self, slug: str) -> RateLimitScheme:
@@ -369,6 +387,7 @@ class KeySentry:
                 )
             session.remove_scheme(scheme.slug)
             session.append_event("scheme.deleted", now, scheme_slug=scheme.slug)
+        self.cache.clear()
         return scheme
 
     @staticmethod
@@ -513,7 +532,9 @@ class KeySentry:
                 )
                 session.save_key(record)
                 session.append_event("key.revoked", now, app_slug=record.app_slug, key_id=record.id)
-            return record.public(_key_rules(session, record))
+            rules = _key_rules(session, record)
+        self.cache.evict_key(record.id)
+        return record.public(rules)
 
     def rotate_api_key(self, key_id: str, *, grace_seconds: int = 0) -> IssuedKey:
         """Give a key a new secret; the key keeps its id, name, permissions and prefix.
@@ -557,6 +578,7 @@ class KeySentry:
             session.save_key(record)
             session.append_event("key.rotated", now, app_slug=record.app_slug, key_id=record.id)
             rules = _key_rules(session, record)
+        self.cache.evict_key(record.id)
         return IssuedKey(key=record.public(rules), secret=parsed.secret)
 
     @staticmethod
@@ -569,6 +591,97 @@ class KeySentry:
     @staticmethod
     def _replace_key(record: KeyRecord, **changes: Any) -> KeyRecord:
         return build(KeyRecord, record.dump_all() | changes)
+
+    # -------------------------------------------------------------- verify
+    def verify(
+        self,
+        credential: str | None = None,
+        *,
+        method: str = "GET",
+        path: str = "/",
+        permissions: Sequence[str] | str = (),
+        resource: str | None = None,
+        api_key: str | None = None,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """Verify a presented key, as the adapters do for each request.
+
+        Args:
+            credential: the ``Authorization`` value (``"Bearer sk_live_…"``) or the bare key.
+            method: the request method.
+            path: the request path, as the router sees it; the default resource.
+            permissions: every one must be granted by the key.
+            resource: checked against the app's resource patterns instead of the path.
+            api_key: an ``X-API-Key`` value, if the request had one.
+            client_ip: the client's address (for per-IP rate limits).
+
+        Returns:
+            The verdict: ``allowed``, ``status``, ``reason``, ``identity``, ``headers``.
+            Never raises for bad input or an unreachable store (that is a 503 verdict).
+        """
+        facts, policy = self._request(
+            credential, method, path, permissions, resource, api_key, client_ip
+        )
+        return self.verify_request(facts, policy)
+
+    async def averify(
+        self,
+        credential: str | None = None,
+        *,
+        method: str = "GET",
+        path: str = "/",
+        permissions: Sequence[str] | str = (),
+        resource: str | None = None,
+        api_key: str | None = None,
+        client_ip: str | None = None,
+    ) -> Decision:
+        """:meth:`verify` for async callers: a cache hit stays on the event loop, a store
+        read runs in a worker thread."""
+        facts, policy = self._request(
+            credential, method, path, permissions, resource, api_key, client_ip
+        )
+        return await self.averify_request(facts, policy)
+
+    def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
+        """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
+        return run_sync(verify_flow(facts, policy, self._clock()), self._cached, self._load)
+
+    async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
+        """Async :meth:`verify_request` (what the ASGI adapter calls)."""
+        flow = verify_flow(facts, policy, self._clock())
+        return await run_async(flow, self._cached, self._load)
+
+    def _cached(self, effect: LookupKey) -> object:
+        return self.cache.get(effect.digest)
+
+    def _load(self, effect: LookupKey) -> KeyEntry | None | object:
+        try:
+            return self.cache.load(effect)
+        except StoreError as exc:
+            # never the key itself: the message names the store and the driver's error
+            logger.warning("keysentry: key lookup failed, answering 503: %s", exc)
+            return UNAVAILABLE
+
+    @staticmethod
+    def _request(
+        credential: str | None,
+        method: str,
+        path: str,
+        permissions: Sequence[str] | str,
+        resource: str | None,
+        api_key: str | None,
+        client_ip: str | None,
+    ) -> tuple[RequestFacts, Policy]:
+        if isinstance(permissions, str):
+            permissions = (permissions,)
+        facts = RequestFacts(
+            method=method.upper(),
+            path=path if path.startswith("/") else "/" + path,
+            authorization=(credential,) if credential is not None else (),
+            api_key=(api_key,) if api_key is not None else (),
+            client_ip=client_ip,
+        )
+        return facts, Policy(permissions=tuple(permissions), resource=resource)
 
     # -------------------------------------------------------------- events
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

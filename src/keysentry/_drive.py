@@ -1,0 +1,48 @@
+"""Run a verification flow: the only code written twice, once sync and once async.
+
+The flow yields :class:`~keysentry.core.pipeline.LookupKey`; ``fast`` answers from the cache
+with no I/O (or returns ``MISS``), ``slow`` asks the store. The async driver sends only the
+slow call to a worker thread, so a cache hit never leaves the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keysentry.core.decision import Decision
+from keysentry.core.pipeline import Flow, LookupKey
+from keysentry.stores.cached import MISS
+
+Fast = Callable[[LookupKey], Any]
+Slow = Callable[[LookupKey], Any]
+
+
+def run_sync(flow: Flow, fast: Fast, slow: Slow) -> Decision:
+    """Drive *flow* to its decision, doing I/O in this thread."""
+    try:
+        effect = next(flow)
+        while True:
+            result = fast(effect)
+            if result is MISS:
+                result = slow(effect)
+            effect = flow.send(result)
+    except StopIteration as stop:
+        decision: Decision = stop.value
+        return decision
+
+
+async def run_async(flow: Flow, fast: Fast, slow: Slow) -> Decision:
+    """Drive *flow* to its decision; store I/O runs in a worker thread."""
+    from anyio import to_thread  # starlette's own dependency; not needed by sync callers
+
+    try:
+        effect = next(flow)
+        while True:
+            result = fast(effect)
+            if result is MISS:
+                result = await to_thread.run_sync(slow, effect)
+            effect = flow.send(result)
+    except StopIteration as stop:
+        decision: Decision = stop.value
+        return decision

@@ -1,0 +1,180 @@
+"""What a verification decides, and the values it decides with. Pure.
+
+:class:`Reason` is the stable reason code (DESIGN.md section 5) with its HTTP status;
+:class:`Decision` is the verdict; :class:`Identity` is what an allowed request carries into the
+handler; :class:`KeyEntry` is a verified key compiled for the hot path (what the cache holds).
+Error bodies use Wacht's shape and are built once per reason, so every 401 for a request
+without a valid secret is the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from keysentry.core.patterns import matches
+
+__all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
+
+
+class Reason(str, Enum):
+    """Stable reason codes; ``status`` is the HTTP status each one answers."""
+
+    OK = "ok"
+    MISSING_KEY = "missing_key"
+    INVALID_KEY = "invalid_key"
+    KEY_REVOKED = "key_revoked"
+    KEY_EXPIRED = "key_expired"
+    KEY_DISABLED = "key_disabled"
+    APP_DISABLED = "app_disabled"
+    PERMISSION_DENIED = "permission_denied"
+    RESOURCE_DENIED = "resource_denied"
+    RATE_LIMITED = "rate_limited"
+    INVALID_PATH = "invalid_path"
+    UNAVAILABLE = "unavailable"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def status(self) -> int:
+        """The HTTP status for this reason."""
+        return _STATUS[self]
+
+    @property
+    def message(self) -> str:
+        """A sentence for the error body."""
+        return _MESSAGE[self]
+
+
+_STATUS = {
+    Reason.OK: 200,
+    Reason.MISSING_KEY: 401,
+    Reason.INVALID_KEY: 401,
+    Reason.KEY_REVOKED: 403,
+    Reason.KEY_EXPIRED: 403,
+    Reason.KEY_DISABLED: 403,
+    Reason.APP_DISABLED: 403,
+    Reason.PERMISSION_DENIED: 403,
+    Reason.RESOURCE_DENIED: 403,
+    Reason.RATE_LIMITED: 429,
+    Reason.INVALID_PATH: 400,
+    Reason.UNAVAILABLE: 503,
+}
+_MESSAGE = {
+    Reason.OK: "ok",
+    Reason.MISSING_KEY: "An API key is required: send 'Authorization: Bearer <key>'.",
+    Reason.INVALID_KEY: "The API key is not valid.",
+    Reason.KEY_REVOKED: "This API key has been revoked.",
+    Reason.KEY_EXPIRED: "This API key has expired.",
+    Reason.KEY_DISABLED: "This API key is disabled.",
+    Reason.APP_DISABLED: "The app this API key belongs to is disabled.",
+    Reason.PERMISSION_DENIED: "This API key lacks a required permission.",
+    Reason.RESOURCE_DENIED: "This API key may not access this resource.",
+    Reason.RATE_LIMITED: "Too many requests.",
+    Reason.INVALID_PATH: "The request path has empty or dot segments.",
+    Reason.UNAVAILABLE: "API key verification is temporarily unavailable.",
+}
+
+
+def error_body(reason: Reason, detail: str | None = None) -> bytes:
+    """Wacht's error shape: ``{"errors": [{"message", "code", "reason"}]}``."""
+    message = reason.message if detail is None else f"{reason.message} {detail}"
+    error = {"message": message, "code": reason.status, "reason": reason.value}
+    return json.dumps({"errors": [error]}, separators=(",", ":")).encode()
+
+
+_BODIES: dict[Reason, bytes] = {r: error_body(r) for r in Reason if r is not Reason.OK}
+_JSON = ("content-type", "application/json")
+_HEADERS: dict[Reason, tuple[tuple[str, str], ...]] = {
+    reason: (_JSON,) for reason in Reason if reason is not Reason.OK
+}
+# RFC 6750: a 401 names the scheme; a presented but unusable token is "invalid_token".
+_HEADERS[Reason.MISSING_KEY] = (_JSON, ("www-authenticate", "Bearer"))
+_HEADERS[Reason.INVALID_KEY] = (_JSON, ("www-authenticate", 'Bearer error="invalid_token"'))
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who an allowed request is: handed to the handler by every adapter.
+
+    ``permissions`` are the key's effective permission patterns: its own (or, when it has
+    none, its app's) plus its organization- and workspace-role permissions.
+    """
+
+    key_id: str
+    key_name: str
+    app_slug: str
+    permissions: tuple[str, ...]
+    resources: tuple[str, ...]
+    metadata: Mapping[str, Any]
+    owner_user_id: str | None = None
+    organization_id: str | None = None
+    workspace_id: str | None = None
+    expires_at: float | None = None
+    rate_limits: tuple[Any, ...] = ()
+
+    def has_permission(self, permission: str) -> bool:
+        """Whether one of this key's patterns grants *permission*."""
+        return any(matches(pattern, permission) for pattern in self.permissions)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """A stored key compiled for verification; what the in-process cache holds.
+
+    Times are Unix timestamps. ``previous_digest`` is the old secret's hash during a
+    rotation grace period, valid until ``previous_until``.
+    """
+
+    digest: str
+    identity: Identity
+    revoked: bool = False
+    active: bool = True
+    app_active: bool = True
+    expires_at: float | None = None
+    previous_digest: str | None = None
+    previous_until: float | None = None
+    app_id: str = ""
+    rules: tuple[Any, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict on one request.
+
+    Attributes:
+        allowed: whether the request may reach the handler.
+        reason: the stable reason code (``Reason.OK`` when allowed).
+        identity: the key's identity when its secret verified (also on most 403s).
+        headers: response headers to send, lower-case names.
+        body: the error body for a refusal (empty when allowed).
+    """
+
+    allowed: bool
+    reason: Reason
+    identity: Identity | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    @property
+    def status(self) -> int:
+        """The HTTP status: 200 when allowed."""
+        return self.reason.status
+
+    @classmethod
+    def allow(cls, identity: Identity) -> Decision:
+        """An allowed request."""
+        return cls(True, Reason.OK, identity)
+
+    @classmethod
+    def deny(
+        cls, reason: Reason, identity: Identity | None = None, detail: str | None = None
+    ) -> Decision:
+        """A refused request; *detail* is appended to the message (only after the secret
+        verified, so it tells a probe nothing)."""
+        body = _BODIES[reason] if detail is None else error_body(reason, detail)
+        return cls(False, reason, identity, _HEADERS[reason], body)

@@ -1,0 +1,170 @@
+"""The in-process key cache in front of a store (DESIGN.md section 7).
+
+Verified keys are cached as compiled :class:`~keysentry.core.decision.KeyEntry` objects in a
+bounded :class:`cachetools.TTLCache`, keyed by the key's SHA-256 digest (never the secret).
+Digests that matched nothing go to a small negative cache with a short TTL, so a flood of bad
+keys does not become a flood of queries.
+
+``TTLCache`` is not thread-safe, so one lock guards both caches; it is held only around dict
+operations, never across I/O or an ``await``. The hot path is :meth:`CachedKeyStore.get`, no
+I/O; on a miss the driver calls :meth:`CachedKeyStore.load` (in a thread, for async callers).
+
+Consistency in this process: the service evicts after every revoke, rotate, update or delete
+and before it returns. Every eviction bumps a generation counter; a load that started before
+an eviction does not put what it read back (it may have read the record before the change).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Final
+
+from cachetools import TTLCache
+
+from keysentry.core.decision import Identity, KeyEntry
+from keysentry.core.pipeline import LookupKey, select_candidate
+from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule
+from keysentry.stores.base import KeyStore
+
+__all__ = ["MISS", "CachedKeyStore", "compile_entry"]
+
+
+class _Miss:
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+#: Returned by :meth:`CachedKeyStore.get` when the cache does not know the digest.
+MISS: Final = _Miss()
+
+
+def _ts(value: object) -> float | None:
+    return value.timestamp() if value is not None else None  # type: ignore[attr-defined]
+
+
+def compile_entry(record: KeyRecord, app: ApiAuthApp, rules: list[RateLimitRule]) -> KeyEntry:
+    """Turn a stored key, its app and its rules into what verification needs."""
+    granted = record.permissions or app.permissions
+    permissions = tuple(
+        dict.fromkeys([*granted, *record.org_role_permissions, *record.workspace_role_permissions])
+    )
+    identity = Identity(
+        key_id=record.id,
+        key_name=record.name,
+        app_slug=record.app_slug,
+        permissions=permissions,
+        resources=tuple(app.resources),
+        metadata=MappingProxyType(dict(record.metadata)),
+        owner_user_id=record.owner_user_id,
+        organization_id=record.organization_id,
+        workspace_id=record.workspace_id,
+        expires_at=_ts(record.expires_at),
+    )
+    return KeyEntry(
+        digest=record.key_hash,
+        identity=identity,
+        revoked=record.revoked_at is not None,
+        active=record.is_active,
+        app_active=app.is_active and app.deleted_at is None,
+        expires_at=_ts(record.expires_at),
+        previous_digest=record.previous_key_hash,
+        previous_until=_ts(record.previous_expires_at),
+        app_id=record.app_id,
+        rules=tuple(rules),
+    )
+
+
+class CachedKeyStore:
+    """Cache verified keys in front of *store*.
+
+    Args:
+        store: where keys live.
+        maxsize: how many keys to keep (least recently used go first).
+        ttl: seconds a cached key is trusted before it is read again. Changes made in this
+            process evict at once; changes made by other processes are seen after at most
+            *ttl* seconds.
+        negative_ttl: seconds an unknown digest is remembered.
+        timer: monotonic clock for the TTLs (tests inject a fake one).
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        maxsize: int = 10_000,
+        ttl: float = 30.0,
+        negative_ttl: float = 2.0,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self._positive: TTLCache[str, KeyEntry] = TTLCache(maxsize, ttl, timer=timer)
+        self._negative: TTLCache[str, bool] = TTLCache(
+            min(maxsize, 4096), negative_ttl, timer=timer
+        )
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    def get(self, digest: str) -> KeyEntry | None | _Miss:
+        """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O."""
+        with self._lock:
+            try:
+                return self._positive[digest]
+            except KeyError:
+                pass
+            if digest in self._negative:
+                return None
+        return MISS
+
+    def load(self, effect: LookupKey) -> KeyEntry | None:
+        """Read the key from the store, check its hash, and cache the outcome.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        generation = self._generation
+        candidates = self.store.find_keys(effect.key.prefix, effect.key.suffix)
+        index = select_candidate(
+            effect.digest, [(c.key_hash, c.previous_key_hash) for c in candidates]
+        )
+        entry: KeyEntry | None = None
+        if index is not None:
+            record = candidates[index]
+            with self.store.read() as session:
+                app = session.get_app_by_id(record.app_id)
+                slug = record.rate_limit_scheme_slug or (
+                    app.rate_limit_scheme_slug if app else None
+                )
+                scheme = session.get_scheme(slug) if slug else None
+            if app is not None:
+                entry = compile_entry(record, app, list(scheme.rules) if scheme else [])
+        with self._lock:
+            if generation == self._generation:  # nothing was evicted while we read
+                if entry is None:
+                    self._negative[effect.digest] = True
+                else:
+                    self._positive[effect.digest] = entry
+        return entry
+
+    def _evict(self, keep: Callable[[KeyEntry], bool]) -> None:
+        with self._lock:
+            self._generation += 1
+            for digest in [d for d, e in self._positive.items() if not keep(e)]:
+                del self._positive[digest]
+
+    def evict_key(self, key_id: str) -> None:
+        """Forget a key (under its current and previous secret)."""
+        self._evict(lambda e: e.identity.key_id != key_id)
+
+    def evict_app(self, app_id: str) -> None:
+        """Forget every key of an app."""
+        self._evict(lambda e: e.app_id != app_id)
+
+    def clear(self) -> None:
+        """Forget everything (a scheme changed: its rules are compiled into entries)."""
+        with self._lock:
+            self._generation += 1
+            self._positive.clear()
+            self._negative.clear()
