@@ -18,6 +18,7 @@ CORE_ALLOWED = {
     "enum",
     "hashlib",
     "hmac",
+    "json",
     "re",
     "secrets",
     "typing",
