@@ -654,7 +654,7 @@ class KeySentry:
     def _cached(self, effect: LookupKey) -> object:
         return self.cache.get(effect.digest)
 
-    def _load(self, effect: LookupKey) -> KeyEntry | None | object:
+    def _load(self, effect: LookupKey) -> KeyEntry | object | None:
         try:
             return self.cache.load(effect)
         except StoreError as exc:

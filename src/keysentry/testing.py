@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from keysentry.errors import NotFoundError
 from keysentry.models import IssuedKey
 from keysentry.service import KeySentry
 from keysentry.stores.memory import MemoryKeyStore
@@ -70,8 +71,9 @@ def issue_key(
     The app is created granting *app_permissions* (everything, by default) and
     *app_resources*; the remaining keyword arguments go to :meth:`KeySentry.create_api_key`.
     """
-    existing = {a.app_slug for a in ks.list_api_auth_apps()}
-    if app_slug not in existing:
+    try:
+        ks.get_api_auth_app(app_slug)
+    except NotFoundError:
         ks.create_api_auth_app(
             app_slug=app_slug,
             name=app_slug,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from keysentry.core.patterns import matches
@@ -20,7 +20,7 @@ from keysentry.core.patterns import matches
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Stable reason codes; ``status`` is the HTTP status each one answers."""
 
     OK = "ok"
@@ -35,9 +35,6 @@ class Reason(str, Enum):
     RATE_LIMITED = "rate_limited"
     INVALID_PATH = "invalid_path"
     UNAVAILABLE = "unavailable"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def status(self) -> int:

@@ -12,6 +12,10 @@ I/O; on a miss the driver calls :meth:`CachedKeyStore.load` (in a thread, for as
 Consistency in this process: the service evicts after every revoke, rotate, update or delete
 and before it returns. Every eviction bumps a generation counter; a load that started before
 an eviction does not put what it read back (it may have read the record before the change).
+Evicting one key or app costs O(its keys), not O(cache): cached digests are indexed by key id
+and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us, so the index
+may name digests that are gone; it is rebuilt from the cache when it grows past twice the
+cache's size.
 """
 
 from __future__ import annotations
@@ -106,8 +110,10 @@ class CachedKeyStore:
         )
         self._lock = threading.Lock()
         self._generation = 0
+        self._digests: dict[str, set[str]] = {}  # key id -> cached digests (current, previous)
+        self._keys: dict[str, set[str]] = {}  # app id -> key ids with cached digests
 
-    def get(self, digest: str) -> KeyEntry | None | _Miss:
+    def get(self, digest: str) -> KeyEntry | _Miss | None:
         """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O."""
         with self._lock:
             try:
@@ -146,21 +152,38 @@ class CachedKeyStore:
                     self._negative[effect.digest] = True
                 else:
                     self._positive[effect.digest] = entry
+                    self._index(effect.digest, entry)
         return entry
 
-    def _evict(self, keep: Callable[[KeyEntry], bool]) -> None:
-        with self._lock:
-            self._generation += 1
-            for digest in [d for d, e in self._positive.items() if not keep(e)]:
-                del self._positive[digest]
+    def _index(self, digest: str, entry: KeyEntry) -> None:
+        if len(self._digests) > 2 * self._positive.maxsize:
+            self._digests.clear()
+            self._keys.clear()
+            for cached_digest, cached in list(self._positive.items()):
+                self._index_one(cached_digest, cached)
+        self._index_one(digest, entry)
+
+    def _index_one(self, digest: str, entry: KeyEntry) -> None:
+        key_id = entry.identity.key_id
+        self._digests.setdefault(key_id, set()).add(digest)
+        self._keys.setdefault(entry.app_id, set()).add(key_id)
+
+    def _drop_key(self, key_id: str) -> None:
+        for digest in self._digests.pop(key_id, ()):
+            self._positive.pop(digest, None)
 
     def evict_key(self, key_id: str) -> None:
         """Forget a key (under its current and previous secret)."""
-        self._evict(lambda e: e.identity.key_id != key_id)
+        with self._lock:
+            self._generation += 1
+            self._drop_key(key_id)
 
     def evict_app(self, app_id: str) -> None:
         """Forget every key of an app."""
-        self._evict(lambda e: e.app_id != app_id)
+        with self._lock:
+            self._generation += 1
+            for key_id in self._keys.pop(app_id, ()):
+                self._drop_key(key_id)
 
     def clear(self) -> None:
         """Forget everything (a scheme changed: its rules are compiled into entries)."""
@@ -168,3 +191,5 @@ class CachedKeyStore:
             self._generation += 1
             self._positive.clear()
             self._negative.clear()
+            self._digests.clear()
+            self._keys.clear()
