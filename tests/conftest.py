@@ -12,9 +12,14 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from keysentry import KeySentry
 from keysentry.testing import FakeClock
+
+# No timed assertions: Hypothesis's per-example deadline fails tests on a busy machine.
+settings.register_profile("keysentry", deadline=None)
+settings.load_profile("keysentry")
 
 PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("KEYSENTRY_REQUIRE_SERVICES") == "1"
