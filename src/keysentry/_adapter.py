@@ -1,0 +1,86 @@
+"""Adapter configuration, compiled once and shared by the ASGI and WSGI middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from keysentry.core.patterns import EndpointPattern, matches, parse_endpoint, pattern_problem
+from keysentry.errors import ConfigurationError
+
+__all__ = ["AdapterConfig"]
+
+
+def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]  # {"GET /x": "x:read"} means one permission, not four letters
+    if not isinstance(value, Iterable):
+        raise ConfigurationError(f"permissions[{endpoint!r}] must be a list of permissions")
+    perms = tuple(value)
+    for perm in perms:
+        problem = pattern_problem(perm)
+        if problem:
+            raise ConfigurationError(f"permissions[{endpoint!r}]: {perm!r} {problem}")
+    return perms
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterConfig:
+    """What a middleware checks, compiled from its keyword arguments.
+
+    Args:
+        exclude: path patterns that pass without a key (``"/health"``, ``"/docs*"``).
+        permissions: endpoint pattern -> permissions required there; a request needs the
+            permissions of every pattern it matches.
+        api_key_header: also accept the key in this header (e.g. ``"X-API-Key"``).
+        allow_preflight: let CORS preflight requests (``OPTIONS`` with ``Origin`` and
+            ``Access-Control-Request-Method``) through without a key.
+    """
+
+    exclude: tuple[str, ...]
+    rules: tuple[tuple[EndpointPattern, tuple[str, ...]], ...]
+    api_key_header: str | None
+    allow_preflight: bool
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        exclude: Sequence[str] = (),
+        permissions: Mapping[str, Sequence[str] | str] | None = None,
+        api_key_header: str | None = None,
+        allow_preflight: bool = True,
+    ) -> AdapterConfig:
+        """Validate and compile the options.
+
+        Raises:
+            ConfigurationError: a malformed pattern or permission, naming it.
+        """
+        if isinstance(exclude, str):
+            exclude = [exclude]
+        for path in exclude:
+            if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
+                raise ConfigurationError(f"exclude: {path!r} must be a path such as '/health'")
+        rules = []
+        for endpoint, perms in (permissions or {}).items():
+            try:
+                pattern = parse_endpoint(endpoint)
+            except ValueError as exc:
+                raise ConfigurationError(f"permissions: {exc}") from None
+            rules.append((pattern, _permission_list(endpoint, perms)))
+        header = api_key_header.lower() if api_key_header else None
+        return cls(tuple(exclude), tuple(rules), header, allow_preflight)
+
+    def excluded(self, path: str) -> bool:
+        """Whether *path* passes without a key."""
+        return any(matches(pattern, path) for pattern in self.exclude)
+
+    def required(self, method: str, path: str) -> tuple[str, ...]:
+        """The permissions a request to *method* *path* needs."""
+        if not self.rules:
+            return ()
+        needed: dict[str, None] = {}
+        for pattern, perms in self.rules:
+            if pattern.matches(method, path):
+                needed.update(dict.fromkeys(perms))
+        return tuple(needed)

@@ -1,0 +1,188 @@
+"""``KeySentryMiddleware``: verify API keys in front of any ASGI app (Starlette, FastAPI, …).
+
+Pure ASGI (not ``BaseHTTPMiddleware``): request and response bodies stream through untouched,
+and a refused request never reaches the app. On success the identity is put where each
+framework looks for it: ``request.state.api_key`` (``scope["state"]["api_key"]``), and
+Starlette's ``scope["auth"]`` / ``scope["user"]``, so that ``starlette.authentication.requires``
+works too (with keysentry's glob matching: a key holding ``users:*`` satisfies
+``requires("users:read")``).
+
+Usage::
+
+    app.add_middleware(KeySentryMiddleware, sentry=ks, exclude=["/health"],
+                       permissions={"GET /users/*": ["users:read"]})
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from starlette.authentication import AuthCredentials, BaseUser
+
+from keysentry._adapter import AdapterConfig
+from keysentry.core.decision import Decision, Identity, Reason
+from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.service import KeySentry
+from keysentry.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["ApiKeyUser", "KeySentryMiddleware", "PermissionScopes"]
+
+logger = logging.getLogger("keysentry")
+
+
+class PermissionScopes(list[str]):
+    """The key's permission patterns; ``"users:read" in scopes`` matches by glob."""
+
+    def __init__(self, identity: Identity) -> None:
+        super().__init__(identity.permissions)
+        self._identity = identity
+
+    def __contains__(self, permission: object) -> bool:
+        return isinstance(permission, str) and self._identity.has_permission(permission)
+
+
+class ApiKeyUser(BaseUser):
+    """Starlette's ``request.user`` for a request made with an API key."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.api_key = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.api_key.key_name
+
+    @property
+    def identity(self) -> str:
+        return self.api_key.key_id
+
+
+def _credentials(identity: Identity) -> AuthCredentials:
+    credentials = AuthCredentials()
+    credentials.scopes = PermissionScopes(identity)  # AuthCredentials copies to a plain list
+    return credentials
+
+
+class KeySentryMiddleware:
+    """Verify the API key of every HTTP request and WebSocket handshake.
+
+    Args:
+        app: the ASGI app to protect.
+        sentry: the :class:`~keysentry.KeySentry` that verifies keys.
+        exclude: path patterns served without a key, e.g. ``["/health", "/docs*"]``.
+        permissions: endpoint pattern -> required permissions, e.g.
+            ``{"GET /users/*": ["users:read"], "POST /users/*": ["users:write"]}``.
+        api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
+        allow_preflight: let CORS preflight requests through unauthenticated (default).
+
+    Raises:
+        ConfigurationError: a malformed option, named in the message.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        sentry: KeySentry,
+        exclude: Sequence[str] = (),
+        permissions: Mapping[str, Sequence[str] | str] | None = None,
+        api_key_header: str | None = None,
+        allow_preflight: bool = True,
+    ) -> None:
+        self.app = app
+        self.sentry = sentry
+        self.config = AdapterConfig.build(
+            exclude=exclude,
+            permissions=permissions,
+            api_key_header=api_key_header,
+            allow_preflight=allow_preflight,
+        )
+        header = self.config.api_key_header
+        self._api_key_header = header.encode("latin-1") if header else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":  # lifespan and others pass untouched
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        if self.config.excluded(path):
+            await self.app(scope, receive, send)
+            return
+        method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
+        authorization: list[str] = []
+        api_key: list[str] = []
+        preflight_headers = 0
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value.decode("latin-1"))
+            elif name == self._api_key_header:
+                api_key.append(value.decode("latin-1"))
+            elif name == b"origin" or name == b"access-control-request-method":
+                preflight_headers += 1
+        if method == "OPTIONS" and preflight_headers >= 2 and self.config.allow_preflight:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        facts = RequestFacts(
+            method=method,
+            path=path,
+            authorization=tuple(authorization),
+            api_key=tuple(api_key),
+            client_ip=client[0] if client else None,
+        )
+        try:
+            decision = await self.sentry.averify_request(
+                facts, Policy(self.config.required(method, path))
+            )
+        except Exception:  # a bug must not become a 500 or an open door: refuse, log
+            logger.exception("keysentry: verification failed unexpectedly; answering 503")
+            decision = Decision.deny(Reason.UNAVAILABLE)
+        identity = decision.identity
+        if decision.allowed and identity is not None:  # allow() always sets the identity
+            scope.setdefault("state", {})["api_key"] = identity
+            scope["auth"] = _credentials(identity)
+            scope["user"] = ApiKeyUser(identity)
+            await self.app(scope, receive, send)
+        elif kind == "http":
+            await _refuse_http(decision, method, send)
+        else:
+            await _refuse_websocket(decision, scope, send)
+
+
+def _encoded(decision: Decision) -> list[tuple[bytes, bytes]]:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
+    headers.append((b"content-length", str(len(decision.body)).encode()))
+    return headers
+
+
+async def _refuse_http(decision: Decision, method: str, send: Send) -> None:
+    await send(
+        {"type": "http.response.start", "status": decision.status, "headers": _encoded(decision)}
+    )
+    body = b"" if method == "HEAD" else decision.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_websocket(decision: Decision, scope: Scope, send: Send) -> None:
+    # Refuse before accepting. With the "websocket.http.response" extension the client gets
+    # the same status and JSON body as over HTTP; without it, closing before accept makes the
+    # server answer 403 (the ASGI spec), with close code 1008 (policy violation).
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": decision.status,
+                "headers": _encoded(decision),
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": decision.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

@@ -1,0 +1,108 @@
+"""``KeySentryWSGIMiddleware``: verify API keys in front of any WSGI app (Flask, Django, …).
+
+The WSGI twin of :class:`keysentry.asgi.KeySentryMiddleware`, with the same options. On
+success the identity is at ``environ["keysentry.api_key"]`` (and, in Flask,
+:data:`keysentry.flask.current_api_key`). Usage::
+
+    flask_app.wsgi_app = KeySentryWSGIMiddleware(flask_app.wsgi_app, sentry=ks,
+                                                 exclude=["/health"])
+
+A WSGI server joins repeated ``Authorization`` headers into one value with ``", "``; such a
+value has more than two words and is refused as ``invalid_key``, as two headers are in ASGI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from keysentry._adapter import AdapterConfig
+from keysentry.core.decision import Decision, Reason
+from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.service import KeySentry
+from keysentry.types import StartResponse, WSGIApp
+
+__all__ = ["ENVIRON_KEY", "KeySentryWSGIMiddleware"]
+
+#: Where the identity of a verified request is put in the WSGI environ.
+ENVIRON_KEY = "keysentry.api_key"
+logger = logging.getLogger("keysentry")
+
+
+class KeySentryWSGIMiddleware:
+    """Verify the API key of every request before the wrapped WSGI app sees it.
+
+    Args:
+        app: the WSGI app to protect (for Flask: ``flask_app.wsgi_app``).
+        sentry: the :class:`~keysentry.KeySentry` that verifies keys.
+        exclude: path patterns served without a key, e.g. ``["/health"]``.
+        permissions: endpoint pattern -> required permissions.
+        api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
+        allow_preflight: let CORS preflight requests through unauthenticated (default).
+
+    Raises:
+        ConfigurationError: a malformed option, named in the message.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        sentry: KeySentry,
+        exclude: Sequence[str] = (),
+        permissions: Mapping[str, Sequence[str] | str] | None = None,
+        api_key_header: str | None = None,
+        allow_preflight: bool = True,
+    ) -> None:
+        self.app = app
+        self.sentry = sentry
+        self.config = AdapterConfig.build(
+            exclude=exclude,
+            permissions=permissions,
+            api_key_header=api_key_header,
+            allow_preflight=allow_preflight,
+        )
+        header = self.config.api_key_header
+        self._api_key_var = "HTTP_" + header.upper().replace("-", "_") if header else None
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if self.config.excluded(path):
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        if (
+            method == "OPTIONS"
+            and self.config.allow_preflight
+            and "HTTP_ORIGIN" in environ
+            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+        ):
+            return self.app(environ, start_response)
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        api_key = environ.get(self._api_key_var) if self._api_key_var else None
+        facts = RequestFacts(
+            method=method,
+            path=path,
+            authorization=(authorization,) if authorization is not None else (),
+            api_key=(api_key,) if api_key is not None else (),
+            client_ip=environ.get("REMOTE_ADDR"),
+        )
+        try:
+            decision = self.sentry.verify_request(
+                facts, Policy(self.config.required(method, path))
+            )
+        except Exception:  # a bug must not become a 500 or an open door: refuse, log
+            logger.exception("keysentry: verification failed unexpectedly; answering 503")
+            decision = Decision.deny(Reason.UNAVAILABLE)
+        if decision.allowed:
+            environ[ENVIRON_KEY] = decision.identity
+            return self.app(environ, start_response)
+        return _refuse(decision, method, start_response)
+
+
+def _refuse(decision: Decision, method: str, start_response: StartResponse) -> list[bytes]:
+    status = HTTPStatus(decision.status)
+    headers = [*decision.headers, ("content-length", str(len(decision.body)))]
+    start_response(f"{status.value} {status.phrase}", headers)
+    return [b""] if method == "HEAD" else [decision.body]

@@ -1,0 +1,400 @@
+"""One behaviour table through the ASGI middleware and the WSGI middleware (STYLE.md 22)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask, jsonify
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from werkzeug.test import Client
+
+from keysentry import ConfigurationError, KeySentry
+from keysentry.asgi import KeySentryMiddleware
+from keysentry.core.keys import generate_key
+from keysentry.flask import current_api_key
+from keysentry.testing import FakeClock
+from keysentry.wsgi import KeySentryWSGIMiddleware
+
+PERMISSIONS = {"GET /users/*": ["users:read"], "POST /users/*": ["users:write"]}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+Call = Callable[..., Reply]
+
+
+def identity_json(identity: Any) -> dict[str, Any]:
+    return {"key_id": identity.key_id, "app_slug": identity.app_slug,
+            "permissions": list(identity.permissions)}  # fmt: skip
+
+
+def starlette_app(ks: KeySentry) -> Starlette:
+    async def user(request: Request) -> JSONResponse:
+        return JSONResponse(identity_json(request.state.api_key))
+
+    @requires("users:read")
+    async def guarded(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.user.display_name})
+
+    async def health(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[
+        Route("/users/{user_id}", user, methods=["GET", "POST", "HEAD"]),
+        Route("/orders/{order_id}", user),
+        Route("/guarded/users/1", guarded),
+        Route("/health", health),
+    ])  # fmt: skip
+    app.add_middleware(
+        KeySentryMiddleware, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
+        api_key_header="X-API-Key",
+    )  # fmt: skip
+    return app
+
+
+def flask_app(ks: KeySentry) -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/users/<user_id>", methods=["GET", "POST", "HEAD"])
+    @app.route("/orders/<user_id>")
+    def user(user_id: str) -> Any:
+        return jsonify(identity_json(current_api_key))
+
+    @app.route("/health")
+    def health() -> str:
+        return "ok"
+
+    app.wsgi_app = KeySentryWSGIMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
+        api_key_header="X-API-Key",
+    )  # fmt: skip
+    return app
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ks(clock: FakeClock) -> KeySentry:
+    sentry = KeySentry("memory://", clock=clock)
+    sentry.create_api_auth_app(
+        app_slug="internal-api", name="Internal API", key_prefix="sk_live",
+        permissions=["users:read", "users:write"], resources=["users/*"],
+    )  # fmt: skip
+    return sentry
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
+    if request.param == "asgi":
+        with TestClient(starlette_app(ks)) as client:
+
+            def asgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+                raw = {k: v.encode("latin-1") for k, v in (headers or {}).items()}
+                r = client.request(method, path, headers=raw)
+                body = r.json() if r.content and r.headers.get("content-type", "").startswith(
+                    "application/json") else {"text": r.text}  # fmt: skip
+                return Reply(r.status_code, body, dict(r.headers))
+
+            yield asgi
+    else:
+        client = Client(flask_app(ks))
+
+        def wsgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+            r = client.open(path, method=method, headers=headers or {})
+            data = r.get_data()
+            is_json = (r.headers.get("content-type") or "").startswith("application/json")
+            body = json.loads(data) if data and is_json else {"text": data.decode()}
+            return Reply(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
+
+        yield wsgi
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def reason(reply: Reply) -> str:
+    return str(reply.body["errors"][0]["reason"])
+
+
+# ------------------------------------------------------------------- the table
+def test_valid_key_gets_200_with_its_identity(call: Call, ks: KeySentry) -> None:
+    issued = ks.create_api_key("internal-api", "k", permissions=["users:read"])
+    reply = call("GET", "/users/42", bearer(issued.secret))
+    assert reply.status == 200
+    assert reply.body == {"key_id": issued.key.id, "app_slug": "internal-api",
+                          "permissions": ["users:read"]}  # fmt: skip
+
+
+def test_missing_key_gets_401_with_www_authenticate(call: Call) -> None:
+    reply = call("GET", "/users/42")
+    assert (reply.status, reason(reply)) == (401, "missing_key")
+    assert reply.headers["www-authenticate"] == "Bearer"
+    assert reply.body == {"errors": [{"message": reply.body["errors"][0]["message"],
+                                      "code": 401, "reason": "missing_key"}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setup", "method", "path", "expected"),
+    [
+        pytest.param("revoke", "GET", "/users/1", "key_revoked", id="revoked"),
+        pytest.param("expire", "GET", "/users/1", "key_expired", id="expired"),
+        pytest.param("delete_app", "GET", "/users/1", "app_disabled", id="app-deleted"),
+        pytest.param("disable_app", "GET", "/users/1", "app_disabled", id="app-disabled"),
+        pytest.param(None, "POST", "/users/1", "permission_denied", id="missing-permission"),
+        pytest.param(None, "GET", "/orders/1", "resource_denied", id="outside-resources"),
+    ],
+)
+def test_403_table(
+    call: Call,
+    ks: KeySentry,
+    clock: FakeClock,
+    setup: str | None,
+    method: str,
+    path: str,
+    expected: str,
+) -> None:
+    expires = datetime.fromtimestamp(clock() + 60, UTC)
+    issued = ks.create_api_key("internal-api", "k", permissions=["users:read"], expires_at=expires)
+    assert call("GET", "/users/1", bearer(issued.secret)).status == 200  # cached now
+    if setup == "revoke":
+        ks.revoke_api_key(issued.key.id, reason="leaked")
+    elif setup == "expire":
+        clock.advance(60)
+    elif setup == "delete_app":
+        ks.delete_api_auth_app("internal-api")
+    elif setup == "disable_app":
+        ks.update_api_auth_app("internal-api", is_active=False)
+    reply = call(method, path, bearer(issued.secret))
+    assert (reply.status, reason(reply)) == (403, expected)
+    assert "www-authenticate" not in reply.headers
+
+
+# ------------------------------------------------------------------ bad input
+def test_probes_without_the_secret_all_get_the_same_401(call: Call, ks: KeySentry) -> None:
+    issued = ks.create_api_key("internal-api", "k")
+    real = issued.secret
+    forged_same_suffix = real[:10] + ("A" if real[10] != "A" else "B") + real[11:]
+    replies = [
+        call("GET", "/users/1", bearer("sk_live_" + "a" * 38)),  # bad checksum
+        call("GET", "/users/1", bearer(forged_same_suffix)),  # known suffix, wrong secret
+        call("GET", "/users/1", bearer("sk_live_nope")),
+        call("GET", "/users/1", {"Authorization": "Bearer"}),
+    ]
+    assert {r.status for r in replies} == {401}
+    assert all(r.body == replies[0].body for r in replies)
+    assert all(r.headers["www-authenticate"] == replies[0].headers["www-authenticate"]
+               for r in replies)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        pytest.param({"Authorization": "bearer {k}"}, 200, id="lowercase-scheme"),
+        pytest.param({"Authorization": "BEARER {k}"}, 200, id="uppercase-scheme"),
+        pytest.param({"Authorization": "Bearer \t {k}"}, 200, id="tabs-and-spaces"),
+        pytest.param({"Authorization": "{k}"}, 200, id="bare-key"),
+        pytest.param({"X-API-Key": "{k}"}, 200, id="x-api-key"),
+        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "{k}"}, 200, id="both-agree"),
+        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "sk_live_x"}, 401,
+                     id="both-disagree"),
+        pytest.param({"Authorization": "Bearer {k}\u00e9"}, 401, id="latin-1"),
+        pytest.param({"Authorization": "Bearer " + "a" * 1_000_000}, 401, id="one-megabyte"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, 401, id="basic"),
+    ],
+)  # fmt: skip
+def test_header_variants(call: Call, ks: KeySentry, headers: dict[str, str], status: int) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+    filled = {k: v.replace("{k}", secret) for k, v in headers.items()}
+    assert call("GET", "/users/1", filled).status == status
+
+
+@pytest.mark.parametrize("path", ["/users/../users/1", "/users//1", "/users/./1", "/users/.."])
+def test_dot_and_empty_segments_are_400_in_both_middlewares(ks: KeySentry, path: str) -> None:
+    # Real clients normalise such paths away, so the scope/environ is built by hand: this is
+    # what a server passes on when a client sends the raw path.
+    secret = ks.create_api_key("internal-api", "k").secret
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not be reached")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": "",
+             "headers": [(b"authorization", f"Bearer {secret}".encode())]}  # fmt: skip
+    import anyio
+
+    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["errors"][0]["reason"] == "invalid_path"
+
+    statuses: list[str] = []
+    wsgi = KeySentryWSGIMiddleware(lambda e, s: [b"app reached"], sentry=ks)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path,
+               "HTTP_AUTHORIZATION": f"Bearer {secret}"}  # fmt: skip
+    body = b"".join(wsgi(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["400 Bad Request"]
+    assert json.loads(body)["errors"][0]["reason"] == "invalid_path"
+
+
+def test_head_is_get_and_has_no_body(call: Call, ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    assert call("HEAD", "/users/1", bearer(secret)).status == 200
+    refused = call("HEAD", "/users/1")
+    assert refused.status == 401
+    assert refused.body == {"text": ""}
+
+
+def test_cors_preflight_passes_without_a_key(call: Call) -> None:
+    preflight = {"Origin": "https://example.com", "Access-Control-Request-Method": "GET"}
+    assert call("OPTIONS", "/users/1", preflight).status in (200, 405)  # the app's answer
+    assert call("OPTIONS", "/users/1", {"Origin": "https://example.com"}).status == 401
+
+
+def test_excluded_paths_pass_without_a_key(call: Call) -> None:
+    assert call("GET", "/health").status == 200
+
+
+def test_revoke_then_request_in_the_same_process_is_refused_at_once(
+    call: Call, ks: KeySentry
+) -> None:
+    for _ in range(50):
+        issued = ks.create_api_key("internal-api", "k")
+        assert call("GET", "/users/1", bearer(issued.secret)).status == 200
+        ks.revoke_api_key(issued.key.id)
+        assert call("GET", "/users/1", bearer(issued.secret)).status == 403
+
+
+def test_rotate_old_secret_401_new_secret_200(call: Call, ks: KeySentry) -> None:
+    issued = ks.create_api_key("internal-api", "k")
+    assert call("GET", "/users/1", bearer(issued.secret)).status == 200
+    rotated = ks.rotate_api_key(issued.key.id)
+    assert call("GET", "/users/1", bearer(issued.secret)).status == 401
+    assert call("GET", "/users/1", bearer(rotated.secret)).status == 200
+
+
+def test_unreachable_store_is_503_never_500() -> None:
+    ks = KeySentry("postgresql://postgres@127.0.0.1:1/test")  # nothing listens on port 1
+    well_formed = generate_key("sk_live").secret
+    malformed = "sk_live_" + "a" * 32 + "000000"
+    with TestClient(starlette_app(ks)) as client:
+        assert client.get("/users/1", headers=bearer(malformed)).status_code == 401
+        r = client.get("/users/1", headers=bearer(well_formed))
+        assert (r.status_code, r.json()["errors"][0]["reason"]) == (503, "unavailable")
+    assert Client(flask_app(ks)).get("/users/1", headers=bearer(well_formed)).status_code == 503
+    ks.close()
+
+
+# ------------------------------------------------------------- ASGI specifics
+def test_starlette_requires_sees_glob_permissions(ks: KeySentry) -> None:
+    ks.create_api_auth_app(app_slug="wide", name="W", key_prefix="sk_w", permissions=["users:*"])
+    secret = ks.create_api_key("wide", "k").secret
+    with TestClient(starlette_app(ks)) as client:
+        r = client.get("/guarded/users/1", headers=bearer(secret))
+        assert r.json() == {"user": "k"}
+
+
+def test_lifespan_passes_untouched(ks: KeySentry) -> None:
+    events: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        message = await receive()
+        events.append(message["type"])
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        events.append(message["type"])
+        await send({"type": "lifespan.shutdown.complete"})
+
+    with TestClient(KeySentryMiddleware(app, sentry=ks)):
+        pass
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_websocket_handshake_is_verified_before_accept(ks: KeySentry) -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import WebSocketDenialResponse
+    from starlette.websockets import WebSocket
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"key": websocket.state.api_key.key_id})
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", ws)])
+    app.add_middleware(KeySentryMiddleware, sentry=ks)
+    ks.create_api_auth_app(app_slug="socket", name="S", key_prefix="sk_ws")  # no resource limits
+    issued = ks.create_api_key("socket", "k")
+    with TestClient(app) as client:
+        with client.websocket_connect("/ws", headers=bearer(issued.secret)) as conn:
+            assert conn.receive_json() == {"key": issued.key.id}
+        # TestClient offers the websocket.http.response extension: a real 401 with our body
+        with pytest.raises(WebSocketDenialResponse) as info, client.websocket_connect("/ws"):
+            pass
+        assert info.value.status_code == 401
+        assert info.value.json()["errors"][0]["reason"] == "missing_key"
+
+
+def test_websocket_without_the_denial_extension_is_closed_with_1008(ks: KeySentry) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not be reached")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "extensions": {}}
+    import anyio
+
+    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"permissions": {"get /x": ["a"]}}, id="method-case"),
+        pytest.param({"permissions": {"GET x": ["a"]}}, id="path-without-slash"),
+        pytest.param({"permissions": {"GET /x": ["a b"]}}, id="bad-permission"),
+        pytest.param({"exclude": ["health"]}, id="exclude-not-a-path"),
+    ],
+)
+def test_bad_configuration_fails_at_construction(ks: KeySentry, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        KeySentryMiddleware(Starlette(), sentry=ks, **kwargs)
+    with pytest.raises(ConfigurationError):
+        KeySentryWSGIMiddleware(Flask(__name__).wsgi_app, sentry=ks, **kwargs)
+
+
+def test_permission_map_takes_a_single_string(ks: KeySentry) -> None:
+    mw = KeySentryMiddleware(Starlette(), sentry=ks, permissions={"GET /x": "x:read"})
+    assert mw.config.required("GET", "/x") == ("x:read",)
+    assert mw.config.required("HEAD", "/x") == ("x:read",)
+    assert mw.config.required("POST", "/x") == ()
