@@ -86,6 +86,102 @@ def flask_app(ks: KeySentry) -> Flask:
     return app
 
 
+def starlette_decorated(ks: KeySentry) -> Starlette:
+    @ks.require("users:read")
+    async def get_user(request: Request) -> JSONResponse:
+        return JSONResponse(identity_json(request.state.api_key))
+
+    @ks.require("users:write")
+    def post_user(request: Request) -> JSONResponse:  # a sync handler
+        return JSONResponse(identity_json(request.state.api_key))
+
+    @ks.require()
+    async def order(request: Request) -> JSONResponse:
+        return JSONResponse(identity_json(request.state.api_key))
+
+    return Starlette(routes=[
+        Route("/users/{user_id}", get_user, methods=["GET", "HEAD"]),
+        Route("/users/{user_id}", post_user, methods=["POST"]),
+        Route("/orders/{order_id}", order),
+    ])  # fmt: skip
+
+
+def flask_decorated(ks: KeySentry) -> Flask:
+    app = Flask(__name__)
+
+    @app.route("/users/<user_id>", methods=["GET", "HEAD"])
+    @ks.require("users:read")
+    def get_user(user_id: str) -> Any:
+        return jsonify(identity_json(current_api_key))
+
+    @app.post("/users/<user_id>")
+    @ks.require("users:write")
+    def post_user(user_id: str) -> Any:
+        return jsonify(identity_json(current_api_key))
+
+    @app.route("/orders/<order_id>")
+    @ks.require()
+    def order(order_id: str) -> Any:
+        return jsonify(identity_json(current_api_key))
+
+    return app
+
+
+def fastapi_decorated(ks: KeySentry) -> Any:
+    from fastapi import Depends, FastAPI
+
+    from keysentry.core.decision import Identity
+    from keysentry.fastapi import install
+
+    app = FastAPI()
+    install(app)
+
+    @app.api_route("/users/{user_id}", methods=["GET", "HEAD"])
+    async def get_user(
+        user_id: str,
+        key: Identity = Depends(ks.depends("users:read")),  # noqa: B008
+    ) -> Any:
+        return identity_json(key)
+
+    @app.post("/users/{user_id}")
+    @ks.require("users:write")
+    def post_user(user_id: str, request: Request) -> Any:  # sync, asks for the Request
+        return identity_json(request.state.api_key)
+
+    @app.get("/orders/{order_id}")
+    @ks.require()
+    async def order(order_id: str) -> Any:  # does not ask for the Request
+        return {"order": order_id}
+
+    return app
+
+
+def asgi_caller(app: Any) -> Iterator[Call]:
+    with TestClient(app) as client:
+
+        def asgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+            raw = {k: v.encode("latin-1") for k, v in (headers or {}).items()}
+            r = client.request(method, path, headers=raw)
+            is_json = r.headers.get("content-type", "").startswith("application/json")
+            body = r.json() if r.content and is_json else {"text": r.text}
+            return Reply(r.status_code, body, dict(r.headers))
+
+        yield asgi
+
+
+def wsgi_caller(app: Flask) -> Call:
+    client = Client(app)
+
+    def wsgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+        r = client.open(path, method=method, headers=headers or {})
+        data = r.get_data()
+        is_json = (r.headers.get("content-type") or "").startswith("application/json")
+        body = json.loads(data) if data and is_json else {"text": data.decode()}
+        return Reply(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
+
+    return wsgi
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -101,30 +197,27 @@ def ks(clock: FakeClock) -> KeySentry:
     return sentry
 
 
-@pytest.fixture(params=["asgi", "wsgi"])
+@pytest.fixture(params=["asgi", "wsgi", "require-starlette", "require-flask", "fastapi-depends"])
 def call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
-    if request.param == "asgi":
-        with TestClient(starlette_app(ks)) as client:
-
-            def asgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
-                raw = {k: v.encode("latin-1") for k, v in (headers or {}).items()}
-                r = client.request(method, path, headers=raw)
-                body = r.json() if r.content and r.headers.get("content-type", "").startswith(
-                    "application/json") else {"text": r.text}  # fmt: skip
-                return Reply(r.status_code, body, dict(r.headers))
-
-            yield asgi
+    """The same app protected five ways: each behaviour test runs through all of them."""
+    kind = request.param
+    if kind == "wsgi":
+        yield wsgi_caller(flask_app(ks))
+    elif kind == "require-flask":
+        yield wsgi_caller(flask_decorated(ks))
     else:
-        client = Client(flask_app(ks))
+        app = {"asgi": starlette_app, "require-starlette": starlette_decorated,
+               "fastapi-depends": fastapi_decorated}[kind](ks)  # fmt: skip
+        yield from asgi_caller(app)
 
-        def wsgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
-            r = client.open(path, method=method, headers=headers or {})
-            data = r.get_data()
-            is_json = (r.headers.get("content-type") or "").startswith("application/json")
-            body = json.loads(data) if data and is_json else {"text": data.decode()}
-            return Reply(r.status_code, body, {k.lower(): v for k, v in r.headers.items()})
 
-        yield wsgi
+@pytest.fixture(params=["asgi", "wsgi"])
+def mw_call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
+    """Only the middlewares: options the decorator does not have."""
+    if request.param == "wsgi":
+        yield wsgi_caller(flask_app(ks))
+    else:
+        yield from asgi_caller(starlette_app(ks))
 
 
 def bearer(secret: str) -> dict[str, str]:
@@ -212,10 +305,6 @@ def test_probes_without_the_secret_all_get_the_same_401(call: Call, ks: KeySentr
         pytest.param({"Authorization": "BEARER {k}"}, 200, id="uppercase-scheme"),
         pytest.param({"Authorization": "Bearer \t {k}"}, 200, id="tabs-and-spaces"),
         pytest.param({"Authorization": "{k}"}, 200, id="bare-key"),
-        pytest.param({"X-API-Key": "{k}"}, 200, id="x-api-key"),
-        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "{k}"}, 200, id="both-agree"),
-        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "sk_live_x"}, 401,
-                     id="both-disagree"),
         pytest.param({"Authorization": "Bearer {k}\u00e9"}, 401, id="latin-1"),
         pytest.param({"Authorization": "Bearer " + "a" * 1_000_000}, 401, id="one-megabyte"),
         pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, 401, id="basic"),
@@ -225,6 +314,23 @@ def test_header_variants(call: Call, ks: KeySentry, headers: dict[str, str], sta
     secret = ks.create_api_key("internal-api", "k").secret
     filled = {k: v.replace("{k}", secret) for k, v in headers.items()}
     assert call("GET", "/users/1", filled).status == status
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        pytest.param({"X-API-Key": "{k}"}, 200, id="x-api-key"),
+        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "{k}"}, 200, id="both-agree"),
+        pytest.param({"Authorization": "Bearer {k}", "X-API-Key": "sk_live_x"}, 401,
+                     id="both-disagree"),
+    ],
+)  # fmt: skip
+def test_x_api_key_header(
+    mw_call: Call, ks: KeySentry, headers: dict[str, str], status: int
+) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+    filled = {k: v.replace("{k}", secret) for k, v in headers.items()}
+    assert mw_call("GET", "/users/1", filled).status == status
 
 
 @pytest.mark.parametrize("path", ["/users/../users/1", "/users//1", "/users/./1", "/users/.."])
@@ -268,14 +374,14 @@ def test_head_is_get_and_has_no_body(call: Call, ks: KeySentry) -> None:
     assert refused.body == {"text": ""}
 
 
-def test_cors_preflight_passes_without_a_key(call: Call) -> None:
+def test_cors_preflight_passes_without_a_key(mw_call: Call) -> None:
     preflight = {"Origin": "https://example.com", "Access-Control-Request-Method": "GET"}
-    assert call("OPTIONS", "/users/1", preflight).status in (200, 405)  # the app's answer
-    assert call("OPTIONS", "/users/1", {"Origin": "https://example.com"}).status == 401
+    assert mw_call("OPTIONS", "/users/1", preflight).status in (200, 405)  # the app's answer
+    assert mw_call("OPTIONS", "/users/1", {"Origin": "https://example.com"}).status == 401
 
 
-def test_excluded_paths_pass_without_a_key(call: Call) -> None:
-    assert call("GET", "/health").status == 200
+def test_excluded_paths_pass_without_a_key(mw_call: Call) -> None:
+    assert mw_call("GET", "/health").status == 200
 
 
 def test_revoke_then_request_in_the_same_process_is_refused_at_once(

@@ -26,7 +26,7 @@ from keysentry.core.pipeline import Policy, RequestFacts
 from keysentry.service import KeySentry
 from keysentry.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ApiKeyUser", "KeySentryMiddleware", "PermissionScopes"]
+__all__ = ["ApiKeyUser", "KeySentryMiddleware", "PermissionScopes", "attach", "scope_facts"]
 
 logger = logging.getLogger("keysentry")
 
@@ -109,35 +109,11 @@ class KeySentryMiddleware:
         if kind != "http" and kind != "websocket":  # lifespan and others pass untouched
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
-        if self.config.excluded(path):
+        facts, preflight = scope_facts(scope, self._api_key_header)
+        if self.config.excluded(facts.path) or (preflight and self.config.allow_preflight):
             await self.app(scope, receive, send)
             return
-        method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        authorization: list[str] = []
-        api_key: list[str] = []
-        preflight_headers = 0
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization.append(value.decode("latin-1"))
-            elif name == self._api_key_header:
-                api_key.append(value.decode("latin-1"))
-            elif name == b"origin" or name == b"access-control-request-method":
-                preflight_headers += 1
-        if method == "OPTIONS" and preflight_headers >= 2 and self.config.allow_preflight:
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        facts = RequestFacts(
-            method=method,
-            path=path,
-            authorization=tuple(authorization),
-            api_key=tuple(api_key),
-            client_ip=client[0] if client else None,
-        )
+        method, path = facts.method, facts.path
         try:
             decision = await self.sentry.averify_request(
                 facts, Policy(self.config.required(method, path))
@@ -147,14 +123,53 @@ class KeySentryMiddleware:
             decision = Decision.deny(Reason.UNAVAILABLE)
         identity = decision.identity
         if decision.allowed and identity is not None:  # allow() always sets the identity
-            scope.setdefault("state", {})["api_key"] = identity
-            scope["auth"] = _credentials(identity)
-            scope["user"] = ApiKeyUser(identity)
+            attach(scope, identity)
             await self.app(scope, receive, send)
         elif kind == "http":
             await _refuse_http(decision, method, send)
         else:
             await _refuse_websocket(decision, scope, send)
+
+
+def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[RequestFacts, bool]:
+    """Gather what verification needs from an HTTP or WebSocket scope, in one pass over the
+    headers. Returns the facts and whether the request is a CORS preflight."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):  # the path as the router sees it
+        path = path[len(root) :] or "/"
+    method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
+    authorization: list[str] = []
+    api_key: list[str] = []
+    preflight_headers = 0
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization.append(value.decode("latin-1"))
+        elif name == api_key_header:
+            api_key.append(value.decode("latin-1"))
+        elif name == b"origin" or name == b"access-control-request-method":
+            preflight_headers += 1
+    client = scope.get("client")
+    facts = RequestFacts(
+        method=method,
+        path=path,
+        authorization=tuple(authorization),
+        api_key=tuple(api_key),
+        client_ip=client[0] if client else None,
+    )
+    return facts, method == "OPTIONS" and preflight_headers >= 2
+
+
+def attach(scope: Scope, identity: Identity) -> None:
+    """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
+    scope.setdefault("state", {})["api_key"] = identity
+    scope["auth"] = _credentials(identity)
+    scope["user"] = ApiKeyUser(identity)
+
+
+def error_response_parts(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, raw headers and body of a refusal."""
+    return decision.status, _encoded(decision), decision.body
 
 
 def _encoded(decision: Decision) -> list[tuple[bytes, bytes]]:

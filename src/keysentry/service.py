@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from keysentry._drive import run_async, run_sync
 from keysentry.core.decision import Decision, KeyEntry
@@ -61,6 +61,7 @@ _SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
 _LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
 MAX_GRACE_SECONDS = 7 * 86_400
 logger = logging.getLogger("keysentry")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _require_str(value: object, field: str) -> str:
@@ -682,6 +683,26 @@ class KeySentry:
             client_ip=client_ip,
         )
         return facts, Policy(permissions=tuple(permissions), resource=resource)
+
+    # ------------------------------------------------------------ adapters
+    def require(self, *permissions: str, resource: str | None = None) -> Callable[[F], F]:
+        """Decorate a Starlette, FastAPI or Flask handler (sync or async) so that it runs
+        only for a key holding every one of *permissions* (and *resource*, a template such
+        as ``"users/{user_id}"`` filled from the path parameters).
+
+        Raises:
+            ConfigurationError: a malformed permission.
+        """
+        from keysentry.decorators import require
+
+        return require(self, permissions, resource)
+
+    def depends(self, *permissions: str, resource: str | None = None) -> Callable[..., Any]:
+        """A FastAPI dependency returning the verified :class:`Identity`; use it as
+        ``Depends(ks.depends("users:read"))``. Needs ``keysentry[fastapi]``."""
+        from keysentry.fastapi import dependency
+
+        return dependency(self, permissions, resource)
 
     # -------------------------------------------------------------- events
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

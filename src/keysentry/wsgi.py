@@ -24,7 +24,7 @@ from keysentry.core.pipeline import Policy, RequestFacts
 from keysentry.service import KeySentry
 from keysentry.types import StartResponse, WSGIApp
 
-__all__ = ["ENVIRON_KEY", "KeySentryWSGIMiddleware"]
+__all__ = ["ENVIRON_KEY", "KeySentryWSGIMiddleware", "environ_facts", "refusal_parts"]
 
 #: Where the identity of a verified request is put in the WSGI environ.
 ENVIRON_KEY = "keysentry.api_key"
@@ -68,30 +68,12 @@ class KeySentryWSGIMiddleware:
         self._api_key_var = "HTTP_" + header.upper().replace("-", "_") if header else None
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if self.config.excluded(path):
+        facts, preflight = environ_facts(environ, self._api_key_var)
+        if self.config.excluded(facts.path) or (preflight and self.config.allow_preflight):
             return self.app(environ, start_response)
-        method = environ.get("REQUEST_METHOD", "GET")
-        if (
-            method == "OPTIONS"
-            and self.config.allow_preflight
-            and "HTTP_ORIGIN" in environ
-            and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
-        ):
-            return self.app(environ, start_response)
-        authorization = environ.get("HTTP_AUTHORIZATION")
-        api_key = environ.get(self._api_key_var) if self._api_key_var else None
-        facts = RequestFacts(
-            method=method,
-            path=path,
-            authorization=(authorization,) if authorization is not None else (),
-            api_key=(api_key,) if api_key is not None else (),
-            client_ip=environ.get("REMOTE_ADDR"),
-        )
+        method, path = facts.method, facts.path
         try:
-            decision = self.sentry.verify_request(
-                facts, Policy(self.config.required(method, path))
-            )
+            decision = self.sentry.verify_request(facts, Policy(self.config.required(method, path)))
         except Exception:  # a bug must not become a 500 or an open door: refuse, log
             logger.exception("keysentry: verification failed unexpectedly; answering 503")
             decision = Decision.deny(Reason.UNAVAILABLE)
@@ -101,8 +83,36 @@ class KeySentryWSGIMiddleware:
         return _refuse(decision, method, start_response)
 
 
-def _refuse(decision: Decision, method: str, start_response: StartResponse) -> list[bytes]:
+def environ_facts(
+    environ: dict[str, Any], api_key_var: str | None = None
+) -> tuple[RequestFacts, bool]:
+    """Gather what verification needs from a WSGI environ; also: is it a CORS preflight?"""
+    method = environ.get("REQUEST_METHOD", "GET")
+    authorization = environ.get("HTTP_AUTHORIZATION")
+    api_key = environ.get(api_key_var) if api_key_var else None
+    facts = RequestFacts(
+        method=method,
+        path=environ.get("PATH_INFO") or "/",
+        authorization=(authorization,) if authorization is not None else (),
+        api_key=(api_key,) if api_key is not None else (),
+        client_ip=environ.get("REMOTE_ADDR"),
+    )
+    preflight = (
+        method == "OPTIONS"
+        and "HTTP_ORIGIN" in environ
+        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+    )
+    return facts, preflight
+
+
+def refusal_parts(decision: Decision) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Status line, headers and body of a refusal, for WSGI and Flask."""
     status = HTTPStatus(decision.status)
     headers = [*decision.headers, ("content-length", str(len(decision.body)))]
-    start_response(f"{status.value} {status.phrase}", headers)
-    return [b""] if method == "HEAD" else [decision.body]
+    return f"{status.value} {status.phrase}", headers, decision.body
+
+
+def _refuse(decision: Decision, method: str, start_response: StartResponse) -> list[bytes]:
+    status, headers, body = refusal_parts(decision)
+    start_response(status, headers)
+    return [b""] if method == "HEAD" else [body]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from keysentry.core.credentials import extract_credential
-from keysentry.core.decision import Decision, KeyEntry, Reason
+from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import ParsedKey, hash_key, parse_key
 from keysentry.core.patterns import matches
 from keysentry.errors import KeyFormatError
@@ -29,6 +29,7 @@ __all__ = [
     "LookupKey",
     "Policy",
     "RequestFacts",
+    "authorize",
     "path_problem",
     "select_candidate",
     "verify",
@@ -151,6 +152,15 @@ def decide(entry: KeyEntry, permissions: Sequence[str], resource: str, now: floa
         return Decision.deny(Reason.KEY_DISABLED, identity)
     if not entry.app_active:
         return Decision.deny(Reason.APP_DISABLED, identity)
+    return authorize(identity, permissions, resource)
+
+
+def authorize(identity: Identity, permissions: Sequence[str], resource: str) -> Decision:
+    """Steps 5-6: does this (already verified) identity hold *permissions* and *resource*?
+
+    Used by :func:`decide`, and by ``ks.require`` when a middleware has already verified the
+    key and only the handler's own requirements are left to check.
+    """
     if permissions:
         missing = [p for p in permissions if not identity.has_permission(p)]
         if missing:

@@ -1,0 +1,76 @@
+"""FastAPI: ``Depends(ks.depends("users:read"))`` gives the handler the key's identity.
+
+The dependency declares an HTTP bearer security scheme, so ``/docs`` shows the Authorize
+button. A refusal raises :class:`KeySentryHTTPException` (a Starlette ``HTTPException`` with the
+right status and headers); call :func:`install` once to answer it with keysentry's JSON body
+(``{"errors": [...]}``) instead of FastAPI's ``{"detail": ...}``::
+
+    from keysentry.fastapi import install
+    install(app)
+
+    @app.get("/users/{user_id}")
+    async def get_user(user_id: int, key: Annotated[Identity, Depends(ks.depends("users:read"))]):
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import FastAPI, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from keysentry.core.decision import Decision, Identity
+from keysentry.decorators import Guard
+
+if TYPE_CHECKING:
+    from keysentry.service import KeySentry
+
+__all__ = ["KeySentryHTTPException", "dependency", "install"]
+
+_bearer = HTTPBearer(
+    auto_error=False,  # keysentry answers, with its own reasons
+    scheme_name="ApiKey",
+    description="An API key issued by keysentry: `Authorization: Bearer <key>`.",
+)
+
+
+class KeySentryHTTPException(HTTPException):
+    """A refused request, raised by the dependency. ``decision`` holds the full verdict."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(decision.status, decision.reason.message, headers=dict(decision.headers))
+
+
+def dependency(
+    sentry: KeySentry, permissions: Sequence[str], resource: str | None = None
+) -> Callable[..., Awaitable[Identity]]:
+    """Build the dependency behind :meth:`KeySentry.depends`."""
+    guard = Guard(sentry, permissions, resource)
+
+    async def api_key(
+        request: Request,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> Identity:
+        decision = await guard.acheck(request)
+        if not decision.allowed or decision.identity is None:
+            raise KeySentryHTTPException(decision)
+        return decision.identity
+
+    return api_key
+
+
+async def _handler(request: Request, exc: Exception) -> Response:
+    decision = exc.decision if isinstance(exc, KeySentryHTTPException) else None
+    if decision is None:  # registered for our class only; never happens
+        raise exc
+    return Response(decision.body, decision.status, headers=dict(decision.headers))
+
+
+def install(app: FastAPI) -> None:
+    """Answer refusals from :meth:`KeySentry.depends` with keysentry's JSON error body."""
+    app.add_exception_handler(KeySentryHTTPException, _handler)

@@ -1,0 +1,143 @@
+"""ks.require and ks.depends beyond the shared behaviour table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from keysentry import ConfigurationError, KeySentry
+from keysentry.asgi import KeySentryMiddleware
+from keysentry.core.decision import Identity
+from keysentry.fastapi import install
+
+
+@pytest.fixture
+def ks() -> KeySentry:
+    sentry = KeySentry("memory://")
+    sentry.create_api_auth_app(
+        app_slug="api", name="API", key_prefix="sk_live",
+        permissions=["users:*"], resources=["users/*"],
+    )  # fmt: skip
+    return sentry
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_resource_template_is_filled_from_path_parameters(ks: KeySentry) -> None:
+    @ks.require("users:read", resource="users/{user_id}")
+    async def user(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @ks.require("users:read", resource="accounts/{account_id}")
+    async def account(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/api/v1/users/{user_id}", user),
+                            Route("/api/v1/accounts/{account_id}", account)])  # fmt: skip
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    with TestClient(app) as client:
+        assert client.get("/api/v1/users/42", headers=bearer(secret)).status_code == 200
+        denied = client.get("/api/v1/accounts/7", headers=bearer(secret))
+        assert denied.json()["errors"][0]["reason"] == "resource_denied"
+
+
+def test_template_naming_a_missing_parameter_is_503_not_500(ks: KeySentry) -> None:
+    @ks.require(resource="users/{nope}")
+    async def user(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/users/{user_id}", user)])
+    secret = ks.create_api_key("api", "k").secret
+    with TestClient(app) as client:
+        assert client.get("/users/1", headers=bearer(secret)).status_code == 503
+
+
+def test_behind_middleware_the_decorator_reuses_the_identity(ks: KeySentry) -> None:
+    finds = []
+    real = ks.store.find_keys
+    ks.store.find_keys = lambda p, s: finds.append(1) or real(p, s)  # type: ignore[method-assign]
+
+    @ks.require("users:write")
+    async def write(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/users/{user_id}", write)])
+    app.add_middleware(KeySentryMiddleware, sentry=ks)
+    reader = ks.create_api_key("api", "r", permissions=["users:read"]).secret
+    writer = ks.create_api_key("api", "w", permissions=["users:write"]).secret
+    with TestClient(app) as client:
+        refused = client.get("/users/1", headers=bearer(reader))
+        assert refused.json()["errors"][0]["reason"] == "permission_denied"
+        assert "users:write" in refused.json()["errors"][0]["message"]
+        assert client.get("/users/1", headers=bearer(writer)).status_code == 200
+    assert len(finds) == 2  # one lookup per key, by the middleware; none by the decorator
+
+
+def test_fastapi_openapi_shows_bearer_auth_and_hides_the_injected_request(
+    ks: KeySentry,
+) -> None:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/users/{user_id}")
+    async def user(
+        user_id: int,
+        key: Identity = Depends(ks.depends("users:read")),  # noqa: B008
+    ) -> Any:
+        return {"user": user_id, "key": key.key_id}
+
+    @app.get("/users/plain/{n}")
+    @ks.require("users:read")
+    async def plain(n: int) -> Any:
+        return {"n": n}
+
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    with TestClient(app) as client:
+        spec = client.get("/openapi.json").json()
+        assert spec["components"]["securitySchemes"]["ApiKey"] == {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key issued by keysentry: `Authorization: Bearer <key>`.",
+        }  # fmt: skip
+        assert spec["paths"]["/users/{user_id}"]["get"]["security"] == [{"ApiKey": []}]
+        params = [p["name"] for p in spec["paths"]["/users/plain/{n}"]["get"]["parameters"]]
+        assert params == ["n"]
+        assert client.get("/users/plain/3", headers=bearer(secret)).json() == {"n": 3}
+        assert client.get("/users/5", headers=bearer(secret)).json()["user"] == 5
+        refused = client.get("/users/5")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["errors"][0]["reason"] == "missing_key"
+
+
+def test_fastapi_without_install_still_answers_the_right_status(ks: KeySentry) -> None:
+    app = FastAPI()
+
+    @app.get("/x")
+    async def x(
+        key: Identity = Depends(ks.depends("users:read")),  # noqa: B008
+    ) -> Any:
+        return {}
+
+    with TestClient(app) as client:
+        r = client.get("/x")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "args", [pytest.param(("a b",), id="space"), pytest.param(("",), id="empty")]
+)
+def test_bad_permissions_fail_at_decoration(ks: KeySentry, args: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigurationError):
+        ks.require(*args)
+    with pytest.raises(ConfigurationError):
+        ks.depends(*args)
