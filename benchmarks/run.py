@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import keys, stores
+from benchmarks import asgi, keys, stores
 
 
 @dataclass
@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
-    results = [*keys.scenarios(compare, rounds), *stores.scenarios(compare, rounds)]
+    results = [
+        *keys.scenarios(compare, rounds),
+        *asgi.scenarios(compare, rounds),
+        *stores.scenarios(compare, rounds),
+    ]
     header = f"{'scenario':<34}{'ours (us)':>11}{'baseline (us)':>15}{'ratio':>8}{'spread':>8}"
     print(header)
     for r in results:

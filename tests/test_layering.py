@@ -16,6 +16,7 @@ CORE_ALLOWED = {
     "collections",
     "dataclasses",
     "enum",
+    "functools",
     "hashlib",
     "hmac",
     "json",

@@ -77,10 +77,7 @@ class AdapterConfig:
 
     def required(self, method: str, path: str) -> tuple[str, ...]:
         """The permissions a request to *method* *path* needs."""
-        if not self.rules:
-            return ()
-        needed: dict[str, None] = {}
-        for pattern, perms in self.rules:
-            if pattern.matches(method, path):
-                needed.update(dict.fromkeys(perms))
-        return tuple(needed)
+        matched = [perms for pattern, perms in self.rules if pattern.matches(method, path)]
+        if len(matched) <= 1:
+            return matched[0] if matched else ()
+        return tuple(dict.fromkeys(p for perms in matched for p in perms))

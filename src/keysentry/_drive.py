@@ -32,16 +32,22 @@ def run_sync(flow: Flow, fast: Fast, slow: Slow) -> Decision:
         return decision
 
 
+_to_thread: Any = None
+
+
 async def run_async(flow: Flow, fast: Fast, slow: Slow) -> Decision:
     """Drive *flow* to its decision; store I/O runs in a worker thread."""
-    from anyio import to_thread  # starlette's own dependency; not needed by sync callers
-
+    global _to_thread  # resolved once: an import statement costs on every call
     try:
         effect = next(flow)
         while True:
             result = fast(effect)
             if result is MISS:
-                result = await to_thread.run_sync(slow, effect)
+                if _to_thread is None:
+                    from anyio import to_thread  # starlette's dependency; sync callers skip it
+
+                    _to_thread = to_thread.run_sync
+                result = await _to_thread(slow, effect)
             effect = flow.send(result)
     except StopIteration as stop:
         decision: Decision = stop.value

@@ -160,11 +160,23 @@ def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[Requ
     return facts, method == "OPTIONS" and preflight_headers >= 2
 
 
+# Starlette's auth objects for each identity, built once: an Identity is immutable and is
+# replaced (not changed) when its key changes, so "is" tells a stale pair apart.
+_attached: dict[str, tuple[Identity, AuthCredentials, ApiKeyUser]] = {}
+_ATTACHED_MAX = 10_000
+
+
 def attach(scope: Scope, identity: Identity) -> None:
     """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
+    cached = _attached.get(identity.key_id)
+    if cached is None or cached[0] is not identity:
+        if len(_attached) >= _ATTACHED_MAX:
+            _attached.clear()
+        cached = (identity, _credentials(identity), ApiKeyUser(identity))
+        _attached[identity.key_id] = cached
     scope.setdefault("state", {})["api_key"] = identity
-    scope["auth"] = _credentials(identity)
-    scope["user"] = ApiKeyUser(identity)
+    scope["auth"] = cached[1]
+    scope["user"] = cached[2]
 
 
 def error_response_parts(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

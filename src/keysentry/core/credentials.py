@@ -32,6 +32,10 @@ def _from_authorization(value: str) -> str | Reason | None:
     """The key in one Authorization value; ``None`` for another scheme; a Reason if bad."""
     if len(value) > _MAX_HEADER_LENGTH:
         return Reason.INVALID_KEY
+    if value.startswith("Bearer "):  # the usual shape, decided without the general path
+        token = value[7:]
+        if token and " " not in token and "\t" not in token:
+            return token
     value = value.strip(_WHITESPACE)
     if not value:
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from keysentry.core.patterns import matches
+from keysentry.core.patterns import Grants
 
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 
@@ -113,10 +113,21 @@ class Identity:
     workspace_id: str | None = None
     expires_at: float | None = None
     rate_limits: tuple[Any, ...] = ()
+    _permissions: Grants = field(init=False, repr=False, compare=False)
+    _resources: Grants = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # compiled once per key, when the cache entry is built, not per request
+        object.__setattr__(self, "_permissions", Grants(self.permissions))
+        object.__setattr__(self, "_resources", Grants(self.resources))
 
     def has_permission(self, permission: str) -> bool:
         """Whether one of this key's patterns grants *permission*."""
-        return any(matches(pattern, permission) for pattern in self.permissions)
+        return self._permissions.allows(permission)
+
+    def has_resource(self, resource: str) -> bool:
+        """Whether one of the app's resource patterns grants *resource*."""
+        return self._resources.allows(resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,10 @@ class KeyEntry:
     previous_until: float | None = None
     app_id: str = ""
     rules: tuple[Any, ...] = field(default=())
+    allowed: Decision = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", Decision.allow(self.identity))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,5 +188,14 @@ class Decision:
     ) -> Decision:
         """A refused request; *detail* is appended to the message (only after the secret
         verified, so it tells a probe nothing)."""
+        if identity is None and detail is None:
+            return _DENIALS[reason]  # built once per reason: every such 401 is one object
         body = _BODIES[reason] if detail is None else error_body(reason, detail)
         return cls(False, reason, identity, _HEADERS[reason], body)
+
+
+_DENIALS: dict[Reason, Decision] = {
+    reason: Decision(False, reason, None, _HEADERS[reason], _BODIES[reason])
+    for reason in Reason
+    if reason is not Reason.OK
+}

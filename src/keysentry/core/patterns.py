@@ -13,11 +13,13 @@ O(len(pattern) x len(text)) and usually O(len(text)) through :meth:`str.find`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 __all__ = [
     "MAX_PATTERN_LENGTH",
     "EndpointPattern",
+    "Grants",
     "covers",
     "matches",
     "parse_endpoint",
@@ -82,6 +84,46 @@ def matches(pattern: str, text: str) -> bool:
     return True
 
 
+class Grants:
+    """A set of patterns compiled for fast "is this text granted?" checks.
+
+    Patterns without wildcards go into a set, patterns of the form ``prefix*`` into one tuple
+    for :meth:`str.startswith` (a single C call however many there are), and only the rest
+    are matched by :func:`matches`. ``users:*`` and ``users/*`` cost one ``startswith``.
+    """
+
+    __slots__ = ("_exact", "_general", "_prefixes", "patterns")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+        exact, prefixes, general = set(), [], []
+        for pattern in self.patterns:
+            star = pattern.find("*")
+            if star < 0 and "?" not in pattern:
+                exact.add(pattern)
+            elif star == len(pattern) - 1 and "?" not in pattern:
+                prefixes.append(pattern[:-1])
+            else:
+                general.append(pattern)
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+        self._general = tuple(general)
+
+    def allows(self, text: str) -> bool:
+        """Whether one of the patterns matches *text*."""
+        return (
+            text in self._exact
+            or text.startswith(self._prefixes)
+            or any(matches(p, text) for p in self._general)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __repr__(self) -> str:
+        return f"Grants({list(self.patterns)!r})"
+
+
 def covers(outer: str, inner: str) -> bool:
     """Return whether every string *inner* matches is also matched by *outer*.
 
@@ -127,6 +169,10 @@ class EndpointPattern:
     method: str | None
     path: str
     text: str
+    _path: Grants = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_path", Grants([self.path]))
 
     def matches(self, method: str, path: str) -> bool:
         """Return whether a request with *method* and *path* falls under this pattern."""
@@ -134,7 +180,7 @@ class EndpointPattern:
             request_method = "GET" if method == "HEAD" else method
             if request_method != self.method:
                 return False
-        return matches(self.path, path)
+        return self._path.allows(path)
 
 
 def parse_endpoint(text: object) -> EndpointPattern:

@@ -1,0 +1,93 @@
+"""ASGI in-process: a bare Starlette app vs the same app behind KeySentryMiddleware.
+
+Both apps are called directly through the ASGI interface (no server, no socket), alternately
+in one process, so the ratio is the middleware's own cost per request: header scan, key
+parse and checksum, SHA-256, cache hit, permission and resource checks, attaching the
+identity. Also: ``ks.verify`` on a cached key against the floor (parse + SHA-256 alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from keysentry import KeySentry
+from keysentry.asgi import KeySentryMiddleware
+
+
+async def _hello(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("hello")
+
+
+def _app() -> Starlette:
+    return Starlette(routes=[Route("/users/{user_id}", _hello)])
+
+
+def _caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
+    loop = asyncio.new_event_loop()
+    scope = {
+        "type": "http", "method": "GET", "path": "/users/42", "root_path": "",
+        "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000), "scheme": "http", "http_version": "1.1",
+    }  # fmt: skip
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def many(n: int) -> None:
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+
+    def run(n: int = 200) -> None:
+        loop.run_until_complete(many(n))
+
+    run(1)
+    if statuses[-1] != 200:
+        raise RuntimeError(f"benchmark app answered {statuses[-1]}, not 200")
+    return run
+
+
+def scenarios(compare: Any, rounds: int) -> list[Any]:
+    ks = KeySentry("memory://")
+    ks.create_api_auth_app(
+        app_slug="bench", name="Bench", key_prefix="sk_live",
+        permissions=["users:*"], resources=["users/*"],
+    )  # fmt: skip
+    secret = ks.create_api_key("bench", "k").secret
+    headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
+               (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
+    protected = _app()
+    protected.add_middleware(
+        KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
+    )
+    bare_run = _caller(_app(), headers)
+    protected_run = _caller(protected, headers)
+    raw = secret.encode()
+    return [
+        compare(
+            "ASGI in-process, 200 requests",
+            ("Starlette + KeySentryMiddleware (cache hit)", protected_run),
+            ("bare Starlette", bare_run),
+            number=20,
+            rounds=rounds,
+        ),
+        compare(
+            "cached verify",
+            ("ks.verify(bearer, path=, permissions=)",
+             lambda: ks.verify(f"Bearer {secret}", path="/users/42", permissions=["users:read"])),
+            ("floor: sha256(key).hexdigest()", lambda: hashlib.sha256(raw).hexdigest()),
+            number=20_000,
+            rounds=rounds,
+        ),
+    ]  # fmt: skip
