@@ -60,3 +60,63 @@ def test_readme_cli_lines_parse() -> None:
 def test_runpy_example_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+
+
+def readme_block(heading: str) -> str:
+    """The first python block after the bold *heading* in README.md."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(heading)
+    match = re.search(r"```python\n(.*?)```", readme[start:], re.S)
+    assert match, heading
+    return match.group(1)
+
+
+def run_block(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:  # type: ignore[type-arg]
+    """Execute a README block as a module would be, in a fresh directory; set up a key."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme_example"}  # type: ignore[type-arg]
+    exec(compile(readme_block(heading), "README.md", "exec"), namespace)  # noqa: S102
+    ks = namespace["ks"]
+    ks.create_api_auth_app(app_slug="internal-api", name="Internal API", key_prefix="sk_live",
+                           permissions=["users:*"], resources=["users/*", "me"])  # fmt: skip
+    namespace["secret"] = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    return namespace
+
+
+def test_readme_fastapi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    ns = run_block("**FastAPI**", tmp_path, monkeypatch)
+    auth = {"Authorization": f"Bearer {ns['secret']}"}
+    with TestClient(ns["app"]) as client:
+        assert client.get("/health").json() == {"ok": True}
+        ok = client.get("/users/42", headers=auth).json()
+        assert ok["user_id"] == 42
+        assert ok["app"] == "internal-api"
+        assert client.get("/users/42").status_code == 401
+        assert client.post("/users/42", headers=auth).status_code == 403
+        assert "ApiKey" in client.get("/openapi.json").json()["components"]["securitySchemes"]
+    ns["ks"].close()
+
+
+def test_readme_flask_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.test import Client
+
+    ns = run_block("**Flask**", tmp_path, monkeypatch)
+    client = Client(ns["app"])
+    ok = client.get("/users/42", headers={"Authorization": f"Bearer {ns['secret']}"})
+    assert ok.status_code == 200
+    assert ok.json["user_id"] == 42  # type: ignore[index]
+    assert client.get("/users/42").status_code == 401
+    ns["ks"].close()
+
+
+def test_readme_decorator_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    ns = run_block("**One handler, no middleware**", tmp_path, monkeypatch)
+    with TestClient(ns["app"]) as client:
+        me = client.get("/me", headers={"Authorization": f"Bearer {ns['secret']}"}).json()
+        assert me["permissions"] == ["users:read"]
+        assert client.get("/me").json()["errors"][0]["reason"] == "missing_key"
+    ns["ks"].close()

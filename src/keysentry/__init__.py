@@ -8,12 +8,14 @@
 >>> issued.secret.startswith("sk_live_")
 True
 
-Importing this package loads neither SQLAlchemy's database drivers nor redis, psycopg,
-starlette, werkzeug, flask or fastapi: backends and adapters import what they need lazily.
+Importing this package loads neither SQLAlchemy nor redis, psycopg, starlette, werkzeug,
+flask or fastapi: backends and adapters (``keysentry.asgi``, ``keysentry.wsgi``,
+``keysentry.fastapi``, ``keysentry.flask``) import what they need when they are imported.
 """
 
 from __future__ import annotations
 
+from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.errors import (
     ConfigurationError,
     ConflictError,
@@ -41,8 +43,10 @@ __all__ = [
     "ApiKey",
     "ConfigurationError",
     "ConflictError",
+    "Decision",
     "Event",
     "FieldError",
+    "Identity",
     "IssuedKey",
     "KeyFormatError",
     "KeySentry",
@@ -50,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitRule",
     "RateLimitScheme",
+    "Reason",
     "StoreError",
     "ValidationError",
     "__version__",
