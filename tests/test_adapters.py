@@ -220,6 +220,26 @@ def mw_call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
         yield from asgi_caller(starlette_app(ks))
 
 
+def refused_raw(ks: KeySentry, scope: dict[str, Any], incoming: dict[str, Any]) -> list[Any]:
+    """Call the ASGI middleware with a hand-built scope; return what it sent. The app behind
+    it fails the test if reached."""
+    import anyio
+
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not be reached")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return incoming
+
+    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    return sent
+
+
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
@@ -338,22 +358,9 @@ def test_dot_and_empty_segments_are_400_in_both_middlewares(ks: KeySentry, path:
     # Real clients normalise such paths away, so the scope/environ is built by hand: this is
     # what a server passes on when a client sends the raw path.
     secret = ks.create_api_key("internal-api", "k").secret
-    sent: list[dict[str, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("the app must not be reached")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
     scope = {"type": "http", "method": "GET", "path": path, "root_path": "",
              "headers": [(b"authorization", f"Bearer {secret}".encode())]}  # fmt: skip
-    import anyio
-
-    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    sent = refused_raw(ks, scope, {"type": "http.request", "body": b""})
     assert sent[0]["status"] == 400
     assert json.loads(sent[1]["body"])["errors"][0]["reason"] == "invalid_path"
 
@@ -465,21 +472,8 @@ def test_websocket_handshake_is_verified_before_accept(ks: KeySentry) -> None:
 
 
 def test_websocket_without_the_denial_extension_is_closed_with_1008(ks: KeySentry) -> None:
-    sent: list[dict[str, Any]] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("the app must not be reached")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "websocket.connect"}
-
     scope = {"type": "websocket", "path": "/ws", "headers": [], "extensions": {}}
-    import anyio
-
-    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    sent = refused_raw(ks, scope, {"type": "websocket.connect"})
     assert sent == [{"type": "websocket.close", "code": 1008}]
 
 
