@@ -498,3 +498,59 @@ def test_permission_map_takes_a_single_string(ks: KeySentry) -> None:
     assert mw.config.required("GET", "/x") == ("x:read",)
     assert mw.config.required("HEAD", "/x") == ("x:read",)
     assert mw.config.required("POST", "/x") == ()
+
+
+def test_bad_checksum_costs_no_cache_and_no_store_call(call: Call, ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+    counts = {"cache": 0, "store": 0}
+    real_get, real_find = ks.cache.get, ks.store.find_keys
+
+    def counted_get(digest: str) -> Any:
+        counts["cache"] += 1
+        return real_get(digest)
+
+    def counted_find(prefix: str, suffix: str) -> Any:
+        counts["store"] += 1
+        return real_find(prefix, suffix)
+
+    ks.cache.get = counted_get  # type: ignore[method-assign]
+    ks.store.find_keys = counted_find  # type: ignore[method-assign]
+    broken = secret[:-1] + ("0" if secret[-1] != "0" else "1")
+    assert call("GET", "/users/1", bearer(broken)).status == 401
+    assert counts == {"cache": 0, "store": 0}
+    assert call("GET", "/users/1", bearer(secret)).status == 200
+    assert counts["cache"] == 1  # the counters do see a real lookup
+
+
+def test_streaming_bodies_pass_through_chunk_by_chunk(ks: KeySentry) -> None:
+    import anyio
+
+    secret = ks.create_api_key("internal-api", "k").secret
+    chunks_in = [b"a" * 10, b"b" * 10, b""]
+    received: list[bytes] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message["body"])
+            if not message["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"1", b"2", b"3"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    incoming = iter({"type": "http.request", "body": c, "more_body": bool(c)} for c in chunks_in)
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/users/1", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {secret}".encode())]}  # fmt: skip
+    anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
+    assert received == chunks_in  # each request chunk reached the app as sent
+    assert [m.get("body") for m in sent[1:]] == [b"1", b"2", b"3", b""]
