@@ -179,11 +179,6 @@ def attach(scope: Scope, identity: Identity) -> None:
     scope["user"] = cached[2]
 
 
-def error_response_parts(decision: Decision) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, raw headers and body of a refusal."""
-    return decision.status, _encoded(decision), decision.body
-
-
 def _encoded(decision: Decision) -> list[tuple[bytes, bytes]]:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
     headers.append((b"content-length", str(len(decision.body)).encode()))

@@ -17,7 +17,7 @@ written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -124,8 +124,3 @@ class KeyFormatError(KeySentryError, ValueError):
 
     The message never contains the offending string: it may be a real secret.
     """
-
-
-def field_errors(pairs: Iterable[tuple[str, str]]) -> list[FieldError]:
-    """Turn ``(field, message)`` pairs into :class:`FieldError` objects."""
-    return [FieldError(f, m) for f, m in pairs]

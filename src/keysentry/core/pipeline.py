@@ -13,13 +13,12 @@ Rate limits are the next step (DESIGN.md section 6).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Generator, Sequence
 from typing import Final, NamedTuple
 
 from keysentry.core.credentials import extract_credential
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
-from keysentry.core.keys import ParsedKey, hash_key, parse_key
+from keysentry.core.keys import ParsedKey, hash_key, hashes_match, parse_key
 from keysentry.errors import KeyFormatError
 
 __all__ = [
@@ -106,12 +105,12 @@ def select_candidate(digest: str, candidates: Sequence[tuple[str, str | None]]) 
     """
     found = None
     for index, (current, previous) in enumerate(candidates):
-        if hmac.compare_digest(current, digest):
+        if hashes_match(current, digest):
             found = index
-        if previous is not None and hmac.compare_digest(previous, digest):
+        if previous is not None and hashes_match(previous, digest):
             found = index
     if not candidates:
-        hmac.compare_digest(_DUMMY_DIGEST, digest)
+        hashes_match(_DUMMY_DIGEST, digest)
     return found
 
 
