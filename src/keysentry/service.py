@@ -125,9 +125,11 @@ class KeySentry:
         clock: returns the current time as a Unix timestamp; tests inject a fake clock.
         token_factory: returns *n* random base62 characters; tests inject a fixed one.
         cache_size: how many verified keys to keep in memory.
-        cache_ttl: seconds a cached key is trusted. Revoke, rotate, update and delete made
-            through this object evict at once; changes made by other processes are seen
-            after at most this long.
+        cache_ttl: seconds a cached key is trusted before it is read again.
+        sync_interval: seconds between reads of the event log, which is how changes made by
+            other processes (workers, the CLI) reach this one: a key revoked elsewhere is
+            refused here at most this long after. Changes made through this object take
+            effect on the next request. ``None`` turns the log off (then *cache_ttl* bounds).
 
     Raises:
         ConfigurationError: an unsupported URL, or both *database_url* and *store*.
@@ -145,6 +147,7 @@ class KeySentry:
         token_factory: TokenFactory = random_token,
         cache_size: int = 10_000,
         cache_ttl: float = 30.0,
+        sync_interval: float | None = 1.0,
     ) -> None:
         if store is not None and database_url is not None:
             raise ConfigurationError("pass database_url or store, not both")
@@ -152,7 +155,9 @@ class KeySentry:
         self.limiter_url = check_limiter_url(limiter_url)
         self._clock = clock
         self._token_factory = token_factory
-        self.cache = CachedKeyStore(self.store, maxsize=cache_size, ttl=cache_ttl)
+        self.cache = CachedKeyStore(
+            self.store, maxsize=cache_size, ttl=cache_ttl, sync_interval=sync_interval
+        )
 
     def __enter__(self) -> KeySentry:
         return self
@@ -268,7 +273,7 @@ class KeySentry:
                 self._check_keys_still_granted(session, app)
             session.save_app(app)
             session.append_event("app.updated", now, app_slug=app.app_slug)
-        self.cache.evict_app(app.id)
+        self.cache.evict_app(app.app_slug)
         return app.model_copy(update={"rate_limits": rules})
 
     def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
@@ -284,7 +289,7 @@ class KeySentry:
             app = app.model_copy(update={"deleted_at": now, "updated_at": now})
             session.save_app(app)
             session.append_event("app.deleted", now, app_slug=app.app_slug)
-        self.cache.evict_app(app.id)
+        self.cache.evict_app(app.app_slug)
         return app
 
     @staticmethod

@@ -146,7 +146,6 @@ class KeyEntry:
     expires_at: float | None = None
     previous_digest: str | None = None
     previous_until: float | None = None
-    app_id: str = ""
     rules: tuple[Any, ...] = field(default=())
     allowed: Decision = field(init=False, repr=False, compare=False)
 

@@ -92,6 +92,9 @@ class StoreSession(Protocol):
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
         """Events with ``seq`` greater than *seq*, in order, at most *limit*."""
 
+    def last_event_seq(self) -> int:
+        """The highest ``seq`` in the log, 0 when it is empty."""
+
 
 class KeyStore(Protocol):
     """Storage for apps, schemes, keys and events. See the module docstring."""

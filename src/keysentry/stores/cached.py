@@ -10,7 +10,16 @@ operations, never across I/O or an ``await``. The hot path is :meth:`CachedKeySt
 I/O; on a miss the driver calls :meth:`CachedKeyStore.load` (in a thread, for async callers).
 
 Consistency in this process: the service evicts after every revoke, rotate, update or delete
-and before it returns. Every eviction bumps a generation counter; a load that started before
+and before it returns.
+
+Consistency across processes (several workers, the CLI, another machine): every
+``sync_interval`` seconds the next lookup reads the store's event log past the last event
+seen and evicts what changed (``key.*``: that key; ``app.*``: the app's keys; ``scheme.*``:
+everything). So a change made anywhere is refused by this process at most ``sync_interval``
+(plus one request's lookup) later. :meth:`get` stays free of I/O: when a sync is due it
+answers :data:`MISS`, and the sync runs in :meth:`load`, in a worker thread for async
+callers. If the store cannot be read, the sync is retried at the next interval and cached
+keys keep working. Every eviction bumps a generation counter; a load that started before
 an eviction does not put what it read back (it may have read the record before the change).
 Evicting one key or app costs O(its keys), not O(cache): cached digests are indexed by key id
 and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us, so the index
@@ -20,6 +29,7 @@ cache's size.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +40,13 @@ from cachetools import TTLCache
 
 from keysentry.core.decision import Identity, KeyEntry
 from keysentry.core.pipeline import LookupKey, select_candidate
+from keysentry.errors import StoreError
 from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule
 from keysentry.stores.base import KeyStore
 
 __all__ = ["MISS", "CachedKeyStore", "compile_entry"]
+
+logger = logging.getLogger("keysentry")
 
 
 class _Miss:
@@ -76,7 +89,6 @@ def compile_entry(record: KeyRecord, app: ApiAuthApp, rules: list[RateLimitRule]
         expires_at=_ts(record.expires_at),
         previous_digest=record.previous_key_hash,
         previous_until=_ts(record.previous_expires_at),
-        app_id=record.app_id,
         rules=tuple(rules),
     )
 
@@ -91,7 +103,9 @@ class CachedKeyStore:
             process evict at once; changes made by other processes are seen after at most
             *ttl* seconds.
         negative_ttl: seconds an unknown digest is remembered.
-        timer: monotonic clock for the TTLs (tests inject a fake one).
+        sync_interval: seconds between reads of the event log (``None``: never; then other
+            processes' changes are seen only when entries expire after *ttl*).
+        timer: monotonic clock for the TTLs and the sync (tests inject a fake one).
     """
 
     def __init__(
@@ -101,9 +115,15 @@ class CachedKeyStore:
         maxsize: int = 10_000,
         ttl: float = 30.0,
         negative_ttl: float = 2.0,
+        sync_interval: float | None = 1.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self._timer = timer
+        self._sync_interval = sync_interval
+        self._next_sync = 0.0  # due at once: the first lookup records where the log stands
+        self._last_seq: int | None = None
+        self._sync_lock = threading.Lock()
         self._positive: TTLCache[str, KeyEntry] = TTLCache(maxsize, ttl, timer=timer)
         self._negative: TTLCache[str, bool] = TTLCache(
             min(maxsize, 4096), negative_ttl, timer=timer
@@ -111,10 +131,18 @@ class CachedKeyStore:
         self._lock = threading.Lock()
         self._generation = 0
         self._digests: dict[str, set[str]] = {}  # key id -> cached digests (current, previous)
-        self._keys: dict[str, set[str]] = {}  # app id -> key ids with cached digests
+        self._keys: dict[str, set[str]] = {}  # app slug -> key ids with cached digests
 
     def get(self, digest: str) -> KeyEntry | _Miss | None:
-        """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O."""
+        """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O.
+
+        Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs.
+        """
+        if self._sync_interval is not None and self._timer() >= self._next_sync:
+            return MISS
+        return self._cached(digest)
+
+    def _cached(self, digest: str) -> KeyEntry | _Miss | None:
         with self._lock:
             try:
                 return self._positive[digest]
@@ -130,6 +158,11 @@ class CachedKeyStore:
         Raises:
             StoreError: the store failed.
         """
+        if self._sync_interval is not None and self._timer() >= self._next_sync:
+            self.sync()
+            cached = self._cached(effect.digest)
+            if not isinstance(cached, _Miss):
+                return cached
         generation = self._generation
         candidates = self.store.find_keys(effect.key.prefix, effect.key.suffix)
         index = select_candidate(
@@ -166,7 +199,7 @@ class CachedKeyStore:
     def _index_one(self, digest: str, entry: KeyEntry) -> None:
         key_id = entry.identity.key_id
         self._digests.setdefault(key_id, set()).add(digest)
-        self._keys.setdefault(entry.app_id, set()).add(key_id)
+        self._keys.setdefault(entry.identity.app_slug, set()).add(key_id)
 
     def _drop_key(self, key_id: str) -> None:
         for digest in self._digests.pop(key_id, ()):
@@ -178,11 +211,11 @@ class CachedKeyStore:
             self._generation += 1
             self._drop_key(key_id)
 
-    def evict_app(self, app_id: str) -> None:
-        """Forget every key of an app."""
+    def evict_app(self, app_slug: str) -> None:
+        """Forget every key of the app(s) with this slug."""
         with self._lock:
             self._generation += 1
-            for key_id in self._keys.pop(app_id, ()):
+            for key_id in self._keys.pop(app_slug, ()):
                 self._drop_key(key_id)
 
     def clear(self) -> None:
@@ -193,3 +226,37 @@ class CachedKeyStore:
             self._negative.clear()
             self._digests.clear()
             self._keys.clear()
+
+    def sync(self) -> None:
+        """Read the event log past the last event seen and evict what changed.
+
+        Never raises: if the store cannot be read, it is tried again after the interval and
+        what is cached stays in use.
+        """
+        with self._sync_lock:
+            if self._sync_interval is not None and self._timer() < self._next_sync:
+                return  # another thread synced while this one waited
+            try:
+                self._read_events()
+            except StoreError as exc:
+                logger.warning("keysentry: reading the event log failed, will retry: %s", exc)
+            if self._sync_interval is not None:
+                self._next_sync = self._timer() + self._sync_interval
+
+    def _read_events(self) -> None:
+        with self.store.read() as session:
+            if self._last_seq is None:
+                # Nothing is cached from before this point, so older events do not matter.
+                self._last_seq = session.last_event_seq()
+                return
+            events = session.events_after(self._last_seq, 1000)
+            while events:
+                for event in events:
+                    if event.kind.startswith("scheme."):
+                        self.clear()
+                    elif event.kind.startswith("app.") and event.app_slug:
+                        self.evict_app(event.app_slug)
+                    elif event.kind in ("key.revoked", "key.rotated") and event.key_id:
+                        self.evict_key(event.key_id)
+                self._last_seq = events[-1].seq
+                events = session.events_after(self._last_seq, 1000) if len(events) == 1000 else []

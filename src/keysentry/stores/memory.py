@@ -120,6 +120,9 @@ class _Session:
         # seq n sits at index n - 1
         return self._t.events[max(seq, 0) : max(seq, 0) + limit]
 
+    def last_event_seq(self) -> int:
+        return len(self._t.events)
+
 
 class MemoryKeyStore:
     """A :class:`~keysentry.stores.base.KeyStore` in memory; thread-safe, not persistent."""

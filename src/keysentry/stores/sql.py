@@ -171,6 +171,15 @@ _FIND_KEYS = sa.select(_keys).where(
 _GET_KEY = sa.select(_keys).where(_keys.c.id == sa.bindparam("key_id"))
 _GET_APP_BY_ID = sa.select(_apps).where(_apps.c.id == sa.bindparam("app_id"))
 _GET_SCHEME = sa.select(_schemes).where(_schemes.c.slug == sa.bindparam("slug"))
+# polled by every process once per sync_interval: an index range scan that is empty when
+# nothing changed
+_EVENTS_AFTER = (
+    sa.select(_events)
+    .where(_events.c.seq > sa.bindparam("seq"))
+    .order_by(_events.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+_LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(_events.c.seq), 0))
 
 
 def _key_row(record: KeyRecord) -> dict[str, Any]:
@@ -293,8 +302,10 @@ class _Session:
         return Event(seq=result.scalar_one(), **values)
 
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
-        stmt = sa.select(_events).where(_events.c.seq > seq).order_by(_events.c.seq).limit(limit)
-        return [Event.model_validate(r) for r in self._all(stmt)]
+        return [Event.model_validate(r) for r in self._all(_EVENTS_AFTER, seq=seq, limit=limit)]
+
+    def last_event_seq(self) -> int:
+        return int(self._c.execute(_LAST_SEQ).scalar_one())
 
 
 def _engine_for(url: str) -> Engine:
