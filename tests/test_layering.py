@@ -15,6 +15,7 @@ CORE_ALLOWED = {
     "__future__",
     "collections",
     "dataclasses",
+    "datetime",
     "enum",
     "functools",
     "hashlib",

@@ -1,8 +1,10 @@
 """Run a verification flow: the only code written twice, once sync and once async.
 
-The flow yields :class:`~keysentry.core.pipeline.LookupKey`; ``fast`` answers from the cache
-with no I/O (or returns ``MISS``), ``slow`` asks the store. The async driver sends only the
-slow call to a worker thread, so a cache hit never leaves the event loop.
+The flow yields effects (:class:`~keysentry.core.pipeline.LookupKey`, then maybe
+:class:`~keysentry.core.pipeline.Hit`). ``fast`` answers without I/O (the key cache, the
+in-process limiter) or returns ``MISS``; ``slow`` does the I/O (the store, a remote limiter).
+The async driver sends only the slow call to a worker thread, so a cache hit never leaves the
+event loop.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from keysentry.core.decision import Decision
-from keysentry.core.pipeline import Flow, LookupKey
+from keysentry.core.pipeline import Effect, Flow
 from keysentry.stores.cached import MISS
 
-Fast = Callable[[LookupKey], Any]
-Slow = Callable[[LookupKey], Any]
+Fast = Callable[[Effect], Any]
+Slow = Callable[[Effect], Any]
 
 
 def run_sync(flow: Flow, fast: Fast, slow: Slow) -> Decision:

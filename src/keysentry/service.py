@@ -17,8 +17,9 @@ from keysentry._drive import run_async, run_sync
 from keysentry.core.decision import Decision, KeyEntry
 from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
 from keysentry.core.patterns import covers
-from keysentry.core.pipeline import UNAVAILABLE, LookupKey, Policy, RequestFacts
+from keysentry.core.pipeline import UNAVAILABLE, Effect, LookupKey, Policy, RequestFacts
 from keysentry.core.pipeline import verify as verify_flow
+from keysentry.core.ratelimit import Algorithm
 from keysentry.errors import (
     ConfigurationError,
     ConflictError,
@@ -27,6 +28,7 @@ from keysentry.errors import (
     StoreError,
     ValidationError,
 )
+from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.models import (
     ApiAuthApp,
     ApiKey,
@@ -119,8 +121,10 @@ class KeySentry:
         database_url: where keys live: ``sqlite:///./keysentry.db`` (the default),
             ``postgresql://…`` or ``memory://``. The schema is created on first use.
         limiter_url: where rate-limit counters live: ``None`` or ``memory://`` for the
-            in-process limiter, ``redis://…`` for Redis. Validated here; used by
-            verification.
+            in-process limiter. ``redis://…`` is accepted, but the Redis limiter is not built
+            yet: counters then stay in-process (exact per process only) and a warning is
+            logged.
+        rate_limit_algorithm: ``"sliding_window"`` (default) or ``"fixed_window"``.
         store: a ready :class:`~keysentry.stores.KeyStore`, instead of *database_url*.
         clock: returns the current time as a Unix timestamp; tests inject a fake clock.
         token_factory: returns *n* random base62 characters; tests inject a fixed one.
@@ -148,15 +152,30 @@ class KeySentry:
         cache_size: int = 10_000,
         cache_ttl: float = 30.0,
         sync_interval: float | None = 1.0,
+        rate_limit_algorithm: Algorithm = "sliding_window",
     ) -> None:
         if store is not None and database_url is not None:
             raise ConfigurationError("pass database_url or store, not both")
-        self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
+        if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
+            raise ConfigurationError(
+                "rate_limit_algorithm must be 'sliding_window' or 'fixed_window'"
+            )
         self.limiter_url = check_limiter_url(limiter_url)
+        if self.limiter_url is not None and not self.limiter_url.startswith("memory:"):
+            logger.warning(
+                "keysentry: the Redis limiter is not available yet; rate limits are counted "
+                "in this process only (exact per process, not across workers)"
+            )
+        self.limiter: Limiter = MemoryLimiter()
+        self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
         self._clock = clock
         self._token_factory = token_factory
         self.cache = CachedKeyStore(
-            self.store, maxsize=cache_size, ttl=cache_ttl, sync_interval=sync_interval
+            self.store,
+            maxsize=cache_size,
+            ttl=cache_ttl,
+            sync_interval=sync_interval,
+            algorithm=rate_limit_algorithm,
         )
 
     def __enter__(self) -> KeySentry:
@@ -166,8 +185,9 @@ class KeySentry:
         self.close()
 
     def close(self) -> None:
-        """Release the store's connections."""
+        """Release the store's connections and the limiter."""
         self.store.close()
+        self.limiter.close()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -657,10 +677,14 @@ class KeySentry:
         flow = verify_flow(facts, policy, self._clock())
         return await run_async(flow, self._cached, self._load)
 
-    def _cached(self, effect: LookupKey) -> object:
-        return self.cache.get(effect.digest)
+    def _cached(self, effect: Effect) -> object:
+        if isinstance(effect, LookupKey):
+            return self.cache.get(effect.digest)
+        return self.limiter.hit(effect.checks, effect.now_ms)  # in-process: no I/O
 
-    def _load(self, effect: LookupKey) -> KeyEntry | object | None:
+    def _load(self, effect: Effect) -> KeyEntry | object | None:
+        if not isinstance(effect, LookupKey):
+            return self.limiter.hit(effect.checks, effect.now_ms)
         try:
             return self.cache.load(effect)
         except StoreError as exc:

@@ -104,11 +104,11 @@ def test_scheme_change_clears_compiled_rules() -> None:
     ks.verify(issued.secret)
     entry = ks.cache.get(parsed.digest)
     assert entry is not MISS
-    assert entry.rules[0].max_requests == 5  # type: ignore[union-attr]
+    assert entry.limits[0].max_requests == 5  # type: ignore[union-attr]
     ks.update_rate_limit_scheme("s1", rules=[{"unit": "minute", "max_requests": 7}])
     assert ks.cache.get(parsed.digest) is MISS
     ks.verify(issued.secret)
-    assert ks.cache.get(parsed.digest).rules[0].max_requests == 7  # type: ignore[union-attr]
+    assert ks.cache.get(parsed.digest).limits[0].max_requests == 7  # type: ignore[union-attr]
 
 
 def test_eviction_index_survives_cache_churn() -> None:

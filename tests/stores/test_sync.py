@@ -69,7 +69,7 @@ def test_scheme_change_elsewhere_recompiles_rules(two: tuple[KeySentry, KeySentr
     from keysentry.core.keys import parse_key
 
     entry = app.cache.get(parse_key(issued.secret).digest)
-    assert entry.rules[0].max_requests == 9  # type: ignore[union-attr]
+    assert entry.limits[0].max_requests == 9  # type: ignore[union-attr]
 
 
 def test_unrelated_changes_keep_the_cache(two: tuple[KeySentry, KeySentry, Timer]) -> None:

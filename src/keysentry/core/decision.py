@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -113,21 +113,25 @@ class Identity:
     workspace_id: str | None = None
     expires_at: float | None = None
     rate_limits: tuple[Any, ...] = ()
-    _permissions: Grants = field(init=False, repr=False, compare=False)
-    _resources: Grants = field(init=False, repr=False, compare=False)
+    """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``)."""
+    # Compiled once per key when the cache entry is built; init fields so that
+    # dataclasses.replace() (once per rate-limited request) copies them instead of recompiling.
+    _permissions: Grants | None = field(default=None, repr=False, compare=False)
+    _resources: Grants | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # compiled once per key, when the cache entry is built, not per request
-        object.__setattr__(self, "_permissions", Grants(self.permissions))
-        object.__setattr__(self, "_resources", Grants(self.resources))
+        if self._permissions is None:
+            object.__setattr__(self, "_permissions", Grants(self.permissions))
+        if self._resources is None:
+            object.__setattr__(self, "_resources", Grants(self.resources))
 
     def has_permission(self, permission: str) -> bool:
         """Whether one of this key's patterns grants *permission*."""
-        return self._permissions.allows(permission)
+        return self._permissions.allows(permission)  # type: ignore[union-attr]
 
     def has_resource(self, resource: str) -> bool:
         """Whether one of the app's resource patterns grants *resource*."""
-        return self._resources.allows(resource)
+        return self._resources.allows(resource)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,8 @@ class KeyEntry:
     expires_at: float | None = None
     previous_digest: str | None = None
     previous_until: float | None = None
-    rules: tuple[Any, ...] = field(default=())
+    limits: tuple[Any, ...] = field(default=())
+    """Compiled rate-limit rules (``core.ratelimit.Limit``), highest priority first."""
     allowed: Decision = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -180,6 +185,19 @@ class Decision:
     def allow(cls, identity: Identity) -> Decision:
         """An allowed request."""
         return cls(True, Reason.OK, identity)
+
+    @classmethod
+    def rated(
+        cls, identity: Identity, allowed: bool, outcomes: tuple[Any, ...],
+        headers: tuple[tuple[str, str], ...],
+    ) -> Decision:  # fmt: skip
+        """The verdict once rate limits were checked: allowed with the rate-limit headers,
+        or 429 with them and ``Retry-After``."""
+        identity = replace(identity, rate_limits=outcomes)
+        if allowed:
+            return cls(True, Reason.OK, identity, headers)
+        reason = Reason.RATE_LIMITED
+        return cls(False, reason, identity, _HEADERS[reason] + headers, _BODIES[reason])
 
     @classmethod
     def deny(

@@ -7,22 +7,25 @@ keeps one copy of the logic for sync and async callers, and the tests drive it w
 ``next()`` and ``send()``, no event loop, no database.
 
 Steps, in order: path shape (400), credential (401), key format and checksum (401, before any
-lookup), lookup and hash (401), key and app state (403), permissions (403), resource (403).
-Rate limits are the next step (DESIGN.md section 6).
+lookup), lookup and hash (401), key and app state (403), permissions (403), resource (403), then
+rate limits (429): a second effect, :class:`Hit`, asks the limiter to count the request
+against every matching rule at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from keysentry.core.credentials import extract_credential
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import ParsedKey, hash_key, hashes_match, parse_key
+from keysentry.core.ratelimit import Limit, plan_checks, rate_headers
 from keysentry.errors import KeyFormatError
 
 __all__ = [
     "UNAVAILABLE",
+    "Hit",
     "LookupKey",
     "Policy",
     "RequestFacts",
@@ -76,6 +79,16 @@ class Policy(NamedTuple):
     resource: str | None = None
 
 
+class Hit(NamedTuple):
+    """The effect: "count this request against these rate-limit counters, if all admit it".
+
+    The driver answers ``(allowed, outcomes)`` or :data:`UNAVAILABLE`.
+    """
+
+    checks: tuple[tuple[Limit, str], ...]
+    now_ms: int
+
+
 class LookupKey(NamedTuple):
     """The effect: "find the key whose SHA-256 is *digest*". The secret stays in *key*."""
 
@@ -84,7 +97,8 @@ class LookupKey(NamedTuple):
 
 
 LookupResult = KeyEntry | None | _Unavailable
-Flow = Generator[LookupKey, LookupResult, Decision]
+Effect = LookupKey | Hit
+Flow = Generator[Effect, Any, Decision]
 
 
 def path_problem(path: str) -> bool:
@@ -134,7 +148,21 @@ def verify(request: RequestFacts, policy: Policy, now: float) -> Flow:
     if entry.digest != digest and (entry.previous_until is None or now >= entry.previous_until):
         return Decision.deny(Reason.INVALID_KEY)  # an old secret whose grace period is over
     resource = policy.resource if policy.resource is not None else request.path[1:]
-    return decide(entry, policy.permissions, resource, now)
+    decision = decide(entry, policy.permissions, resource, now)
+    if not decision.allowed or not entry.limits:
+        return decision
+    identity = entry.identity
+    checks = plan_checks(
+        entry.limits, request.method, request.path, identity.key_id, identity.app_slug,
+        request.client_ip,
+    )  # fmt: skip
+    if not checks:
+        return decision
+    result = yield Hit(checks, int(now * 1000))
+    if not isinstance(result, tuple):
+        return Decision.deny(Reason.UNAVAILABLE)  # the limiter failed and policy is "closed"
+    allowed, outcomes = result
+    return Decision.rated(identity, allowed, outcomes, rate_headers(outcomes, not allowed))
 
 
 def decide(entry: KeyEntry, permissions: Sequence[str], resource: str, now: float) -> Decision:

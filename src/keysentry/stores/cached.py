@@ -40,6 +40,7 @@ from cachetools import TTLCache
 
 from keysentry.core.decision import Identity, KeyEntry
 from keysentry.core.pipeline import LookupKey, select_candidate
+from keysentry.core.ratelimit import Algorithm, compile_limits
 from keysentry.errors import StoreError
 from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule
 from keysentry.stores.base import KeyStore
@@ -62,7 +63,12 @@ def _ts(value: object) -> float | None:
     return value.timestamp() if value is not None else None  # type: ignore[attr-defined]
 
 
-def compile_entry(record: KeyRecord, app: ApiAuthApp, rules: list[RateLimitRule]) -> KeyEntry:
+def compile_entry(
+    record: KeyRecord,
+    app: ApiAuthApp,
+    rules: list[RateLimitRule],
+    algorithm: Algorithm = "sliding_window",
+) -> KeyEntry:
     """Turn a stored key, its app and its rules into what verification needs."""
     granted = record.permissions or app.permissions
     permissions = tuple(
@@ -89,7 +95,7 @@ def compile_entry(record: KeyRecord, app: ApiAuthApp, rules: list[RateLimitRule]
         expires_at=_ts(record.expires_at),
         previous_digest=record.previous_key_hash,
         previous_until=_ts(record.previous_expires_at),
-        rules=tuple(rules),
+        limits=compile_limits(rules, algorithm),
     )
 
 
@@ -106,6 +112,8 @@ class CachedKeyStore:
         sync_interval: seconds between reads of the event log (``None``: never; then other
             processes' changes are seen only when entries expire after *ttl*).
         timer: monotonic clock for the TTLs and the sync (tests inject a fake one).
+        algorithm: ``"sliding_window"`` (default) or ``"fixed_window"`` for the rules
+            compiled into cached entries.
     """
 
     def __init__(
@@ -117,8 +125,10 @@ class CachedKeyStore:
         negative_ttl: float = 2.0,
         sync_interval: float | None = 1.0,
         timer: Callable[[], float] = time.monotonic,
+        algorithm: Algorithm = "sliding_window",
     ) -> None:
         self.store = store
+        self._algorithm: Algorithm = algorithm
         self._timer = timer
         self._sync_interval = sync_interval
         self._next_sync = 0.0  # due at once: the first lookup records where the log stands
@@ -178,7 +188,8 @@ class CachedKeyStore:
                 )
                 scheme = session.get_scheme(slug) if slug else None
             if app is not None:
-                entry = compile_entry(record, app, list(scheme.rules) if scheme else [])
+                rules = list(scheme.rules) if scheme else []
+                entry = compile_entry(record, app, rules, self._algorithm)
         with self._lock:
             if generation == self._generation:  # nothing was evicted while we read
                 if entry is None:

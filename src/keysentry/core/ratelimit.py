@@ -1,0 +1,253 @@
+"""Rate-limit semantics (DESIGN.md section 6). Pure: times are integer milliseconds passed in.
+
+A :class:`Limit` is a compiled rule. Each request that a rule's endpoints match counts
+against one counter, named by the rule and its ``mode`` (per app, per key, per endpoint
+pattern, per client IP). Limiters (``keysentry.limiters``) keep the counters; the arithmetic
+lives here, once, so the in-process and Redis limiters agree by construction.
+
+Algorithms, per counter, with ``W`` the window length and ``e`` the time into it:
+
+* **fixed window**: admit while ``count + 1 <= max``.
+* **sliding window counter** (Cloudflare, Unkey): the previous window's count weighs
+  ``(W - e) / W``; admit iff ``(curr + 1) * W + prev * (W - e) <= max * W``. As the second
+  term is never negative, no aligned window ever admits more than ``max`` either.
+
+Calendar units (``calendar_day``, ``calendar_month``) are fixed windows aligned to UTC days
+and months. A request is admitted only if *every* matching rule admits it, and then counts
+against all of them; a refused request counts against none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from keysentry.core.patterns import EndpointPattern, parse_endpoint
+
+__all__ = [
+    "Counter",
+    "Limit",
+    "Outcome",
+    "compile_limits",
+    "counter_key",
+    "decide_limits",
+    "plan_checks",
+    "rate_headers",
+    "window",
+]
+
+Algorithm = Literal["sliding_window", "fixed_window"]
+_UNIT_MS = {
+    "millisecond": 1, "second": 1_000, "minute": 60_000, "hour": 3_600_000,
+    "day": 86_400_000, "month": 30 * 86_400_000,
+}  # fmt: skip
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A rule compiled for checking.
+
+    Attributes:
+        name: the policy identifier in headers (the rule's short form).
+        max_requests: quota per window.
+        window_ms: window length (for calendar months: the nominal 31 days; see
+            :func:`window` for the real bounds).
+        calendar: ``"day"`` or ``"month"`` for calendar units, else ``None``.
+        mode: whose counter a request counts against.
+        endpoints: the requests this rule counts.
+        sliding: sliding window counter (else fixed window).
+    """
+
+    name: str
+    max_requests: int
+    window_ms: int
+    calendar: str | None
+    mode: str
+    endpoints: tuple[EndpointPattern, ...]
+    priority: int
+    sliding: bool
+
+    def matching_endpoint(self, method: str, path: str) -> EndpointPattern | None:
+        """The first endpoint pattern of this rule that the request falls under."""
+        for endpoint in self.endpoints:
+            if endpoint.matches(method, path):
+                return endpoint
+        return None
+
+
+def compile_limits(
+    rules: Iterable[Any], algorithm: Algorithm = "sliding_window"
+) -> tuple[Limit, ...]:
+    """Compile validated :class:`~keysentry.models.RateLimitRule` objects, highest priority
+    first (ties keep their order)."""
+    limits = []
+    for rule in rules:
+        calendar = {"calendar_day": "day", "calendar_month": "month"}.get(rule.unit)
+        length = _DAY_MS if calendar == "day" else 31 * _DAY_MS if calendar else (
+            rule.duration * _UNIT_MS[rule.unit]
+        )  # fmt: skip
+        limits.append(
+            Limit(
+                name=rule.short,
+                max_requests=rule.max_requests,
+                window_ms=length,
+                calendar=calendar,
+                mode=rule.mode,
+                endpoints=tuple(parse_endpoint(e) for e in rule.endpoints),
+                priority=rule.priority,
+                sliding=algorithm == "sliding_window" and calendar is None,
+            )
+        )
+    return tuple(sorted(limits, key=lambda limit: -limit.priority))
+
+
+def _month_bounds(now_ms: int) -> tuple[int, int]:
+    moment = datetime.fromtimestamp(now_ms / 1000, UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    end = datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int((end - start).total_seconds() * 1000)
+
+
+def window(limit: Limit, now_ms: int) -> tuple[int, int]:
+    """``(start_ms, length_ms)`` of the window of *limit* that contains *now_ms*."""
+    if limit.calendar == "month":
+        return _month_bounds(now_ms)
+    length = limit.window_ms
+    return now_ms - now_ms % length, length
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """A counter's state as a limiter read it: counts in the current and previous window."""
+
+    current: int = 0
+    previous: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict of one rule on one request.
+
+    Attributes:
+        limit: the rule.
+        allowed: whether this rule admits the request.
+        remaining: requests left in the window after this one (if it is admitted).
+        reset_ms: time until the current window ends.
+        retry_ms: when refused, the least wait after which this rule admits a lone retry.
+    """
+
+    limit: Limit
+    allowed: bool
+    remaining: int
+    reset_ms: int
+    retry_ms: int = 0
+
+
+def _weighted(limit: Limit, counter: Counter, elapsed: int, length: int) -> int:
+    """The previous window's weight, times ``length`` (exact integer arithmetic)."""
+    return counter.previous * (length - elapsed) if limit.sliding else 0
+
+
+def _retry_ms(limit: Limit, counter: Counter, elapsed: int, length: int) -> int:
+    """Least wait after which one more request is admitted, if nothing else is."""
+    cap = limit.max_requests * length
+    need = (counter.current + 1) * length
+    if limit.sliding and counter.previous and need <= cap:
+        # still in this window: prev * (length - elapsed - wait) <= cap - need
+        wait = (length - elapsed) - (cap - need) // counter.previous
+        if 0 <= wait < length - elapsed:
+            return max(wait, 1)
+    to_next = length - elapsed
+    if not limit.sliding or counter.current < limit.max_requests:
+        return to_next
+    # in the next window the old count weighs (length - t) / length:
+    # length + current * (length - t) <= cap  <=>  t >= length - (cap - length) / current
+    after = length - (cap - length) // counter.current
+    return to_next + max(after, 0)
+
+
+def evaluate(limit: Limit, counter: Counter, now_ms: int) -> Outcome:
+    """Would *limit* admit one more request now, given *counter*?"""
+    start, length = window(limit, now_ms)
+    elapsed = now_ms - start
+    used = counter.current * length + _weighted(limit, counter, elapsed, length)
+    cap = limit.max_requests * length
+    allowed = used + length <= cap
+    after = used + length if allowed else used
+    remaining = max(0, (cap - after) // length)
+    retry = 0 if allowed else _retry_ms(limit, counter, elapsed, length)
+    return Outcome(limit, allowed, remaining, length - elapsed, retry)
+
+
+def decide_limits(
+    limits: Sequence[Limit], counters: Sequence[Counter], now_ms: int
+) -> tuple[bool, tuple[Outcome, ...]]:
+    """Evaluate every matching rule; the request is admitted only if all admit it."""
+    outcomes = tuple(evaluate(lim, c, now_ms) for lim, c in zip(limits, counters, strict=True))
+    return all(o.allowed for o in outcomes), outcomes
+
+
+def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: str,
+                client_ip: str | None) -> str:  # fmt: skip
+    """The counter a request counts against under *limit*, by the rule's mode."""
+    mode = limit.mode
+    owner = app_slug if mode.startswith("per_app") else key_id
+    if mode.endswith("_endpoint"):
+        owner = f"{owner}|{endpoint.text}"
+    elif mode.endswith("_ip"):
+        owner = f"{owner}|{client_ip or '-'}"
+    return f"{mode}|{owner}|{limit.name}"
+
+
+def plan_checks(
+    limits: Sequence[Limit], method: str, path: str, key_id: str, app_slug: str,
+    client_ip: str | None,
+) -> tuple[tuple[Limit, str], ...]:  # fmt: skip
+    """The ``(limit, counter key)`` pairs a request counts against: every rule whose
+    endpoints it matches, highest priority first."""
+    checks = []
+    for limit in limits:
+        endpoint = limit.matching_endpoint(method, path)
+        if endpoint is not None:
+            checks.append((limit, counter_key(limit, endpoint, key_id, app_slug, client_ip)))
+    return tuple(checks)
+
+
+def _sf_string(text: str) -> str:
+    if not text.isascii() or not text.isprintable():
+        text = text.encode("ascii", "backslashreplace").decode().replace("\\", "/")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _seconds(ms: int) -> int:
+    return max(1, -(-ms // 1000))  # ceil, at least 1
+
+
+def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str, str], ...]:
+    """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-11), the
+    common ``X-RateLimit-*`` for the most restrictive rule, and ``Retry-After`` on a refusal:
+    whole seconds, at least 1, never before a lone retry would be admitted."""
+    if not outcomes:
+        return ()
+    policy = ", ".join(
+        f"{_sf_string(o.limit.name)};q={o.limit.max_requests};w={_seconds(o.limit.window_ms)}"
+        for o in outcomes
+    )
+    current = ", ".join(
+        f"{_sf_string(o.limit.name)};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
+    )
+    tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
+    headers = [
+        ("ratelimit-policy", policy),
+        ("ratelimit", current),
+        ("x-ratelimit-limit", str(tightest.limit.max_requests)),
+        ("x-ratelimit-remaining", str(tightest.remaining)),
+        ("x-ratelimit-reset", str(_seconds(tightest.reset_ms))),
+    ]
+    if refused:
+        wait = max(o.retry_ms for o in outcomes if not o.allowed)
+        headers.append(("retry-after", str(_seconds(wait))))
+    return tuple(headers)
