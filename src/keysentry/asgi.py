@@ -24,7 +24,7 @@ from keysentry._adapter import AdapterConfig
 from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.core.pipeline import Policy, RequestFacts
 from keysentry.service import KeySentry
-from keysentry.types import ASGIApp, Receive, Scope, Send
+from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["ApiKeyUser", "KeySentryMiddleware", "PermissionScopes", "attach", "scope_facts"]
 
@@ -124,6 +124,8 @@ class KeySentryMiddleware:
         identity = decision.identity
         if decision.allowed and identity is not None:  # allow() always sets the identity
             attach(scope, identity)
+            if decision.headers and kind == "http":
+                send = _with_headers(send, _raw_headers(decision))
             await self.app(scope, receive, send)
         elif kind == "http":
             await _refuse_http(decision, method, send)
@@ -179,8 +181,23 @@ def attach(scope: Scope, identity: Identity) -> None:
     scope["user"] = cached[2]
 
 
+def _raw_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """Add the rate-limit headers to the app's response; everything else passes as is."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return send_with_headers
+
+
 def _encoded(decision: Decision) -> list[tuple[bytes, bytes]]:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
+    headers = _raw_headers(decision)
     headers.append((b"content-length", str(len(decision.body)).encode()))
     return headers
 

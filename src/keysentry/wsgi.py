@@ -79,6 +79,8 @@ class KeySentryWSGIMiddleware:
             decision = Decision.deny(Reason.UNAVAILABLE)
         if decision.allowed:
             environ[ENVIRON_KEY] = decision.identity
+            if decision.headers:
+                start_response = _with_headers(start_response, list(decision.headers))
             return self.app(environ, start_response)
         return _refuse(decision, method, start_response)
 
@@ -103,6 +105,15 @@ def environ_facts(
         and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
     )
     return facts, preflight
+
+
+def _with_headers(start_response: StartResponse, extra: list[tuple[str, str]]) -> StartResponse:
+    """Add the rate-limit headers to the app's response."""
+
+    def start_with_headers(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+        return start_response(status, [*headers, *extra], *args)
+
+    return start_with_headers
 
 
 def refusal_parts(decision: Decision) -> tuple[str, list[tuple[str, str]], bytes]:

@@ -169,14 +169,18 @@ def _retry_ms(limit: Limit, counter: Counter, elapsed: int, length: int) -> int:
     return to_next + max(after, 0)
 
 
-def evaluate(limit: Limit, counter: Counter, now_ms: int) -> Outcome:
-    """Would *limit* admit one more request now, given *counter*?"""
+def evaluate(limit: Limit, counter: Counter, now_ms: int, counted: bool | None = None) -> Outcome:
+    """Would *limit* admit one more request now, given *counter*?
+
+    ``remaining`` assumes the request is counted if *counted* (default: if this rule admits
+    it); a request refused by another rule is not counted here either.
+    """
     start, length = window(limit, now_ms)
     elapsed = now_ms - start
     used = counter.current * length + _weighted(limit, counter, elapsed, length)
     cap = limit.max_requests * length
     allowed = used + length <= cap
-    after = used + length if allowed else used
+    after = used + length if (allowed if counted is None else counted) else used
     remaining = max(0, (cap - after) // length)
     retry = 0 if allowed else _retry_ms(limit, counter, elapsed, length)
     return Outcome(limit, allowed, remaining, length - elapsed, retry)
@@ -185,9 +189,11 @@ def evaluate(limit: Limit, counter: Counter, now_ms: int) -> Outcome:
 def decide_limits(
     limits: Sequence[Limit], counters: Sequence[Counter], now_ms: int
 ) -> tuple[bool, tuple[Outcome, ...]]:
-    """Evaluate every matching rule; the request is admitted only if all admit it."""
-    outcomes = tuple(evaluate(lim, c, now_ms) for lim, c in zip(limits, counters, strict=True))
-    return all(o.allowed for o in outcomes), outcomes
+    """Evaluate every matching rule; the request is admitted only if all admit it, and then
+    counts against all of them (else against none: ``remaining`` says so too)."""
+    pairs = list(zip(limits, counters, strict=True))
+    allowed = all(evaluate(lim, c, now_ms).allowed for lim, c in pairs)
+    return allowed, tuple(evaluate(lim, c, now_ms, counted=allowed) for lim, c in pairs)
 
 
 def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: str,

@@ -1,0 +1,122 @@
+"""Rate limits through the whole stack: the management API's schemes, the middlewares."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import http_sfv
+import pytest
+
+from keysentry import KeySentry
+from keysentry.testing import FakeClock
+from tests.test_adapters import Call, asgi_caller, flask_app, starlette_app, wsgi_caller
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_700_000_040.0)  # a whole minute: 1_700_000_040 % 60 == 0
+
+
+@pytest.fixture
+def ks(clock: FakeClock) -> KeySentry:
+    sentry = KeySentry("memory://", clock=clock)
+    sentry.create_rate_limit_scheme("two-rules", "Two rules", [
+        {"unit": "minute", "max_requests": 3, "mode": "per_key", "endpoints": ["GET /users/*"]},
+        {"unit": "minute", "max_requests": 2, "mode": "per_key", "endpoints": ["/orders/*"]},
+    ])  # fmt: skip
+    sentry.create_api_auth_app(
+        app_slug="internal-api", name="Internal API", key_prefix="sk_live",
+        permissions=["users:*", "orders:*"], resources=["users/*", "orders/*"],
+        rate_limit_scheme_slug="two-rules",
+    )  # fmt: skip
+    return sentry
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
+    if request.param == "wsgi":
+        yield wsgi_caller(flask_app(ks))
+    else:
+        yield from asgi_caller(starlette_app(ks))
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_429_exactly_at_the_limit_per_endpoint_rule(call: Call, ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    users = [call("GET", "/users/1", bearer(secret)).status for _ in range(4)]
+    assert users == [200, 200, 200, 429]
+    orders = [call("GET", "/orders/1", bearer(secret)).status for _ in range(3)]
+    assert orders == [200, 200, 429]  # its own counter: /users did not use it up
+
+
+def test_headers_parse_as_structured_fields(call: Call, ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    ok = call("GET", "/users/1", bearer(secret))
+    policy = http_sfv.List()
+    policy.parse(ok.headers["ratelimit-policy"].encode())
+    name, params = policy[0].value, dict(policy[0].params)
+    assert (name, params) == ("3/minute:per_key@GET /users/*", {"q": 3, "w": 60})
+    current = http_sfv.List()
+    current.parse(ok.headers["ratelimit"].encode())
+    assert current[0].value == name
+    assert dict(current[0].params) == {"r": 2, "t": 60}
+    assert (ok.headers["x-ratelimit-limit"], ok.headers["x-ratelimit-remaining"]) == ("3", "2")
+    for _ in range(2):
+        call("GET", "/users/1", bearer(secret))
+    refused = call("GET", "/users/1", bearer(secret))
+    assert refused.status == 429
+    assert refused.body["errors"][0]["reason"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+
+
+def test_a_lone_client_that_waits_retry_after_is_admitted(
+    call: Call, ks: KeySentry, clock: FakeClock
+) -> None:
+    secret = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    for _ in range(3):
+        assert call("GET", "/users/1", bearer(secret)).status == 200
+    clock.advance(30)
+    refused = call("GET", "/users/1", bearer(secret))
+    assert refused.status == 429
+    wait = int(refused.headers["retry-after"])
+    clock.advance(wait - 1)
+    assert call("GET", "/users/1", bearer(secret)).status == 429  # not a second early...
+    clock.advance(1)
+    assert call("GET", "/users/1", bearer(secret)).status == 200  # ...admitted on time
+
+
+def test_keys_without_rules_get_no_rate_headers(call: Call, ks: KeySentry) -> None:
+    ks.create_api_auth_app(app_slug="free", name="Free", key_prefix="sk_free",
+                           permissions=["users:*"])  # fmt: skip
+    reply = call("GET", "/users/1", bearer(ks.create_api_key("free", "k").secret))
+    assert reply.status == 200
+    assert "ratelimit" not in reply.headers
+
+
+def test_a_keys_own_scheme_overrides_its_apps(call: Call, ks: KeySentry) -> None:
+    ks.create_rate_limit_scheme("one", "One", [{"unit": "hour", "max_requests": 1}])
+    secret = ks.create_api_key("internal-api", "k", rate_limit_scheme_slug="one").secret
+    assert [call("GET", "/orders/1", bearer(secret)).status for _ in range(2)] == [200, 429]
+
+
+def test_64_asyncio_tasks_are_exact(ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+
+    async def main() -> list[bool]:
+        calls = [ks.averify(secret, path="/users/1") for _ in range(64)]
+        return [v.allowed for v in await asyncio.gather(*calls)]
+
+    assert sum(asyncio.run(main())) == 3
+
+
+def test_ratelimit_state_is_on_the_identity(ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+    verdict = ks.verify(secret, path="/users/1")
+    [outcome] = verdict.identity.rate_limits  # type: ignore[union-attr]
+    assert (outcome.limit.max_requests, outcome.remaining) == (3, 2)
+    assert ks.verify(secret, path="/health-free").identity.rate_limits == ()  # type: ignore[union-attr]
