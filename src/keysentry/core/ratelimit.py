@@ -20,9 +20,9 @@ against all of them; a refused request counts against none.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from keysentry.core.patterns import EndpointPattern, parse_endpoint
 
@@ -69,6 +69,15 @@ class Limit:
     endpoints: tuple[EndpointPattern, ...]
     priority: int
     sliding: bool
+    # header pieces, built once per rule rather than on every request
+    policy_item: str = field(init=False, repr=False, compare=False)
+    header_name: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = _sf_string(self.name)
+        object.__setattr__(self, "header_name", name)
+        item = f"{name};q={self.max_requests};w={_seconds(self.window_ms)}"
+        object.__setattr__(self, "policy_item", item)
 
     def matching_endpoint(self, method: str, path: str) -> EndpointPattern | None:
         """The first endpoint pattern of this rule that the request falls under."""
@@ -119,16 +128,15 @@ def window(limit: Limit, now_ms: int) -> tuple[int, int]:
     return now_ms - now_ms % length, length
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+# Counter and Outcome are NamedTuples: built for every rate-limited request.
+class Counter(NamedTuple):
     """A counter's state as a limiter read it: counts in the current and previous window."""
 
     current: int = 0
     previous: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The verdict of one rule on one request.
 
     Attributes:
@@ -191,9 +199,14 @@ def decide_limits(
 ) -> tuple[bool, tuple[Outcome, ...]]:
     """Evaluate every matching rule; the request is admitted only if all admit it, and then
     counts against all of them (else against none: ``remaining`` says so too)."""
-    pairs = list(zip(limits, counters, strict=True))
-    allowed = all(evaluate(lim, c, now_ms).allowed for lim, c in pairs)
-    return allowed, tuple(evaluate(lim, c, now_ms, counted=allowed) for lim, c in pairs)
+    outcomes = tuple(evaluate(lim, c, now_ms) for lim, c in zip(limits, counters, strict=True))
+    if all(o.allowed for o in outcomes):
+        return True, outcomes
+    # refused: rules that would have admitted it must not count it in "remaining" either
+    return False, tuple(
+        evaluate(lim, c, now_ms, counted=False) if o.allowed else o
+        for lim, c, o in zip(limits, counters, outcomes, strict=True)
+    )
 
 
 def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: str,
@@ -238,14 +251,13 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
     whole seconds, at least 1, never before a lone retry would be admitted."""
     if not outcomes:
         return ()
-    policy = ", ".join(
-        f"{_sf_string(o.limit.name)};q={o.limit.max_requests};w={_seconds(o.limit.window_ms)}"
-        for o in outcomes
-    )
+    policy = ", ".join(o.limit.policy_item for o in outcomes)
     current = ", ".join(
-        f"{_sf_string(o.limit.name)};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
+        f"{o.limit.header_name};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
     )
-    tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
+    tightest = outcomes[0]
+    if len(outcomes) > 1:
+        tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
     headers = [
         ("ratelimit-policy", policy),
         ("ratelimit", current),
