@@ -21,6 +21,7 @@ CORE_ALLOWED = {
     "hashlib",
     "hmac",
     "json",
+    "operator",
     "re",
     "secrets",
     "typing",

@@ -139,6 +139,7 @@ def test_bad_inputs_over_real_http_never_500(served: Served) -> None:
     ks, port = served.ks, served.port
     secret = ks.create_api_key("internal-api", "k").secret
     bearer = f"Bearer {secret}".encode()
+    broken = bearer[:-1] + (b"1" if bearer.endswith(b"0") else b"0")  # always a change
     cases: list[tuple[str, str, list[tuple[str, bytes]], set[int]]] = [
         ("two authorization headers", "/users/1",
          [("Authorization", bearer), ("Authorization", bearer)], {401}),
@@ -148,7 +149,7 @@ def test_bad_inputs_over_real_http_never_500(served: Served) -> None:
         # uvicorn refuses a NUL byte itself; werkzeug hands it over and we refuse it
         ("nul byte", "/users/1", [("Authorization", b"Bearer \xff\xfe\x00")],
          {401} if served.kind == "werkzeug" else {400}),
-        ("bad checksum", "/users/1", [("Authorization", bearer[:-1] + b"0")], {401}),
+        ("bad checksum", "/users/1", [("Authorization", broken)], {401}),
         ("dot-dot", "/a/../users/1", auth(secret), {400}),
         # werkzeug's server collapses "//" before the app: router and check both see /users/1
         ("empty segment", "//users/1", auth(secret),
