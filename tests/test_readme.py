@@ -120,3 +120,16 @@ def test_readme_decorator_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert me["permissions"] == ["users:read"]
         assert client.get("/me").json()["errors"][0]["reason"] == "missing_key"
     ns["ks"].close()
+
+
+def test_readme_rate_limit_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keysentry import KeySentry, RateLimitRule
+
+    ks = KeySentry("memory://")
+    ks.create_api_auth_app(app_slug="internal-api", name="Internal API", key_prefix="sk_live")
+    block = readme_block("## Rate limits")
+    exec(compile(block, "README.md", "exec"), {"ks": ks, "RateLimitRule": RateLimitRule})  # noqa: S102
+    app = ks.get_api_auth_app("internal-api")
+    assert [r.short for r in app.rate_limits] == [
+        "100/minute:per_key", "20/10second:per_key@POST /users/*", "10000/hour:per_app",
+    ]  # fmt: skip
