@@ -77,6 +77,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+    """A SQL store URL: a SQLite file, then the real PostgreSQL (a fresh schema)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/keysentry.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

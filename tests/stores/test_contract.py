@@ -137,13 +137,9 @@ def test_find_keys_by_prefix_and_suffix_including_grace_period(store: KeyStore) 
         assert found[0].previous_key_hash == first.key_hash
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sql_store(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[KeyStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/k.db"
-    else:
-        url = str(request.getfixturevalue("pg_url"))
-    s = store_from_url(url)
+@pytest.fixture
+def sql_store(sql_url: str) -> Iterator[KeyStore]:
+    s = store_from_url(sql_url)
     yield s
     s.close()
 

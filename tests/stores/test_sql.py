@@ -13,13 +13,6 @@ from keysentry import ConflictError, KeySentry, StoreError
 from keysentry.stores.sql import SQLKeyStore
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/k.db"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
 def sentries(sql_url: str) -> Iterator[list[KeySentry]]:
     """Eight independent KeySentry objects (own engines, own connections) on one database."""

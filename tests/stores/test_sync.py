@@ -19,17 +19,10 @@ class Timer:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shared.db"
-    return str(request.getfixturevalue("pg_url"))
-
-
 @pytest.fixture
-def two(shared_url: str) -> Iterator[tuple[KeySentry, KeySentry, Timer]]:
+def two(sql_url: str) -> Iterator[tuple[KeySentry, KeySentry, Timer]]:
     """'app' serves requests (its cache on a fake timer); 'admin' is another process."""
-    app, admin, timer = KeySentry(shared_url), KeySentry(shared_url), Timer()
+    app, admin, timer = KeySentry(sql_url), KeySentry(sql_url), Timer()
     app.cache = CachedKeyStore(app.store, sync_interval=1.0, ttl=3600, timer=timer)
     yield app, admin, timer
     app.close()
@@ -119,8 +112,8 @@ def test_cached_keys_keep_working_while_the_log_cannot_be_read() -> None:
     assert ks.verify(issued.secret).reason == "key_revoked"
 
 
-def test_sync_can_be_turned_off(shared_url: str) -> None:
-    app, admin = KeySentry(shared_url, sync_interval=None), KeySentry(shared_url)
+def test_sync_can_be_turned_off(sql_url: str) -> None:
+    app, admin = KeySentry(sql_url, sync_interval=None), KeySentry(sql_url)
     issued = issue_key(admin)
     assert app.verify(issued.secret).allowed
     admin.revoke_api_key(issued.key.id)
