@@ -6,9 +6,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from keysentry.core.patterns import EndpointPattern, matches, parse_endpoint, pattern_problem
+from keysentry.core.pipeline import Policy
 from keysentry.errors import ConfigurationError
 
 __all__ = ["AdapterConfig"]
+
+_NO_REQUIREMENTS = Policy()
 
 
 def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
@@ -71,9 +74,17 @@ class AdapterConfig:
         header = api_key_header.lower() if api_key_header else None
         return cls(tuple(exclude), tuple(rules), header, allow_preflight)
 
-    def excluded(self, path: str) -> bool:
-        """Whether *path* passes without a key."""
-        return any(matches(pattern, path) for pattern in self.exclude)
+    def unguarded(self, path: str, preflight: bool) -> bool:
+        """Whether the request passes without a key: an excluded path, or a CORS preflight
+        when those are allowed."""
+        return (preflight and self.allow_preflight) or any(
+            matches(pattern, path) for pattern in self.exclude
+        )
+
+    def policy(self, method: str, path: str) -> Policy:
+        """What a request to *method* *path* must satisfy."""
+        required = self.required(method, path)
+        return Policy(required) if required else _NO_REQUIREMENTS
 
     def required(self, method: str, path: str) -> tuple[str, ...]:
         """The permissions a request to *method* *path* needs."""

@@ -22,7 +22,7 @@ from starlette.authentication import AuthCredentials, BaseUser
 
 from keysentry._adapter import AdapterConfig
 from keysentry.core.decision import Decision, Identity, Reason
-from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.core.pipeline import RequestFacts
 from keysentry.service import KeySentry
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -110,14 +110,12 @@ class KeySentryMiddleware:
             await self.app(scope, receive, send)
             return
         facts, preflight = scope_facts(scope, self._api_key_header)
-        if self.config.excluded(facts.path) or (preflight and self.config.allow_preflight):
+        if self.config.unguarded(facts.path, preflight):
             await self.app(scope, receive, send)
             return
         method, path = facts.method, facts.path
         try:
-            decision = await self.sentry.averify_request(
-                facts, Policy(self.config.required(method, path))
-            )
+            decision = await self.sentry.averify_request(facts, self.config.policy(method, path))
         except Exception:  # a bug must not become a 500 or an open door: refuse, log
             logger.exception("keysentry: verification failed unexpectedly; answering 503")
             decision = Decision.deny(Reason.UNAVAILABLE)

@@ -45,6 +45,7 @@ __all__ = [
     "RateLimitScheme",
     "RateLimitUnit",
     "build",
+    "effective_scheme_slug",
 ]
 
 RateLimitUnit = Literal[
@@ -358,6 +359,13 @@ _STORE_ONLY = (
     "previous_key_suffix",
     "previous_expires_at",
 )
+
+
+def effective_scheme_slug(key: ApiKey, app: ApiAuthApp | None) -> str | None:
+    """The scheme whose rules apply to *key*: its own, else its app's, else none."""
+    if key.rate_limit_scheme_slug is not None:
+        return key.rate_limit_scheme_slug
+    return app.rate_limit_scheme_slug if app is not None else None
 
 
 class IssuedKey(_Model):

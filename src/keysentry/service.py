@@ -38,10 +38,11 @@ from keysentry.models import (
     RateLimitRule,
     RateLimitScheme,
     build,
+    effective_scheme_slug,
 )
 from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
-from keysentry.stores.cached import CachedKeyStore
+from keysentry.stores.cached import CachedKeyStore, key_rules
 
 __all__ = ["KeySentry"]
 
@@ -105,13 +106,7 @@ def _rules(session: StoreSession, slug: str | None, field: str) -> list[RateLimi
 
 
 def _key_rules(session: StoreSession, record: KeyRecord) -> list[RateLimitRule]:
-    """Effective rules of a key: its own scheme, else its app's, else none."""
-    slug = record.rate_limit_scheme_slug
-    if slug is None:
-        app = session.get_app_by_id(record.app_id)
-        slug = app.rate_limit_scheme_slug if app else None
-    scheme = session.get_scheme(slug) if slug else None
-    return list(scheme.rules) if scheme else []
+    return key_rules(session, record)[1]
 
 
 class KeySentry:
@@ -519,10 +514,7 @@ class KeySentry:
             app = self._live_app(session, app_slug)
             schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
             records = session.list_keys(app.id)
-        return [
-            r.public(schemes.get(r.rate_limit_scheme_slug or app.rate_limit_scheme_slug or "", []))
-            for r in records
-        ]
+        return [r.public(schemes.get(effective_scheme_slug(r, app) or "", [])) for r in records]
 
     def get_api_key(self, key_id: str) -> ApiKey:
         """Return one key by id. No secret, no hash.

@@ -20,7 +20,7 @@ from typing import Any
 
 from keysentry._adapter import AdapterConfig
 from keysentry.core.decision import Decision, Reason
-from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.core.pipeline import RequestFacts
 from keysentry.service import KeySentry
 from keysentry.types import StartResponse, WSGIApp
 
@@ -69,11 +69,11 @@ class KeySentryWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         facts, preflight = environ_facts(environ, self._api_key_var)
-        if self.config.excluded(facts.path) or (preflight and self.config.allow_preflight):
+        if self.config.unguarded(facts.path, preflight):
             return self.app(environ, start_response)
         method, path = facts.method, facts.path
         try:
-            decision = self.sentry.verify_request(facts, Policy(self.config.required(method, path)))
+            decision = self.sentry.verify_request(facts, self.config.policy(method, path))
         except Exception:  # a bug must not become a 500 or an open door: refuse, log
             logger.exception("keysentry: verification failed unexpectedly; answering 503")
             decision = Decision.deny(Reason.UNAVAILABLE)

@@ -39,11 +39,6 @@ __all__ = [
 ]
 
 Algorithm = Literal["sliding_window", "fixed_window"]
-_UNIT_MS = {
-    "millisecond": 1, "second": 1_000, "minute": 60_000, "hour": 3_600_000,
-    "day": 86_400_000, "month": 30 * 86_400_000,
-}  # fmt: skip
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +90,11 @@ def compile_limits(
     limits = []
     for rule in rules:
         calendar = {"calendar_day": "day", "calendar_month": "month"}.get(rule.unit)
-        length = _DAY_MS if calendar == "day" else 31 * _DAY_MS if calendar else (
-            rule.duration * _UNIT_MS[rule.unit]
-        )  # fmt: skip
         limits.append(
             Limit(
                 name=rule.short,
                 max_requests=rule.max_requests,
-                window_ms=length,
+                window_ms=rule.window_ms,  # calendar months: the nominal 31 days
                 calendar=calendar,
                 mode=rule.mode,
                 endpoints=tuple(parse_endpoint(e) for e in rule.endpoints),

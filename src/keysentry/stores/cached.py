@@ -42,10 +42,10 @@ from keysentry.core.decision import Identity, KeyEntry
 from keysentry.core.pipeline import LookupKey, select_candidate
 from keysentry.core.ratelimit import Algorithm, compile_limits
 from keysentry.errors import StoreError
-from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule
-from keysentry.stores.base import KeyStore
+from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule, effective_scheme_slug
+from keysentry.stores.base import KeyStore, StoreSession
 
-__all__ = ["MISS", "CachedKeyStore", "compile_entry"]
+__all__ = ["MISS", "CachedKeyStore", "compile_entry", "key_rules"]
 
 logger = logging.getLogger("keysentry")
 
@@ -61,6 +61,16 @@ MISS: Final = _Miss()
 
 def _ts(value: object) -> float | None:
     return value.timestamp() if value is not None else None  # type: ignore[attr-defined]
+
+
+def key_rules(
+    session: StoreSession, record: KeyRecord
+) -> tuple[ApiAuthApp | None, list[RateLimitRule]]:
+    """The key's app (deleted or not) and the rules that apply to the key."""
+    app = session.get_app_by_id(record.app_id)
+    slug = effective_scheme_slug(record, app)
+    scheme = session.get_scheme(slug) if slug else None
+    return app, list(scheme.rules) if scheme else []
 
 
 def compile_entry(
@@ -148,9 +158,12 @@ class CachedKeyStore:
 
         Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs.
         """
-        if self._sync_interval is not None and self._timer() >= self._next_sync:
+        if self._sync_due():
             return MISS
         return self._cached(digest)
+
+    def _sync_due(self) -> bool:
+        return self._sync_interval is not None and self._timer() >= self._next_sync
 
     def _cached(self, digest: str) -> KeyEntry | _Miss | None:
         with self._lock:
@@ -168,7 +181,7 @@ class CachedKeyStore:
         Raises:
             StoreError: the store failed.
         """
-        if self._sync_interval is not None and self._timer() >= self._next_sync:
+        if self._sync_due():
             self.sync()
             cached = self._cached(effect.digest)
             if not isinstance(cached, _Miss):
@@ -182,13 +195,8 @@ class CachedKeyStore:
         if index is not None:
             record = candidates[index]
             with self.store.read() as session:
-                app = session.get_app_by_id(record.app_id)
-                slug = record.rate_limit_scheme_slug or (
-                    app.rate_limit_scheme_slug if app else None
-                )
-                scheme = session.get_scheme(slug) if slug else None
+                app, rules = key_rules(session, record)
             if app is not None:
-                rules = list(scheme.rules) if scheme else []
                 entry = compile_entry(record, app, rules, self._algorithm)
         with self._lock:
             if generation == self._generation:  # nothing was evicted while we read
@@ -245,7 +253,7 @@ class CachedKeyStore:
         what is cached stays in use.
         """
         with self._sync_lock:
-            if self._sync_interval is not None and self._timer() < self._next_sync:
+            if self._sync_interval is not None and not self._sync_due():
                 return  # another thread synced while this one waited
             try:
                 self._read_events()
