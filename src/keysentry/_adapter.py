@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keysentry.core.patterns import EndpointPattern, matches, parse_endpoint, pattern_problem
 from keysentry.core.pipeline import Policy
@@ -12,6 +12,7 @@ from keysentry.errors import ConfigurationError
 __all__ = ["AdapterConfig"]
 
 _NO_REQUIREMENTS = Policy()
+_POLICY_CACHE_SIZE = 4096
 
 
 def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
@@ -44,6 +45,11 @@ class AdapterConfig:
     rules: tuple[tuple[EndpointPattern, tuple[str, ...]], ...]
     api_key_header: str | None
     allow_preflight: bool
+    # (method, path) -> Policy for recently seen requests: matching every rule costs
+    # microseconds, a dict hit a tenth of one. Bounded; cleared when full.
+    _policies: dict[tuple[str, str], Policy] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(
@@ -77,14 +83,24 @@ class AdapterConfig:
     def unguarded(self, path: str, preflight: bool) -> bool:
         """Whether the request passes without a key: an excluded path, or a CORS preflight
         when those are allowed."""
-        return (preflight and self.allow_preflight) or any(
-            matches(pattern, path) for pattern in self.exclude
-        )
+        if preflight and self.allow_preflight:
+            return True
+        exclude = self.exclude
+        return bool(exclude) and any(matches(pattern, path) for pattern in exclude)
 
     def policy(self, method: str, path: str) -> Policy:
         """What a request to *method* *path* must satisfy."""
-        required = self.required(method, path)
-        return Policy(required) if required else _NO_REQUIREMENTS
+        if not self.rules:
+            return _NO_REQUIREMENTS
+        policies = self._policies
+        policy = policies.get((method, path))
+        if policy is None:
+            required = self.required(method, path)
+            policy = Policy(required) if required else _NO_REQUIREMENTS
+            if len(policies) >= _POLICY_CACHE_SIZE:
+                policies.clear()  # a dict's operations are atomic: safe from any thread
+            policies[method, path] = policy
+        return policy
 
     def required(self, method: str, path: str) -> tuple[str, ...]:
         """The permissions a request to *method* *path* needs."""

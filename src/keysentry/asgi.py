@@ -22,6 +22,7 @@ from starlette.authentication import AuthCredentials, BaseUser
 
 from keysentry._adapter import AdapterConfig
 from keysentry.core.decision import Decision, Identity, Reason
+from keysentry.core.patterns import Grants
 from keysentry.core.pipeline import RequestFacts
 from keysentry.service import KeySentry
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
@@ -110,23 +111,23 @@ class KeySentryMiddleware:
             await self.app(scope, receive, send)
             return
         facts, preflight = scope_facts(scope, self._api_key_header)
-        if self.config.unguarded(facts.path, preflight):
+        config = self.config
+        if (preflight or config.exclude) and config.unguarded(facts.path, preflight):
             await self.app(scope, receive, send)
             return
-        method, path = facts.method, facts.path
         try:
-            decision = await self.sentry.averify_request(facts, self.config.policy(method, path))
+            policy = config.policy(facts.method, facts.path)
+            decision = await self.sentry.averify_request(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door: refuse, log
             logger.exception("keysentry: verification failed unexpectedly; answering 503")
             decision = Decision.deny(Reason.UNAVAILABLE)
-        identity = decision.identity
-        if decision.allowed and identity is not None:  # allow() always sets the identity
-            attach(scope, identity)
+        if decision.allowed:
+            attach(scope, decision.identity)  # type: ignore[arg-type]  # always set if allowed
             if decision.headers and kind == "http":
                 send = _with_headers(send, _raw_headers(decision))
             await self.app(scope, receive, send)
         elif kind == "http":
-            await _refuse_http(decision, method, send)
+            await _refuse_http(decision, facts.method, send)
         else:
             await _refuse_websocket(decision, scope, send)
 
@@ -135,52 +136,66 @@ def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[Requ
     """Gather what verification needs from an HTTP or WebSocket scope, in one pass over the
     headers. Returns the facts and whether the request is a CORS preflight."""
     path: str = scope["path"]
-    root = scope.get("root_path", "")
+    root = scope.get("root_path")
     if root and path.startswith(root):  # the path as the router sees it
         path = path[len(root) :] or "/"
     method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
-    authorization: list[str] = []
-    api_key: list[str] = []
+    authorization: tuple[str, ...] = ()
+    api_key: tuple[str, ...] = ()
     preflight_headers = 0
     for name, value in scope["headers"]:
         if name == b"authorization":
-            authorization.append(value.decode("latin-1"))
+            authorization += (value.decode("latin-1"),)
         elif name == api_key_header:
-            api_key.append(value.decode("latin-1"))
+            api_key += (value.decode("latin-1"),)
         elif name == b"origin" or name == b"access-control-request-method":
             preflight_headers += 1
     client = scope.get("client")
-    facts = RequestFacts(
-        method=method,
-        path=path,
-        authorization=tuple(authorization),
-        api_key=tuple(api_key),
-        client_ip=client[0] if client else None,
-    )
-    return facts, method == "OPTIONS" and preflight_headers >= 2
+    facts = RequestFacts(method, path, authorization, api_key, client[0] if client else None)
+    return facts, preflight_headers >= 2 and method == "OPTIONS"
 
 
-# Starlette's auth objects for each identity, built once: an Identity is immutable and is
-# replaced (not changed) when its key changes, so "is" tells a stale pair apart.
-_attached: dict[str, tuple[Identity, AuthCredentials, ApiKeyUser]] = {}
+# Starlette's auth objects for each key, built once. They are keyed by the identity's
+# compiled grants, which every per-request copy of one cached identity shares and which a
+# changed key replaces, so "is" tells a stale pair apart.
+_attached: dict[str, tuple[Grants, AuthCredentials]] = {}
 _ATTACHED_MAX = 10_000
 
 
 def attach(scope: Scope, identity: Identity) -> None:
     """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
     cached = _attached.get(identity.key_id)
-    if cached is None or cached[0] is not identity:
+    if cached is None or cached[0] is not identity.grants:
         if len(_attached) >= _ATTACHED_MAX:
             _attached.clear()
-        cached = (identity, _credentials(identity), ApiKeyUser(identity))
+        cached = (identity.grants, _credentials(identity))
         _attached[identity.key_id] = cached
-    scope.setdefault("state", {})["api_key"] = identity
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = {"api_key": identity}
+    else:
+        state["api_key"] = identity
     scope["auth"] = cached[1]
-    scope["user"] = cached[2]
+    scope["user"] = ApiKeyUser(identity)
+
+
+# Header names keysentry sends, encoded once.
+_NAMES = {
+    name: name.encode()
+    for name in (
+        "ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining",
+        "x-ratelimit-reset", "retry-after", "content-type", "www-authenticate",
+    )
+}  # fmt: skip
 
 
 def _raw_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in decision.headers]
+    names = _NAMES
+    raw = []
+    for name, value in decision.headers:
+        encoded = names.get(name)
+        raw.append((encoded or name.encode("latin-1"), value.encode("latin-1")))
+    return raw
 
 
 def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

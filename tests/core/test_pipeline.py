@@ -1,4 +1,4 @@
-"""The pipeline driven by hand: next() and send(), no event loop, no store (STYLE.md 20)."""
+"""The pipeline driven by hand, step by step: no event loop, no store, no limiter (STYLE.md 20)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import generate_key
 from keysentry.core.pipeline import (
     UNAVAILABLE,
+    Hit,
     LookupKey,
     Policy,
     RequestFacts,
+    after_hit,
+    after_lookup,
+    begin,
     path_problem,
     select_candidate,
-    verify,
 )
+from keysentry.core.ratelimit import compile_limits, evaluate
+from keysentry.models import RateLimitRule
 
 NOW = 1_700_000_000.0
 KEY = generate_key("sk_live")
@@ -34,29 +39,22 @@ def request(path: str = "/users/1", credential: str | None = None) -> RequestFac
     return RequestFacts(method="GET", path=path, authorization=auth)
 
 
-def finish(flow: object, answer: object) -> Decision:
-    try:
-        flow.send(answer)  # type: ignore[attr-defined]
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    raise AssertionError("the flow asked for more than one lookup")
-
-
 ANY = Policy()
 
 
 def run(facts: RequestFacts, entry: object, policy: Policy = ANY) -> Decision:
-    flow = verify(facts, policy, NOW)
-    effect = next(flow)
-    assert effect == LookupKey(KEY, KEY.digest)
-    return finish(flow, entry)
+    lookup = begin(facts)
+    assert lookup == LookupKey(KEY.prefix, KEY.secret, KEY.digest)
+    assert KEY.secret not in repr(lookup)  # the secret stays out of logs
+    decision = after_lookup(lookup, entry, facts, policy, NOW)  # type: ignore[arg-type]
+    assert isinstance(decision, Decision), "no rules: no rate-limit hit asked for"
+    return decision
 
 
 def decided_without_lookup(facts: RequestFacts) -> Decision:
-    flow = verify(facts, Policy(), NOW)
-    with pytest.raises(StopIteration) as stop:
-        next(flow)
-    return stop.value.value  # type: ignore[no-any-return]
+    decision = begin(facts)
+    assert isinstance(decision, Decision)
+    return decision
 
 
 def test_valid_key_is_allowed_with_its_identity() -> None:
@@ -153,3 +151,47 @@ def test_select_candidate_compares_all_and_finds_current_or_previous() -> None:
 )  # fmt: skip
 def test_path_problem(path: str, bad: bool) -> None:
     assert path_problem(path) is bad
+
+
+def limited_entry(*rules: dict[str, object]) -> KeyEntry:
+    limits = compile_limits([RateLimitRule.model_validate(r) for r in rules])
+    return KeyEntry(digest=KEY.digest, identity=IDENTITY, limits=limits)
+
+
+def test_rules_ask_for_one_hit_with_every_matching_counter() -> None:
+    entry = limited_entry(
+        {"unit": "minute", "max_requests": 10},
+        {"unit": "second", "max_requests": 2, "endpoints": ["GET /users/*"]},
+        {"unit": "second", "max_requests": 2, "endpoints": ["POST /users/*"]},
+    )
+    facts = request(credential=KEY.secret)
+    hit = after_lookup(begin(facts), entry, facts, ANY, NOW)  # type: ignore[arg-type]
+    assert isinstance(hit, Hit)
+    assert [limit.max_requests for limit, _ in hit.checks] == [10, 2]
+    assert hit.now_ms == int(NOW * 1000)
+    assert len({counter for _, counter in hit.checks}) == 2
+
+
+def test_a_key_whose_rules_match_nothing_here_asks_for_no_hit() -> None:
+    entry = limited_entry({"unit": "second", "max_requests": 1, "endpoints": ["/orders/*"]})
+    facts = request(credential=KEY.secret)
+    assert after_lookup(begin(facts), entry, facts, ANY, NOW) == Decision.allow(IDENTITY)  # type: ignore[arg-type]
+
+
+def test_the_limiter_answer_becomes_the_verdict() -> None:
+    entry = limited_entry({"unit": "second", "max_requests": 1})
+    facts = request(credential=KEY.secret)
+    hit = after_lookup(begin(facts), entry, facts, ANY, NOW)  # type: ignore[arg-type]
+    assert isinstance(hit, Hit)
+    ((limit, _),) = hit.checks
+    admitted = evaluate(limit, (0, 0), hit.now_ms)
+    refused = evaluate(limit, (1, 0), hit.now_ms)
+    ok = after_hit(hit, (True, (admitted,)))
+    assert ok.allowed
+    assert ok.identity is not None
+    assert ok.identity.rate_limits == (admitted,)
+    assert dict(ok.headers)["x-ratelimit-remaining"] == "0"
+    no = after_hit(hit, (False, (refused,)))
+    assert (no.status, no.reason) == (429, Reason.RATE_LIMITED)
+    assert dict(no.headers)["retry-after"] == "2"  # sliding: the old count weighs until then
+    assert after_hit(hit, UNAVAILABLE).reason is Reason.UNAVAILABLE

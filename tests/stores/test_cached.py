@@ -73,7 +73,7 @@ def test_same_process_changes_refuse_the_very_next_request_1000_times(
 def test_a_load_in_flight_during_a_revoke_does_not_refill_the_cache(ks: KeySentry) -> None:
     issued = issue_key(ks)
     parsed = parse_key(issued.secret)
-    effect = LookupKey(parsed, parsed.digest)
+    effect = LookupKey(parsed.prefix, parsed.secret, parsed.digest)
     entered, release = threading.Event(), threading.Event()
     real_find = ks.store.find_keys
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from keysentry.core.patterns import Grants
+from keysentry.core.ratelimit import Limit, static_checks
 
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 
@@ -95,7 +95,7 @@ _HEADERS[Reason.MISSING_KEY] = (_JSON, ("www-authenticate", "Bearer"))
 _HEADERS[Reason.INVALID_KEY] = (_JSON, ("www-authenticate", 'Bearer error="invalid_token"'))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Identity:
     """Who an allowed request is: handed to the handler by every adapter.
 
@@ -114,41 +114,41 @@ class Identity:
     workspace_id: str | None = None
     expires_at: float | None = None
     rate_limits: tuple[Any, ...] = ()
-    """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``)."""
-    # Compiled once per key when the cache entry is built; init fields so that
-    # dataclasses.replace() (once per rate-limited request) copies them instead of recompiling.
-    _permissions: Grants | None = field(default=None, repr=False, compare=False)
-    _resources: Grants | None = field(default=None, repr=False, compare=False)
+    """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``):
+    ``limit``, ``allowed``, ``remaining``, ``reset_ms``."""
+    # Compiled once per key when the cache entry is built, shared by the per-request copies.
+    _permissions: Grants = field(init=False, repr=False, compare=False)
+    _resources: Grants = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self._permissions is None:
-            object.__setattr__(self, "_permissions", Grants(self.permissions))
-        if self._resources is None:
-            object.__setattr__(self, "_resources", Grants(self.resources))
+        object.__setattr__(self, "_permissions", Grants(self.permissions))
+        object.__setattr__(self, "_resources", Grants(self.resources))
 
     def with_rate_limits(self, rate_limits: tuple[Any, ...]) -> Identity:
         """A copy carrying this request's rate-limit outcomes.
 
-        Copies the slots directly: ``dataclasses.replace`` would run ``__init__`` and cost
+        Copies the instance dict: ``dataclasses.replace`` would run ``__init__`` and cost
         several microseconds on every rate-limited request (benchmarks/asgi.py).
         """
         clone = object.__new__(Identity)
-        for name, value in zip(_IDENTITY_SLOTS, _get_identity_slots(self), strict=True):
-            object.__setattr__(clone, name, value)
-        object.__setattr__(clone, "rate_limits", rate_limits)
+        state = clone.__dict__
+        state.update(self.__dict__)
+        state["rate_limits"] = rate_limits
         return clone
+
+    @property
+    def grants(self) -> Grants:
+        """The compiled permission patterns (the same object for every copy of this
+        identity, so adapters can cache what they derive from it)."""
+        return self._permissions
 
     def has_permission(self, permission: str) -> bool:
         """Whether one of this key's patterns grants *permission*."""
-        return self._permissions.allows(permission)  # type: ignore[union-attr]
+        return self._permissions.allows(permission)
 
     def has_resource(self, resource: str) -> bool:
         """Whether one of the app's resource patterns grants *resource*."""
-        return self._resources.allows(resource)  # type: ignore[union-attr]
-
-
-_IDENTITY_SLOTS = tuple(f.name for f in fields(Identity))
-_get_identity_slots = attrgetter(*_IDENTITY_SLOTS)
+        return self._resources.allows(resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,17 +167,29 @@ class KeyEntry:
     expires_at: float | None = None
     previous_digest: str | None = None
     previous_until: float | None = None
-    limits: tuple[Any, ...] = field(default=())
-    """Compiled rate-limit rules (``core.ratelimit.Limit``), highest priority first."""
+    limits: tuple[Limit, ...] = field(default=())
+    """Compiled rate-limit rules, highest priority first."""
     allowed: Decision = field(init=False, repr=False, compare=False)
+    checks: tuple[tuple[Limit, str], ...] | None = field(init=False, repr=False, compare=False)
+    """The counters every request with this key counts against, when that does not depend
+    on the request (no rule per endpoint or per IP); else ``None``."""
+    usable: bool = field(init=False, repr=False, compare=False)
+    """Not revoked, active, and its app active (expiry is checked per request)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "allowed", Decision.allow(self.identity))
+        identity = self.identity
+        usable = not self.revoked and self.active and self.app_active
+        object.__setattr__(self, "usable", usable)
+        object.__setattr__(self, "allowed", Decision.allow(identity))
+        checks = static_checks(self.limits, identity.key_id, identity.app_slug)
+        object.__setattr__(self, "checks", checks)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The verdict on one request.
+
+    A NamedTuple: one is built for every rate-limited request, and a frozen dataclass costs
+    three times as much to build.
 
     Attributes:
         allowed: whether the request may reach the handler.
@@ -204,28 +216,19 @@ class Decision:
         return cls(True, Reason.OK, identity)
 
     @classmethod
-    def rated(
-        cls, identity: Identity, allowed: bool, outcomes: tuple[Any, ...],
-        headers: tuple[tuple[str, str], ...],
-    ) -> Decision:  # fmt: skip
-        """The verdict once rate limits were checked: allowed with the rate-limit headers,
-        or 429 with them and ``Retry-After``."""
-        identity = identity.with_rate_limits(outcomes)
-        if allowed:
-            return cls(True, Reason.OK, identity, headers)
-        reason = Reason.RATE_LIMITED
-        return cls(False, reason, identity, _HEADERS[reason] + headers, _BODIES[reason])
-
-    @classmethod
     def deny(
-        cls, reason: Reason, identity: Identity | None = None, detail: str | None = None
+        cls,
+        reason: Reason,
+        identity: Identity | None = None,
+        detail: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> Decision:
         """A refused request; *detail* is appended to the message (only after the secret
-        verified, so it tells a probe nothing)."""
-        if identity is None and detail is None:
+        verified, so it tells a probe nothing); *headers* are sent too (``Retry-After``)."""
+        if identity is None and detail is None and not headers:
             return _DENIALS[reason]  # built once per reason: every such 401 is one object
         body = _BODIES[reason] if detail is None else error_body(reason, detail)
-        return cls(False, reason, identity, _HEADERS[reason], body)
+        return cls(False, reason, identity, _HEADERS[reason] + headers, body)
 
 
 _DENIALS: dict[Reason, Decision] = {

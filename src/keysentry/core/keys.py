@@ -12,7 +12,6 @@ PBKDF2/Argon2 for this reason); hashes are compared with :func:`hmac.compare_dig
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -33,6 +32,7 @@ __all__ = [
     "SUFFIX_LENGTH",
     "ParsedKey",
     "base62",
+    "check_key",
     "checksum",
     "generate_key",
     "hash_key",
@@ -54,10 +54,18 @@ MAX_KEY_LENGTH = 32 + 1 + BODY_LENGTH
 _PREFIX_RE = re.compile(PREFIX_PATTERN, re.ASCII)
 
 
-@functools.lru_cache(maxsize=512)
+_PREFIXES_SEEN: dict[str, bool] = {}
+
+
 def _prefix_ok(prefix: str) -> bool:
-    # A service sees a handful of prefixes; remembering the verdict saves a regex per request.
-    return _PREFIX_RE.fullmatch(prefix) is not None
+    # A service sees a handful of prefixes; remembering the verdict saves a regex per request
+    # (a dict, not functools.lru_cache, whose call costs as much as the regex). Bounded.
+    ok = _PREFIXES_SEEN.get(prefix)
+    if ok is None:
+        ok = _PREFIX_RE.fullmatch(prefix) is not None
+        if len(_PREFIXES_SEEN) < 512:
+            _PREFIXES_SEEN[prefix] = ok
+    return ok
 
 
 TokenFactory = Callable[[int], str]
@@ -132,6 +140,34 @@ def generate_key(prefix: str, *, token_factory: TokenFactory = random_token) -> 
     return parse_key(key)
 
 
+def _check(text: str) -> tuple[str | None, str]:
+    """``(prefix, "")`` for a good key, else ``(None, what is wrong)``. Linear in
+    ``min(len(text), MAX_KEY_LENGTH)``."""
+    if len(text) > MAX_KEY_LENGTH:
+        return None, "API key is too long"
+    # The body never holds "_", so the prefix is everything before the last one. isascii()
+    # and isalnum() together admit exactly [0-9A-Za-z], in C, without a regex.
+    prefix, sep, body = text.rpartition("_")
+    if (
+        not sep
+        or len(body) != BODY_LENGTH
+        or not body.isascii()
+        or not body.isalnum()
+        or not _prefix_ok(prefix)
+    ):
+        return None, "API key is malformed"
+    # The checksum is a public function of the key's text, not a secret: plain == is fine.
+    if body[RANDOM_LENGTH:] != checksum(text[:-CHECKSUM_LENGTH]):
+        return None, "API key checksum does not match"
+    return prefix, ""
+
+
+def check_key(text: str) -> str | None:
+    """:func:`parse_key` for the hot path: the key's prefix, or ``None`` for a bad key (no
+    exception, whose raising and catching costs more than the check; no object built)."""
+    return _check(text)[0]
+
+
 def parse_key(text: object) -> ParsedKey:
     """Check that *text* is a well-formed key and split it.
 
@@ -143,22 +179,9 @@ def parse_key(text: object) -> ParsedKey:
     """
     if not isinstance(text, str):
         raise KeyFormatError("an API key must be a string")
-    if len(text) > MAX_KEY_LENGTH:
-        raise KeyFormatError("API key is too long")
-    # The body never holds "_", so the prefix is everything before the last one. isascii()
-    # and isalnum() together admit exactly [0-9A-Za-z], in C, without a regex.
-    prefix, sep, body = text.rpartition("_")
-    if (
-        not sep
-        or len(body) != BODY_LENGTH
-        or not body.isascii()
-        or not body.isalnum()
-        or not _prefix_ok(prefix)
-    ):
-        raise KeyFormatError("API key is malformed")
-    # The checksum is a public function of the key's text, not a secret: plain == is fine.
-    if body[RANDOM_LENGTH:] != checksum(text[:-CHECKSUM_LENGTH]):
-        raise KeyFormatError("API key checksum does not match")
+    prefix, problem = _check(text)
+    if prefix is None:
+        raise KeyFormatError(problem)
     return ParsedKey(prefix, text)
 
 

@@ -111,11 +111,10 @@ class Grants:
 
     def allows(self, text: str) -> bool:
         """Whether one of the patterns matches *text*."""
-        return (
-            text in self._exact
-            or text.startswith(self._prefixes)
-            or any(matches(p, text) for p in self._general)
-        )
+        if text in self._exact or text.startswith(self._prefixes):
+            return True
+        general = self._general
+        return bool(general) and any(matches(p, text) for p in general)
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -170,9 +169,12 @@ class EndpointPattern:
     path: str
     text: str
     _path: Grants = field(init=False, repr=False, compare=False)
+    universal: bool = field(init=False, repr=False, compare=False)
+    """Whether every request matches (``"*"``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_path", Grants([self.path]))
+        object.__setattr__(self, "universal", self.method is None and self.path == "*")
 
     def matches(self, method: str, path: str) -> bool:
         """Return whether a request with *method* and *path* falls under this pattern."""

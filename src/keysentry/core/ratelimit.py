@@ -35,6 +35,7 @@ __all__ = [
     "decide_limits",
     "plan_checks",
     "rate_headers",
+    "static_checks",
     "window",
 ]
 
@@ -67,10 +68,12 @@ class Limit:
     # header pieces, built once per rule rather than on every request
     policy_item: str = field(init=False, repr=False, compare=False)
     header_name: str = field(init=False, repr=False, compare=False)
+    limit_text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = _sf_string(self.name)
         object.__setattr__(self, "header_name", name)
+        object.__setattr__(self, "limit_text", str(self.max_requests))
         item = f"{name};q={self.max_requests};w={_seconds(self.window_ms)}"
         object.__setattr__(self, "policy_item", item)
 
@@ -146,51 +149,62 @@ class Outcome(NamedTuple):
     retry_ms: int = 0
 
 
-def _weighted(limit: Limit, counter: Counter, elapsed: int, length: int) -> int:
-    """The previous window's weight, times ``length`` (exact integer arithmetic)."""
-    return counter.previous * (length - elapsed) if limit.sliding else 0
-
-
-def _retry_ms(limit: Limit, counter: Counter, elapsed: int, length: int) -> int:
+def _retry_ms(limit: Limit, current: int, previous: int, elapsed: int, length: int) -> int:
     """Least wait after which one more request is admitted, if nothing else is."""
     cap = limit.max_requests * length
-    need = (counter.current + 1) * length
-    if limit.sliding and counter.previous and need <= cap:
+    need = (current + 1) * length
+    if limit.sliding and previous and need <= cap:
         # still in this window: prev * (length - elapsed - wait) <= cap - need
-        wait = (length - elapsed) - (cap - need) // counter.previous
+        wait = (length - elapsed) - (cap - need) // previous
         if 0 <= wait < length - elapsed:
             return max(wait, 1)
     to_next = length - elapsed
-    if not limit.sliding or counter.current < limit.max_requests:
+    if not limit.sliding or current < limit.max_requests:
         return to_next
     # in the next window the old count weighs (length - t) / length:
     # length + current * (length - t) <= cap  <=>  t >= length - (cap - length) / current
-    after = length - (cap - length) // counter.current
+    after = length - (cap - length) // current
     return to_next + max(after, 0)
 
 
-def evaluate(limit: Limit, counter: Counter, now_ms: int, counted: bool | None = None) -> Outcome:
-    """Would *limit* admit one more request now, given *counter*?
+def evaluate(
+    limit: Limit, counter: tuple[int, int], now_ms: int, counted: bool | None = None
+) -> Outcome:
+    """Would *limit* admit one more request now, given *counter* (a :class:`Counter` or a
+    ``(current, previous)`` pair)?
 
     ``remaining`` assumes the request is counted if *counted* (default: if this rule admits
     it); a request refused by another rule is not counted here either.
     """
-    start, length = window(limit, now_ms)
-    elapsed = now_ms - start
-    used = counter.current * length + _weighted(limit, counter, elapsed, length)
+    current, previous = counter
+    if limit.calendar is None:
+        length = limit.window_ms
+        elapsed = now_ms % length
+    else:
+        start, length = window(limit, now_ms)
+        elapsed = now_ms - start
+    used = current * length
+    if limit.sliding and previous:
+        used += previous * (length - elapsed)
     cap = limit.max_requests * length
     allowed = used + length <= cap
-    after = used + length if (allowed if counted is None else counted) else used
-    remaining = max(0, (cap - after) // length)
-    retry = 0 if allowed else _retry_ms(limit, counter, elapsed, length)
-    return Outcome(limit, allowed, remaining, length - elapsed, retry)
+    if allowed if counted is None else counted:
+        used += length
+    remaining = (cap - used) // length if used < cap else 0
+    if allowed:
+        return Outcome(limit, True, remaining, length - elapsed)
+    retry = _retry_ms(limit, current, previous, elapsed, length)
+    return Outcome(limit, False, remaining, length - elapsed, retry)
 
 
 def decide_limits(
-    limits: Sequence[Limit], counters: Sequence[Counter], now_ms: int
+    limits: Sequence[Limit], counters: Sequence[tuple[int, int]], now_ms: int
 ) -> tuple[bool, tuple[Outcome, ...]]:
     """Evaluate every matching rule; the request is admitted only if all admit it, and then
     counts against all of them (else against none: ``remaining`` says so too)."""
+    if len(limits) == 1:  # the common case, without the generator machinery
+        outcome = evaluate(limits[0], counters[0], now_ms)
+        return outcome.allowed, (outcome,)
     outcomes = tuple(evaluate(lim, c, now_ms) for lim, c in zip(limits, counters, strict=True))
     if all(o.allowed for o in outcomes):
         return True, outcomes
@@ -227,6 +241,23 @@ def plan_checks(
     return tuple(checks)
 
 
+def static_checks(
+    limits: Sequence[Limit], key_id: str, app_slug: str
+) -> tuple[tuple[Limit, str], ...] | None:
+    """The checks of :func:`plan_checks` when they are the same for every request with this
+    key (every rule counts every request, none per IP), computed once per cached key; else
+    ``None``."""
+    checks = []
+    for limit in limits:
+        if not limit.endpoints:
+            continue  # counts nothing
+        first = limit.endpoints[0]
+        if not first.universal or limit.mode.endswith("_ip"):
+            return None
+        checks.append((limit, counter_key(limit, first, key_id, app_slug, None)))
+    return tuple(checks)
+
+
 def _sf_string(text: str) -> str:
     if not text.isascii() or not text.isprintable():
         text = text.encode("ascii", "backslashreplace").decode().replace("\\", "/")
@@ -243,21 +274,27 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
     whole seconds, at least 1, never before a lone retry would be admitted."""
     if not outcomes:
         return ()
-    policy = ", ".join(o.limit.policy_item for o in outcomes)
-    current = ", ".join(
-        f"{o.limit.header_name};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
-    )
     tightest = outcomes[0]
-    if len(outcomes) > 1:
+    if len(outcomes) == 1:
+        limit = tightest.limit
+        reset = _seconds(tightest.reset_ms)
+        policy = limit.policy_item
+        current = f"{limit.header_name};r={tightest.remaining};t={reset}"
+    else:
+        policy = ", ".join(o.limit.policy_item for o in outcomes)
+        current = ", ".join(
+            f"{o.limit.header_name};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
+        )
         tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
-    headers = [
+        reset = _seconds(tightest.reset_ms)
+    headers = (
         ("ratelimit-policy", policy),
         ("ratelimit", current),
-        ("x-ratelimit-limit", str(tightest.limit.max_requests)),
+        ("x-ratelimit-limit", tightest.limit.limit_text),
         ("x-ratelimit-remaining", str(tightest.remaining)),
-        ("x-ratelimit-reset", str(_seconds(tightest.reset_ms))),
-    ]
-    if refused:
-        wait = max(o.retry_ms for o in outcomes if not o.allowed)
-        headers.append(("retry-after", str(_seconds(wait))))
-    return tuple(headers)
+        ("x-ratelimit-reset", str(reset)),
+    )
+    if not refused:
+        return headers
+    wait = max(o.retry_ms for o in outcomes if not o.allowed)
+    return (*headers, ("retry-after", str(_seconds(wait))))

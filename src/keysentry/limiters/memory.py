@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from keysentry.core.ratelimit import Counter, Limit, Outcome, decide_limits, window
+from keysentry.core.ratelimit import Limit, Outcome, decide_limits, evaluate, window
 
 __all__ = ["MemoryLimiter"]
 
@@ -30,32 +30,69 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._max = max_counters
 
-    def _state(self, limit: Limit, key: str, now_ms: int) -> tuple[int, int, Counter]:
-        start, length = window(limit, now_ms)
-        stored = self._counters.get(key)
-        if stored is None:
-            return start, length, Counter()
-        if stored[0] == start:
-            return start, length, Counter(stored[2], stored[3])
-        if stored[0] + stored[1] == start:  # the stored window is the one just before
-            return start, length, Counter(0, stored[2])
-        return start, length, Counter()
-
     def hit(
         self, checks: Sequence[tuple[Limit, str]], now_ms: int
     ) -> tuple[bool, tuple[Outcome, ...]]:
         """Check and count one request against every ``(limit, key)``; see the port."""
+        counters = self._counters
+        if len(checks) == 1:
+            return self._hit_one(checks[0][0], checks[0][1], now_ms)
+        limits = []
+        counts = []
+        slots = []  # (key, window start, window length) to write if admitted
         with self._lock:
-            states = [self._state(limit, key, now_ms) for limit, key in checks]
-            allowed, outcomes = decide_limits(
-                [limit for limit, _ in checks], [state[2] for state in states], now_ms
-            )
+            for limit, key in checks:
+                if limit.calendar is None:
+                    length = limit.window_ms
+                    start = now_ms - now_ms % length
+                else:
+                    start, length = window(limit, now_ms)
+                stored = counters.get(key)
+                if stored is None:
+                    counts.append((0, 0))
+                elif stored[0] == start:
+                    counts.append((stored[2], stored[3]))
+                elif stored[0] + stored[1] == start:  # the stored window is the one before
+                    counts.append((0, stored[2]))
+                else:
+                    counts.append((0, 0))
+                limits.append(limit)
+                slots.append((key, start, length))
+            allowed, outcomes = decide_limits(limits, counts, now_ms)
             if allowed:
-                for (_, key), (start, length, counter) in zip(checks, states, strict=True):
-                    self._counters[key] = [start, length, counter.current + 1, counter.previous]
-                if len(self._counters) > self._max:
+                for (key, start, length), (current, previous) in zip(slots, counts, strict=True):
+                    counters[key] = [start, length, current + 1, previous]
+                if len(counters) > self._max:
                     self._shrink(now_ms)
             return allowed, outcomes
+
+    def _hit_one(self, limit: Limit, key: str, now_ms: int) -> tuple[bool, tuple[Outcome, ...]]:
+        # hit() for the common single rule, without the lists
+        if limit.calendar is None:
+            length = limit.window_ms
+            start = now_ms - now_ms % length
+        else:
+            start, length = window(limit, now_ms)
+        counters = self._counters
+        with self._lock:
+            stored = counters.get(key)
+            if stored is None:
+                current = previous = 0
+            elif stored[0] == start:
+                current, previous = stored[2], stored[3]
+            elif stored[0] + stored[1] == start:  # the stored window is the one before
+                current, previous = 0, stored[2]
+            else:
+                current = previous = 0
+            outcome = evaluate(limit, (current, previous), now_ms)
+            if outcome.allowed:
+                if stored is not None and stored[0] == start:
+                    stored[2] = current + 1
+                else:
+                    counters[key] = [start, length, current + 1, previous]
+                    if len(counters) > self._max:
+                        self._shrink(now_ms)
+            return outcome.allowed, (outcome,)
 
     def _shrink(self, now_ms: int) -> None:
         stale = [k for k, (start, length, *_) in self._counters.items()

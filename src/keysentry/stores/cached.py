@@ -158,9 +158,16 @@ class CachedKeyStore:
 
         Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs.
         """
-        if self._sync_due():
-            return MISS
-        return self._cached(digest)
+        if self._sync_interval is not None and self._timer() >= self._next_sync:
+            return MISS  # the event log is due to be read
+        with self._lock:
+            try:
+                return self._positive[digest]  # not .get(): 3x slower on a TTLCache
+            except KeyError:
+                pass
+            if digest in self._negative:
+                return None
+        return MISS
 
     def _sync_due(self) -> bool:
         return self._sync_interval is not None and self._timer() >= self._next_sync
@@ -187,7 +194,7 @@ class CachedKeyStore:
             if not isinstance(cached, _Miss):
                 return cached
         generation = self._generation
-        candidates = self.store.find_keys(effect.key.prefix, effect.key.suffix)
+        candidates = self.store.find_keys(effect.prefix, effect.suffix)
         index = select_candidate(
             effect.digest, [(c.key_hash, c.previous_key_hash) for c in candidates]
         )
