@@ -51,6 +51,52 @@ def require_postgres() -> None:
         pytest.skip(problem)
 
 
+REDIS_URL = os.environ.get("KEYSENTRY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _redis_problem() -> str | None:
+    try:
+        import redis
+    except ImportError:
+        return "redis is not installed (pip install -e '.[dev]')"
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        return f"Redis unreachable at {REDIS_URL}: {exc}"
+    return None
+
+
+_redis_problem_seen: list[str | None] = []
+
+
+def require_redis() -> None:
+    """Skip (or, under KEYSENTRY_REQUIRE_SERVICES=1, fail) when Redis is unreachable."""
+    if not _redis_problem_seen:
+        _redis_problem_seen.append(_redis_problem())
+    problem = _redis_problem_seen[0]
+    if problem is not None:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"KEYSENTRY_REQUIRE_SERVICES=1 but {problem}")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A counter-name prefix no other test uses; its keys are deleted afterwards."""
+    require_redis()
+    import redis
+
+    prefix = f"kstest:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""

@@ -1,15 +1,20 @@
-"""Rate limits through the whole stack: the management API's schemes, the middlewares."""
+"""Rate limits through the whole stack: the management API's schemes, the middlewares, and
+each limiter (in-process, and Redis on the fake clock)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import http_sfv
 import pytest
 
 from keysentry import KeySentry
+from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
+from tests.conftest import REDIS_URL
 from tests.test_adapters import Call, asgi_caller, flask_app, starlette_app, wsgi_caller
 
 
@@ -18,9 +23,22 @@ def clock() -> FakeClock:
     return FakeClock(1_700_000_040.0)  # a whole minute: 1_700_000_040 % 60 == 0
 
 
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
+    if request.param == "memory":
+        yield MemoryLimiter()
+        return
+    from keysentry.limiters.redis import RedisLimiter
+
+    prefix = request.getfixturevalue("redis_prefix")
+    redis_limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False)
+    yield redis_limiter
+    redis_limiter.close()
+
+
 @pytest.fixture
-def ks(clock: FakeClock) -> KeySentry:
-    sentry = KeySentry("memory://", clock=clock)
+def ks(clock: FakeClock, limiter: Limiter) -> KeySentry:
+    sentry = KeySentry("memory://", clock=clock, limiter=limiter)
     sentry.create_rate_limit_scheme("two-rules", "Two rules", [
         {"unit": "minute", "max_requests": 3, "mode": "per_key", "endpoints": ["GET /users/*"]},
         {"unit": "minute", "max_requests": 2, "mode": "per_key", "endpoints": ["/orders/*"]},
@@ -109,9 +127,24 @@ def test_64_asyncio_tasks_are_exact(ks: KeySentry) -> None:
 
     async def main() -> list[bool]:
         calls = [ks.averify(secret, path="/users/1") for _ in range(64)]
-        return [v.allowed for v in await asyncio.gather(*calls)]
+        allowed = [v.allowed for v in await asyncio.gather(*calls)]
+        await ks.aclose()
+        return allowed
 
     assert sum(asyncio.run(main())) == 3
+
+
+def test_64_threads_are_exact(ks: KeySentry) -> None:
+    secret = ks.create_api_key("internal-api", "k").secret
+    barrier = threading.Barrier(64)
+
+    def one() -> bool:
+        barrier.wait()
+        return ks.verify(secret, path="/users/1").allowed
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(lambda _: one(), range(64)))
+    assert sum(results) == 3
 
 
 def test_ratelimit_state_is_on_the_identity(ks: KeySentry) -> None:

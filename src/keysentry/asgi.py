@@ -107,8 +107,10 @@ class KeySentryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":  # lifespan and others pass untouched
-            await self.app(scope, receive, send)
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
+                send = self._closing_on_shutdown(send)
+            await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
         facts, preflight = scope_facts(scope, self._api_key_header)
         config = self.config
@@ -130,6 +132,18 @@ class KeySentryMiddleware:
             await _refuse_http(decision, facts.method, send)
         else:
             await _refuse_websocket(decision, scope, send)
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """Pass the app's lifespan messages on unchanged; just before the app reports that
+        it has shut down, close the limiter's connections of this event loop (Redis)."""
+        sentry = self.sentry
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await sentry.limiter.aclose()
+            await send(message)
+
+        return send_closing
 
 
 def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[RequestFacts, bool]:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysentry.core.decision import Decision
 from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
@@ -37,6 +37,9 @@ from keysentry.errors import (
     ValidationError,
 )
 from keysentry.limiters import Limiter, MemoryLimiter
+
+if TYPE_CHECKING:
+    from keysentry.limiters.redis import OnError
 from keysentry.models import (
     ApiAuthApp,
     ApiKey,
@@ -135,12 +138,17 @@ class KeySentry:
     Args:
         database_url: where keys live: ``sqlite:///./keysentry.db`` (the default),
             ``postgresql://…`` or ``memory://``. The schema is created on first use.
-        limiter_url: where rate-limit counters live: ``None`` or ``memory://`` for the
-            in-process limiter. ``redis://…`` is accepted, but the Redis limiter is not built
-            yet: counters then stay in-process (exact per process only) and a warning is
-            logged.
+        limiter_url: where rate-limit counters live: ``None`` or ``memory://`` for this
+            process (exact within it), ``redis://host:6379/0`` to share them with every
+            worker and machine that uses the same Redis (exact across all of them; needs
+            ``keysentry[redis]``).
+        on_limiter_error: when Redis cannot be reached: ``"open"`` (default: admit, logged),
+            ``"closed"`` (503 with ``Retry-After``) or ``"local"`` (count in this process).
+            Authentication never depends on the limiter.
+        limiter_timeout: seconds to wait for Redis (connect and each reply).
         rate_limit_algorithm: ``"sliding_window"`` (default) or ``"fixed_window"``.
         store: a ready :class:`~keysentry.stores.KeyStore`, instead of *database_url*.
+        limiter: a ready :class:`~keysentry.limiters.Limiter`, instead of *limiter_url*.
         clock: returns the current time as a Unix timestamp; tests inject a fake clock.
         token_factory: returns *n* random base62 characters; tests inject a fixed one.
         cache_size: how many verified keys to keep in memory.
@@ -161,7 +169,10 @@ class KeySentry:
         database_url: str | None = None,
         *,
         limiter_url: str | None = None,
+        on_limiter_error: OnError = "open",
+        limiter_timeout: float = 0.1,
         store: KeyStore | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], float] = time.time,
         token_factory: TokenFactory = random_token,
         cache_size: int = 10_000,
@@ -175,13 +186,22 @@ class KeySentry:
             raise ConfigurationError(
                 "rate_limit_algorithm must be 'sliding_window' or 'fixed_window'"
             )
+        if limiter is not None and limiter_url is not None:
+            raise ConfigurationError("pass limiter_url or limiter, not both")
         self.limiter_url = check_limiter_url(limiter_url)
-        if self.limiter_url is not None and not self.limiter_url.startswith("memory:"):
-            logger.warning(
-                "keysentry: the Redis limiter is not available yet; rate limits are counted "
-                "in this process only (exact per process, not across workers)"
+        self.limiter: Limiter
+        if limiter is not None:
+            self.limiter = limiter
+        elif self.limiter_url is None or self.limiter_url.startswith("memory:"):
+            if on_limiter_error not in ("open", "closed", "local"):
+                raise ConfigurationError("on_limiter_error must be 'open', 'closed' or 'local'")
+            self.limiter = MemoryLimiter()
+        else:
+            from keysentry.limiters.redis import RedisLimiter
+
+            self.limiter = RedisLimiter(
+                self.limiter_url, timeout=limiter_timeout, on_error=on_limiter_error
             )
-        self.limiter: Limiter = MemoryLimiter()
         self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
         self._clock = clock
         self._token_factory = token_factory
@@ -203,6 +223,12 @@ class KeySentry:
         """Release the store's connections and the limiter."""
         self.store.close()
         self.limiter.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, from an event loop: also closes the Redis limiter's asyncio
+        connections of this loop cleanly (call it at application shutdown)."""
+        await self.limiter.aclose()
+        self.close()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -708,7 +734,10 @@ class KeySentry:
         hit = after_lookup(lookup, entry, facts, policy, self._clock())  # type: ignore[arg-type]
         if type(hit) is not Hit:
             return hit  # type: ignore[return-value]
-        return after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
+        limiter = self.limiter
+        if limiter.remote:
+            return after_hit(hit, await limiter.ahit(hit.checks, hit.now_ms))
+        return after_hit(hit, limiter.hit(hit.checks, hit.now_ms))
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:

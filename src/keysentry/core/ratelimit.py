@@ -217,14 +217,18 @@ def decide_limits(
 
 def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: str,
                 client_ip: str | None) -> str:  # fmt: skip
-    """The counter a request counts against under *limit*, by the rule's mode."""
+    """The counter a request counts against under *limit*, by the rule's mode.
+
+    It starts with ``{app_slug}``: a Redis Cluster hash tag, so that every counter of one
+    request (all of one app's) lives in one slot.
+    """
     mode = limit.mode
     owner = app_slug if mode.startswith("per_app") else key_id
     if mode.endswith("_endpoint"):
         owner = f"{owner}|{endpoint.text}"
     elif mode.endswith("_ip"):
         owner = f"{owner}|{client_ip or '-'}"
-    return f"{mode}|{owner}|{limit.name}"
+    return f"{{{app_slug}}}:{mode}|{owner}|{limit.name}"
 
 
 def plan_checks(

@@ -1,4 +1,8 @@
-"""Rate limiters: where counters live. ``memory://`` (in this process) for now."""
+"""Rate limiters: where counters live. ``memory://`` (this process) or ``redis://`` (shared).
+
+:class:`~keysentry.limiters.redis.RedisLimiter` lives in ``keysentry.limiters.redis`` and is
+imported only when a Redis URL is configured (``redis`` is an optional extra).
+"""
 
 from __future__ import annotations
 

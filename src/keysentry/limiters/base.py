@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from keysentry.core.ratelimit import Limit, Outcome
+from keysentry.core.ratelimit import Limit
 
 __all__ = ["Limiter"]
 
 
 class Limiter(Protocol):
-    """Counters for rate limits. The window arithmetic lives in :mod:`keysentry.core.ratelimit`."""
+    """Counters for rate limits. The window arithmetic lives in :mod:`keysentry.core.ratelimit`.
 
-    def hit(
-        self, checks: Sequence[tuple[Limit, str]], now_ms: int
-    ) -> tuple[bool, tuple[Outcome, ...]]:
+    ``remote`` says whether :meth:`hit` does I/O: the async driver then calls :meth:`ahit`
+    instead, so that the event loop never waits on a socket.
+    """
+
+    remote: bool
+
+    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
         """Decide one request against every ``(limit, counter_key)`` pair.
 
         If every limit admits it, count it against all of them; otherwise count it against
-        none. Must be atomic with respect to concurrent calls.
+        none. Must be atomic with respect to concurrent calls, in this process and (for a
+        shared limiter) in every other. Returns ``(allowed, outcomes)``, or
+        :data:`keysentry.core.pipeline.UNAVAILABLE` when the request must be refused with a
+        503 because the limiter failed.
         """
+
+    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+        """:meth:`hit` for async callers."""
 
     def close(self) -> None:
         """Release resources."""
+
+    async def aclose(self) -> None:
+        """Release what belongs to the running event loop."""

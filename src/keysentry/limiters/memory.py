@@ -24,6 +24,8 @@ class MemoryLimiter:
         max_counters: how many counters to keep before dropping stale ones.
     """
 
+    remote = False
+
     def __init__(self, max_counters: int = 100_000) -> None:
         # key -> [window start ms, window length ms, count in that window, count before]
         self._counters: dict[str, list[int]] = {}
@@ -66,6 +68,12 @@ class MemoryLimiter:
                     self._shrink(now_ms)
             return allowed, outcomes
 
+    async def ahit(
+        self, checks: Sequence[tuple[Limit, str]], now_ms: int
+    ) -> tuple[bool, tuple[Outcome, ...]]:
+        """:meth:`hit`, for the port's async callers (no I/O, so nothing to await)."""
+        return self.hit(checks, now_ms)
+
     def _hit_one(self, limit: Limit, key: str, now_ms: int) -> tuple[bool, tuple[Outcome, ...]]:
         # hit() for the common single rule, without the lists
         if limit.calendar is None:
@@ -105,6 +113,9 @@ class MemoryLimiter:
 
     def __len__(self) -> int:
         return len(self._counters)
+
+    async def aclose(self) -> None:
+        """Nothing belongs to an event loop here."""
 
     def close(self) -> None:
         """Forget every counter."""

@@ -1,0 +1,314 @@
+"""The Redis limiter: exact limits across every worker and machine that shares one Redis.
+
+Each request's rules are decided in **one round trip**: one Lua script reads every counter,
+checks them all, and only if all admit the request counts it against all of them (TTL set in
+the same script). Time comes from Redis (``TIME``), so the machines' clocks need not agree.
+
+Each counter is one hash (``s``: window start, ``l``: window length, ``c``: count in the
+window, ``p``: count in the window before), the layout of the in-process limiter. Counter
+names carry the app slug as a Redis Cluster hash tag (``keysentry:rl:{billing}:…``): every
+counter one request touches lives in one slot, as a multi-key script requires.
+
+The script decides only *whether* to admit, with exact integer arithmetic (Lua numbers are
+doubles; :data:`_SCRIPT` multiplies in 16-bit halves so that 10^9 requests x a 31-day window
+stays exact). It returns the counts it read, and the client computes remaining quota and
+``Retry-After`` from them with :mod:`keysentry.core.ratelimit`, the code the in-process
+limiter uses: the two agree by construction, and a test checks them against one model.
+
+When Redis cannot be reached (timeouts default to 100 ms), ``on_error`` decides:
+
+* ``"open"`` (default): admit, without rate-limit headers, and log it;
+* ``"closed"``: answer 503 with ``Retry-After``;
+* ``"local"``: count in this process instead (exact per process).
+
+After a failure Redis is left alone for ``retry_after`` seconds (0.5 by default), so an
+outage costs one timeout per half second, not one per request; exact limiting resumes at
+the first request after that once Redis is back. Authentication never depends on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final, Literal
+
+from keysentry.core.pipeline import UNAVAILABLE
+from keysentry.core.ratelimit import Limit, Outcome, decide_limits
+from keysentry.errors import ConfigurationError
+from keysentry.limiters.memory import MemoryLimiter
+
+__all__ = ["KEY_PREFIX", "OnError", "RedisLimiter"]
+
+logger = logging.getLogger("keysentry")
+
+OnError = Literal["open", "closed", "local"]
+#: Prepended to every counter name.
+KEY_PREFIX: Final = "keysentry:rl:"
+
+_SCRIPT: Final = """
+-- keysentry rate limits: check every counter, then count against all of them, or none.
+-- KEYS[i]: one hash per counter (s: window start ms, l: its length, c: count, p: count before)
+-- ARGV[1]: the time in ms, or -1 to take it from Redis (the default: one clock for all)
+-- ARGV[4i-2 .. 4i+1]: window length ms, max requests, sliding (1/0), calendar month (1/0)
+-- returns {now ms, admitted 1/0, current_1, previous_1, current_2, previous_2, ...}
+
+-- a*b <= c*d, exactly, for a, c < 2^31 and b, d < 2^33 (doubles are exact below 2^53)
+local function mul_le(a, b, c, d)
+  local x1, x0 = a * math.floor(b / 65536), a * (b % 65536)
+  local y1, y0 = c * math.floor(d / 65536), c * (d % 65536)
+  x1, x0 = x1 + math.floor(x0 / 65536), x0 % 65536
+  y1, y0 = y1 + math.floor(y0 / 65536), y0 % 65536
+  if x1 ~= y1 then return x1 < y1 end
+  return x0 <= y0
+end
+
+-- start and length (ms) of the UTC calendar month holding now (days_from_civil, H. Hinnant)
+local function month(now)
+  local days = math.floor(now / 86400000)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local len = 31
+  if m == 4 or m == 6 or m == 9 or m == 11 then len = 30
+  elseif m == 2 then
+    len = ((y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0) and 29 or 28
+  end
+  return (days - day + 1) * 86400000, len * 86400000
+end
+
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local out = {now, 1}
+local starts, lengths, currents, previous = {}, {}, {}, {}
+for i = 1, #KEYS do
+  local j = 4 * (i - 1) + 1
+  local length, max = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local start
+  if ARGV[j + 4] == '1' then start, length = month(now) else start = now - now % length end
+  local state = redis.call('HMGET', KEYS[i], 's', 'l', 'c', 'p')
+  local s, l, c = tonumber(state[1]), tonumber(state[2]), tonumber(state[3]) or 0
+  local curr, prev = 0, 0
+  if s == start then
+    curr, prev = c, tonumber(state[4]) or 0
+  elseif s ~= nil and l ~= nil and s + l == start then
+    prev = c
+  end
+  local room = max - curr - 1
+  if room < 0 or (ARGV[j + 3] == '1' and prev > 0
+      and not mul_le(prev, length - (now - start), room, length)) then
+    out[2] = 0
+  end
+  starts[i], lengths[i], currents[i], previous[i] = start, length, curr, prev
+  out[2 * i + 1], out[2 * i + 2] = curr, prev
+end
+if out[2] == 1 then
+  for i = 1, #KEYS do
+    redis.call('HSET', KEYS[i], 's', starts[i], 'l', lengths[i], 'c', currents[i] + 1,
+      'p', previous[i])
+    redis.call('PEXPIRE', KEYS[i], 2 * lengths[i] + 1000)
+  end
+end
+return out
+"""
+
+_ON_ERROR = ("open", "closed", "local")
+
+
+class RedisLimiter:
+    """Rate-limit counters in Redis, shared by every process that uses the same *url*.
+
+    Args:
+        url: ``redis://host:6379/0``, ``rediss://…`` or ``unix://…``.
+        timeout: seconds to wait for a connection and for each reply.
+        on_error: ``"open"``, ``"closed"`` or ``"local"``: what to do when Redis fails.
+        retry_after: seconds to leave Redis alone after a failure.
+        key_prefix: prepended to every counter name.
+        redis_time: take the time from Redis (default). ``False`` uses the time the caller
+            passes (``KeySentry``'s clock): for tests with a fake clock.
+
+    Needs ``keysentry[redis]``. Connections are made on first use, so a limiter created
+    before a server forks its workers opens none in the parent.
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.1,
+        on_error: OnError = "open",
+        retry_after: float = 0.5,
+        key_prefix: str = KEY_PREFIX,
+        redis_time: bool = True,
+    ) -> None:
+        if on_error not in _ON_ERROR:
+            raise ConfigurationError("on_limiter_error must be 'open', 'closed' or 'local'")
+        if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+            raise ConfigurationError("limiter_timeout must be a number of seconds in (0, 60]")
+        try:
+            import redis  # noqa: F401  (an optional extra)
+        except ImportError:
+            raise ConfigurationError(
+                "limiter_url='redis://…' needs the redis extra: pip install 'keysentry[redis]'"
+            ) from None
+        self.url = url
+        self.on_error: OnError = on_error
+        self._timeout = float(timeout)
+        self._retry_after = retry_after
+        self._prefix = key_prefix
+        self._redis_time = redis_time
+        self._local = MemoryLimiter()
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._script: Any = None
+        self._async: dict[int, tuple[Any, Any, Any]] = {}  # id(loop) -> client, script, loop
+        self._down_until = 0.0
+
+    # ------------------------------------------------------------ clients
+    def _options(self) -> dict[str, Any]:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # One attempt: retrying would multiply the timeout on every request of an outage.
+        return {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+
+    def _sync_script(self) -> Any:
+        if self._script is None:
+            with self._lock:
+                if self._script is None:
+                    import redis
+
+                    self._client = redis.Redis.from_url(self.url, **self._options())
+                    self._script = self._client.register_script(_SCRIPT)
+        return self._script
+
+    def _async_script(self) -> Any:
+        # redis.asyncio connections belong to the event loop that opened them.
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(id(loop))
+        if entry is None or entry[2] is not loop:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(self.url, **self._options())
+            entry = (client, client.register_script(_SCRIPT), loop)
+            if len(self._async) > 8:  # loops come and go in tests; keep a few
+                self._async.clear()
+            self._async[id(loop)] = entry
+        return entry[1]
+
+    # --------------------------------------------------------- the check
+    def _arguments(
+        self, checks: Sequence[tuple[Limit, str]], now_ms: int
+    ) -> tuple[list[str], list[int]]:
+        keys = [self._prefix + counter for _, counter in checks]
+        args = [-1 if self._redis_time else now_ms]
+        for limit, _ in checks:
+            args += (
+                limit.window_ms,
+                limit.max_requests,
+                1 if limit.sliding else 0,
+                1 if limit.calendar == "month" else 0,
+            )
+        return keys, args
+
+    @staticmethod
+    def _outcomes(
+        checks: Sequence[tuple[Limit, str]], reply: Sequence[int]
+    ) -> tuple[bool, tuple[Outcome, ...]]:
+        now_ms = int(reply[0])
+        counts = [(int(reply[2 * i + 2]), int(reply[2 * i + 3])) for i in range(len(checks))]
+        allowed, outcomes = decide_limits([limit for limit, _ in checks], counts, now_ms)
+        if allowed != bool(int(reply[1])):  # the script is the authority; say if we disagree
+            logger.error("keysentry: the Redis limiter and core.ratelimit disagree: %r", reply)
+            allowed = not allowed
+        return allowed, outcomes
+
+    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+        """Check and count one request against every ``(limit, counter)`` in one round trip.
+
+        Returns ``(allowed, outcomes)``, or on a Redis failure what *on_error* says.
+        """
+        if time.monotonic() < self._down_until:
+            return self._fallback(checks, now_ms)
+        keys, args = self._arguments(checks, now_ms)
+        try:
+            reply = self._sync_script()(keys=keys, args=args)
+        except Exception as exc:  # redis errors, OSError, timeouts: the policy decides
+            return self._failed(exc, checks, now_ms)
+        self._recovered()
+        return self._outcomes(checks, reply)
+
+    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+        """:meth:`hit` on the running event loop, with redis-py's asyncio client."""
+        if time.monotonic() < self._down_until:
+            return self._fallback(checks, now_ms)
+        keys, args = self._arguments(checks, now_ms)
+        try:
+            reply = await self._async_script()(keys=keys, args=args)
+        except Exception as exc:
+            return self._failed(exc, checks, now_ms)
+        self._recovered()
+        return self._outcomes(checks, reply)
+
+    # ------------------------------------------------------------ failure
+    def _failed(self, exc: BaseException, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+        if self._down_until == 0.0:
+            logger.warning(
+                "keysentry: the Redis limiter failed (%s: %s); on_limiter_error=%r until it "
+                "answers again",
+                type(exc).__name__,
+                exc,
+                self.on_error,
+            )
+        self._down_until = time.monotonic() + self._retry_after
+        return self._fallback(checks, now_ms)
+
+    def _recovered(self) -> None:
+        if self._down_until:
+            self._down_until = 0.0
+            logger.warning("keysentry: the Redis limiter answers again")
+
+    def _fallback(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+        if self.on_error == "local":
+            return self._local.hit(checks, now_ms)
+        if self.on_error == "closed":
+            return UNAVAILABLE
+        return True, ()
+
+    @property
+    def available(self) -> bool:
+        """Whether the last call reached Redis (``False`` during an outage)."""
+        return self._down_until == 0.0
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running event loop."""
+        entry = self._async.pop(id(asyncio.get_running_loop()), None)
+        if entry is not None:
+            await entry[0].aclose()
+
+    def close(self) -> None:
+        """Close the sync client, and forget the asyncio ones (call :meth:`aclose` on their
+        event loops to close them cleanly)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = self._script = None
+        self._async.clear()
+        self._local.close()

@@ -1,0 +1,205 @@
+"""The Redis limiter against the real Redis: the model, exact arithmetic, calendar months,
+one round trip, and many processes and threads at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keysentry.core.ratelimit import Limit, compile_limits, evaluate, window
+from keysentry.limiters.redis import RedisLimiter
+from keysentry.models import RateLimitRule
+from tests.conftest import REDIS_URL, require_redis
+from tests.core.test_ratelimit import Reference, limit, rules_st, timeline_st
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[RedisLimiter]:
+    """One limiter (and connection pool) for the Hypothesis tests; each example uses
+    counter names of its own."""
+    require_redis()
+    limiter = RedisLimiter(REDIS_URL, redis_time=False, key_prefix="kstest:model:")
+    yield limiter
+    client = limiter._sync_script().registered_client
+    keys = list(client.scan_iter(match="kstest:model:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    limiter.close()
+
+
+@settings(max_examples=150)
+@given(rules_st, timeline_st)
+def test_redis_limiter_agrees_with_the_reference_model(
+    shared: RedisLimiter, rules: list[tuple[int, int, bool, str]], timeline: list[tuple[int, int]]
+) -> None:
+    run = secrets.token_hex(6)
+    limits = [limit(m, w, s, name=f"r{i}") for i, (m, w, s, _) in enumerate(rules)]
+    model = Reference()
+    now = 1_000
+    for step, client in timeline:
+        now += step
+        checks = [
+            (lim, f"{{{run}}}:{lim.name}|{'app' if mode == 'per_app' else client}")
+            for lim, (_, _, _, mode) in zip(limits, rules, strict=True)
+        ]
+        allowed, outcomes = shared.hit(checks, now)
+        expected, remaining = model.hit(checks, now)
+        assert allowed == expected, (now, client)
+        assert [o.remaining for o in outcomes] == remaining
+
+
+BIG = 31 * 86_400_000  # the longest window, in ms
+
+
+@settings(max_examples=300)
+@given(
+    max_requests=st.integers(1, 1_000_000_000),
+    window_ms=st.integers(1, BIG),
+    data=st.data(),
+)
+def test_admission_is_exact_at_the_largest_values(
+    shared: RedisLimiter, max_requests: int, window_ms: int, data: st.DataObject
+) -> None:
+    # Lua numbers are doubles: 10^9 requests x a 31-day window overflows their 53 bits, so
+    # the script multiplies in halves. Seed a counter at the edge and compare with core.
+    lim = limit(max_requests, window_ms, True)
+    start = 1_000 * window_ms
+    elapsed = data.draw(st.integers(0, window_ms - 1))
+    current = data.draw(st.integers(0, max_requests))
+    previous = data.draw(st.integers(0, max_requests))
+    key = f"{{{secrets.token_hex(6)}}}:edge"
+    client = shared._sync_script().registered_client
+    client.hset(f"kstest:model:{key}", mapping={"s": start, "l": window_ms, "c": current,
+                                                "p": previous})  # fmt: skip
+    now = start + elapsed
+    allowed, (outcome,) = shared.hit([(lim, key)], now)
+    expected = evaluate(lim, (current, previous), now)
+    assert (allowed, outcome) == (expected.allowed, expected)
+
+
+FIRST_MS = int(datetime(1971, 1, 1, tzinfo=UTC).timestamp() * 1000)
+LAST_MS = int(datetime(2199, 12, 31, tzinfo=UTC).timestamp() * 1000)
+month = compile_limits([RateLimitRule(unit="calendar_month", max_requests=1)])[0]
+
+
+@settings(max_examples=200)
+@given(st.integers(FIRST_MS, LAST_MS))
+def test_calendar_months_are_the_same_in_lua_and_python(shared: RedisLimiter, now: int) -> None:
+    start, length = window(month, now)
+    key = f"{{{secrets.token_hex(6)}}}:month"
+    assert shared.hit([(month, key)], now)[0]  # the first of this month
+    assert not shared.hit([(month, key)], start + length - 1)[0]  # same month, last ms
+    allowed, (outcome,) = shared.hit([(month, key)], start + length)  # next month
+    assert allowed
+    assert outcome.reset_ms == window(month, start + length)[1]
+
+
+def test_one_round_trip_whatever_the_number_of_rules(redis_prefix: str) -> None:
+    import redis
+
+    limiter = RedisLimiter(REDIS_URL, key_prefix=redis_prefix)
+    units = ("second", "minute", "hour", "day", "calendar_month")
+    rules = [RateLimitRule(unit=u, max_requests=1000) for u in units]
+    limits = compile_limits(rules)
+    checks = [(lim, f"{{app}}:{lim.name}") for lim in limits]
+    limiter.hit(checks, 0)  # loads the script
+    monitor = redis.Redis.from_url(REDIS_URL)
+    before = _calls(monitor)
+    for _ in range(20):
+        allowed, outcomes = limiter.hit(checks, 0)
+        assert allowed
+        assert len(outcomes) == 5
+    after = _calls(monitor)
+    monitor.close()
+    limiter.close()
+    # INFO commandstats counts every command the server ran (the suite runs one test at a
+    # time), those run inside scripts too: 20 requests of 5 rules each were 20 EVALSHA, and
+    # everything else ran inside them (and our own INFO).
+    ran = after - before
+    assert ran.pop("evalsha") == 20
+    assert set(ran) <= {"info", "time", "hmget", "hset", "pexpire"}, ran
+    assert ran["hmget"] == 100
+
+
+def _calls(client: Any) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
+
+
+def _hammer(prefix: str, seconds: float, threads: int, out: Any) -> None:
+    """One process: *threads* threads hitting one per_app rule of 100/second (fixed
+    window, so that a busy window admits exactly 100) for *seconds*."""
+    import time
+
+    limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, timeout=2.0)
+    lim = compile_limits([RateLimitRule(unit="second", max_requests=100, mode="per_app")],
+                         "fixed_window")[0]  # fmt: skip
+    checks = [(lim, "{hammer}:per_app|hammer")]
+    keys, args = limiter._arguments(checks, 0)
+    script = limiter._sync_script()
+    admitted: Counter[int] = Counter()
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def work() -> None:
+        while time.monotonic() < deadline:
+            now, ok, *_ = script(keys=keys, args=args)
+            if ok:
+                with lock:
+                    admitted[int(now) // 1000] += 1
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    limiter.close()
+    out.put(dict(admitted))
+
+
+def test_8_processes_x_25_threads_admit_exactly_100_per_window(redis_prefix: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_hammer, args=(redis_prefix, 3.5, 25, results))
+               for _ in range(8)]  # fmt: skip
+    for worker in workers:
+        worker.start()
+    per_window: Counter[int] = Counter()
+    for _ in workers:
+        per_window.update(results.get(timeout=120))
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    windows = sorted(per_window)
+    assert max(per_window.values()) == 100, per_window  # never 101
+    # windows the 200 threads kept busy from start to end admitted exactly the limit
+    full = windows[1:-1]
+    assert len(full) >= 2, per_window
+    assert [per_window[w] for w in full] == [100] * len(full), per_window
+
+
+def test_misconfiguration_is_named() -> None:
+    from keysentry.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="on_limiter_error"):
+        RedisLimiter(REDIS_URL, on_error="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="limiter_timeout"):
+        RedisLimiter(REDIS_URL, timeout=0)
+
+
+def test_limits_keep_their_hash_tag() -> None:
+    lim: Limit = compile_limits([RateLimitRule(unit="second", max_requests=1)])[0]
+    from keysentry.core.ratelimit import counter_key
+
+    assert counter_key(lim, lim.endpoints[0], "key_1", "billing", None).startswith("{billing}:")
