@@ -43,7 +43,7 @@ def identity_json(identity: Any) -> dict[str, Any]:
             "permissions": list(identity.permissions)}  # fmt: skip
 
 
-def starlette_app(ks: KeySentry) -> Starlette:
+def starlette_app(ks: KeySentry, **options: Any) -> Starlette:
     async def user(request: Request) -> JSONResponse:
         return JSONResponse(identity_json(request.state.api_key))
 
@@ -62,12 +62,12 @@ def starlette_app(ks: KeySentry) -> Starlette:
     ])  # fmt: skip
     app.add_middleware(
         KeySentryMiddleware, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
-        api_key_header="X-API-Key",
+        api_key_header="X-API-Key", **options,
     )  # fmt: skip
     return app
 
 
-def flask_app(ks: KeySentry) -> Flask:
+def flask_app(ks: KeySentry, **options: Any) -> Flask:
     app = Flask(__name__)
 
     @app.route("/users/<user_id>", methods=["GET", "POST", "HEAD"])
@@ -81,7 +81,7 @@ def flask_app(ks: KeySentry) -> Flask:
 
     app.wsgi_app = KeySentryWSGIMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
-        api_key_header="X-API-Key",
+        api_key_header="X-API-Key", **options,
     )  # fmt: skip
     return app
 
@@ -156,8 +156,8 @@ def fastapi_decorated(ks: KeySentry) -> Any:
     return app
 
 
-def asgi_caller(app: Any) -> Iterator[Call]:
-    with TestClient(app) as client:
+def asgi_caller(app: Any, peer: str = "testclient") -> Iterator[Call]:
+    with TestClient(app, client=(peer, 50000)) as client:
 
         def asgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
             raw = {k: v.encode("latin-1") for k, v in (headers or {}).items()}
@@ -169,11 +169,12 @@ def asgi_caller(app: Any) -> Iterator[Call]:
         yield asgi
 
 
-def wsgi_caller(app: Flask) -> Call:
+def wsgi_caller(app: Flask, peer: str = "127.0.0.1") -> Call:
     client = Client(app)
 
     def wsgi(method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
-        r = client.open(path, method=method, headers=headers or {})
+        r = client.open(path, method=method, headers=headers or {},
+                        environ_base={"REMOTE_ADDR": peer})  # fmt: skip
         data = r.get_data()
         is_json = (r.headers.get("content-type") or "").startswith("application/json")
         body = json.loads(data) if data and is_json else {"text": data.decode()}

@@ -12,6 +12,7 @@ import http_sfv
 import pytest
 
 from keysentry import KeySentry
+from keysentry.asgi import KeySentryMiddleware
 from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
 from tests.conftest import REDIS_URL
@@ -153,3 +154,41 @@ def test_ratelimit_state_is_on_the_identity(ks: KeySentry) -> None:
     [outcome] = verdict.identity.rate_limits  # type: ignore[union-attr]
     assert (outcome.limit.max_requests, outcome.remaining) == (3, 2)
     assert ks.verify(secret, path="/health-free").identity.rate_limits == ()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_per_ip_rules_trust_x_forwarded_for_only_from_trusted_proxies(
+    ks: KeySentry, kind: str
+) -> None:
+    ks.create_rate_limit_scheme("per-ip", "Per IP", [
+        {"unit": "minute", "max_requests": 1, "mode": "per_key_and_ip"},
+    ])  # fmt: skip
+    secret = ks.create_api_key("internal-api", "k", rate_limit_scheme_slug="per-ip").secret
+    options = {"trusted_proxies": ["10.0.0.0/8"]}
+
+    def caller(peer: str) -> Iterator[Call]:
+        if kind == "wsgi":
+            yield wsgi_caller(flask_app(ks, **options), peer=peer)
+        else:
+            yield from asgi_caller(starlette_app(ks, **options), peer=peer)
+
+    def status(call: Call, forwarded: str | None = None) -> int:
+        headers = bearer(secret) | ({"X-Forwarded-For": forwarded} if forwarded else {})
+        return call("GET", "/users/1", headers).status
+
+    for via_proxy in caller("10.1.2.3"):  # a trusted proxy: the client is the last hop
+        assert status(via_proxy, "1.1.1.1") == 200
+        assert status(via_proxy, "1.1.1.1") == 429
+        assert status(via_proxy, "9.9.9.9, 1.1.1.1") == 429  # a forged left part is ignored
+        assert status(via_proxy, "2.2.2.2, 10.9.9.9") == 200  # a second trusted hop skipped
+        assert status(via_proxy, "2.2.2.2") == 429
+    for direct in caller("3.3.3.3"):  # not a proxy: its own address, whatever it claims
+        assert status(direct, "4.4.4.4") == 200
+        assert status(direct, "5.5.5.5") == 429
+
+
+def test_trusted_proxies_are_validated() -> None:
+    from keysentry.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="trusted_proxies: 'nope'"):
+        KeySentryMiddleware(None, sentry=KeySentry("memory://"), trusted_proxies=["nope"])  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,12 +40,17 @@ class AdapterConfig:
         api_key_header: also accept the key in this header (e.g. ``"X-API-Key"``).
         allow_preflight: let CORS preflight requests (``OPTIONS`` with ``Origin`` and
             ``Access-Control-Request-Method``) through without a key.
+        trusted_proxies: addresses or networks (``"10.0.0.0/8"``) of the reverse proxies in
+            front of the app. Only a request from one of them has its client address taken
+            from ``X-Forwarded-For`` (the right-most address that is not a trusted proxy),
+            for per-IP rate limits; any other peer is the client itself.
     """
 
     exclude: tuple[str, ...]
     rules: tuple[tuple[EndpointPattern, tuple[str, ...]], ...]
     api_key_header: str | None
     allow_preflight: bool
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # (method, path) -> Policy for recently seen requests: matching every rule costs
     # microseconds, a dict hit a tenth of one. Bounded; cleared when full.
     _policies: dict[tuple[str, str], Policy] = field(
@@ -59,6 +65,7 @@ class AdapterConfig:
         permissions: Mapping[str, Sequence[str] | str] | None = None,
         api_key_header: str | None = None,
         allow_preflight: bool = True,
+        trusted_proxies: Sequence[str] = (),
     ) -> AdapterConfig:
         """Validate and compile the options.
 
@@ -78,7 +85,37 @@ class AdapterConfig:
                 raise ConfigurationError(f"permissions: {exc}") from None
             rules.append((pattern, _permission_list(endpoint, perms)))
         header = api_key_header.lower() if api_key_header else None
-        return cls(tuple(exclude), tuple(rules), header, allow_preflight)
+        if isinstance(trusted_proxies, str):
+            trusted_proxies = [trusted_proxies]
+        networks = []
+        for proxy in trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(proxy, strict=False))
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    f"trusted_proxies: {proxy!r} is not an IP address or network"
+                ) from None
+        return cls(tuple(exclude), tuple(rules), header, allow_preflight, tuple(networks))
+
+    def is_trusted(self, address: str) -> bool:
+        """Whether *address* is one of the trusted proxies."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def client_ip(self, peer: str | None, forwarded_for: Sequence[str]) -> str | None:
+        """The client's address: *peer*, unless *peer* is a trusted proxy; then the
+        right-most ``X-Forwarded-For`` hop that is not one (each proxy appends the address
+        it was called from, so everything left of that was written by the client)."""
+        if peer is None or not forwarded_for or not self.is_trusted(peer):
+            return peer
+        hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+        for hop in reversed(hops):
+            if hop and not self.is_trusted(hop):
+                return hop
+        return peer
 
     def unguarded(self, path: str, preflight: bool) -> bool:
         """Whether the request passes without a key: an excluded path, or a CORS preflight

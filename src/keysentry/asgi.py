@@ -79,6 +79,8 @@ class KeySentryMiddleware:
             ``{"GET /users/*": ["users:read"], "POST /users/*": ["users:write"]}``.
         api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
         allow_preflight: let CORS preflight requests through unauthenticated (default).
+        trusted_proxies: addresses or networks of your reverse proxies; requests from them
+            take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
 
     Raises:
         ConfigurationError: a malformed option, named in the message.
@@ -93,6 +95,7 @@ class KeySentryMiddleware:
         permissions: Mapping[str, Sequence[str] | str] | None = None,
         api_key_header: str | None = None,
         allow_preflight: bool = True,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -101,6 +104,7 @@ class KeySentryMiddleware:
             permissions=permissions,
             api_key_header=api_key_header,
             allow_preflight=allow_preflight,
+            trusted_proxies=trusted_proxies,
         )
         header = self.config.api_key_header
         self._api_key_header = header.encode("latin-1") if header else None
@@ -118,6 +122,10 @@ class KeySentryMiddleware:
             await self.app(scope, receive, send)
             return
         try:
+            if config.trusted_proxies:
+                forwarded = [v.decode("latin-1") for k, v in scope["headers"]
+                             if k == b"x-forwarded-for"]  # fmt: skip
+                facts = facts._replace(client_ip=config.client_ip(facts.client_ip, forwarded))
             policy = config.policy(facts.method, facts.path)
             decision = await self.sentry.averify_request(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door: refuse, log

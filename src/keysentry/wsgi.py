@@ -41,6 +41,8 @@ class KeySentryWSGIMiddleware:
         permissions: endpoint pattern -> required permissions.
         api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
         allow_preflight: let CORS preflight requests through unauthenticated (default).
+        trusted_proxies: addresses or networks of your reverse proxies; requests from them
+            take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
 
     Raises:
         ConfigurationError: a malformed option, named in the message.
@@ -55,6 +57,7 @@ class KeySentryWSGIMiddleware:
         permissions: Mapping[str, Sequence[str] | str] | None = None,
         api_key_header: str | None = None,
         allow_preflight: bool = True,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -63,6 +66,7 @@ class KeySentryWSGIMiddleware:
             permissions=permissions,
             api_key_header=api_key_header,
             allow_preflight=allow_preflight,
+            trusted_proxies=trusted_proxies,
         )
         header = self.config.api_key_header
         self._api_key_var = "HTTP_" + header.upper().replace("-", "_") if header else None
@@ -73,6 +77,10 @@ class KeySentryWSGIMiddleware:
             return self.app(environ, start_response)
         method, path = facts.method, facts.path
         try:
+            if self.config.trusted_proxies:
+                forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+                client_ip = self.config.client_ip(facts.client_ip, [forwarded] if forwarded else [])
+                facts = facts._replace(client_ip=client_ip)
             decision = self.sentry.verify_request(facts, self.config.policy(method, path))
         except Exception:  # a bug must not become a 500 or an open door: refuse, log
             logger.exception("keysentry: verification failed unexpectedly; answering 503")

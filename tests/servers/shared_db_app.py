@@ -1,5 +1,5 @@
-"""A protected Starlette app on the store named by KEYSENTRY_DATABASE_URL, for tests that
-run it as a separate uvicorn process."""
+"""A protected Starlette app on the store named by KEYSENTRY_DATABASE_URL (and the limiter
+named by KEYSENTRY_LIMITER_URL, if set), for tests that run it as separate uvicorn processes."""
 
 from __future__ import annotations
 
@@ -11,13 +11,34 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from keysentry import KeySentry
+from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 from keysentry.asgi import KeySentryMiddleware
 
-ks = KeySentry(os.environ["KEYSENTRY_DATABASE_URL"])
+
+class WorkerPid:
+    """Add ``x-worker-pid`` to every response: which worker process answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"x-worker-pid", PID)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_pid)
+
+
+PID = str(os.getpid()).encode()
+ks = KeySentry(
+    os.environ["KEYSENTRY_DATABASE_URL"], limiter_url=os.environ.get("KEYSENTRY_LIMITER_URL")
+)
 
 
 async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"key": request.state.api_key.key_id})
+    return JSONResponse({"key": request.state.api_key.key_id, "pid": os.getpid()})
 
 
 async def health(request: Request) -> PlainTextResponse:
@@ -26,3 +47,4 @@ async def health(request: Request) -> PlainTextResponse:
 
 app = Starlette(routes=[Route("/whoami", whoami), Route("/health", health)])
 app.add_middleware(KeySentryMiddleware, sentry=ks, exclude=["/health"])
+app.add_middleware(WorkerPid)  # outermost: the middleware's refusals say it too
