@@ -119,9 +119,8 @@ def test_uvicorn_workers_on_one_redis_admit_exactly_the_limit(
         secret = ks.create_api_key(ks.list_api_auth_apps()[0].app_slug, "k").secret
     env = {"KEYSENTRY_DATABASE_URL": url, "KEYSENTRY_LIMITER_URL": REDIS_URL}
     day = time.gmtime().tm_yday
-    with uvicorn(tmp_path, env, workers=3) as port:
-        with ThreadPoolExecutor(16) as pool:
-            replies = list(pool.map(lambda _: reply(port, secret), range(200)))
+    with uvicorn(tmp_path, env, workers=3) as port, ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda _: reply(port, secret), range(200)))
     if time.gmtime().tm_yday != day:
         pytest.skip("the run crossed midnight UTC, where the daily window turns over")
     statuses = Counter(status for status, _ in replies)

@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from keysentry import KeySentry
-from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 from keysentry.asgi import KeySentryMiddleware
+from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class WorkerPid:
