@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks import asgi, keys, stores
+from benchmarks import asgi, keys, limiters, stores
 
 
 @dataclass
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         *keys.scenarios(compare, rounds),
         *asgi.scenarios(compare, rounds),
+        *limiters.scenarios(compare, rounds),
         *stores.scenarios(compare, rounds),
     ]
     header = f"{'scenario':<34}{'ours (us)':>11}{'baseline (us)':>15}{'ratio':>8}{'spread':>8}"

@@ -133,3 +133,33 @@ def test_readme_rate_limit_example(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [r.short for r in app.rate_limits] == [
         "100/minute:per_key", "20/10second:per_key@POST /users/*", "10000/hour:per_app",
     ]  # fmt: skip
+
+
+@pytest.mark.redis
+def test_readme_redis_example(redis_prefix: str) -> None:
+    from starlette.applications import Starlette
+
+    from keysentry import KeySentry
+    from keysentry.asgi import KeySentryMiddleware
+
+    block = readme_block("### On Redis")
+    assert 'limiter_url="redis://127.0.0.1:6379/0"' in block
+    # the block as written, on an in-memory store instead of the example's database host
+    namespace: dict = {"KeySentry": KeySentry}  # type: ignore[type-arg]
+    exec(compile(block.replace("postgresql://db/keysentry", "memory://"), "README.md", "exec"),  # noqa: S102
+         namespace)  # fmt: skip
+    ks = namespace["ks"]
+    ks.limiter._prefix = redis_prefix  # this test's own counters, deleted afterwards
+    ks.create_rate_limit_scheme("two", "Two", [{"unit": "hour", "max_requests": 2}])
+    ks.create_api_auth_app(app_slug="api", name="API", key_prefix="sk_live",
+                           rate_limit_scheme_slug="two")  # fmt: skip
+    secret = ks.create_api_key("api", "k").secret
+    assert [ks.verify(secret).status for _ in range(3)] == [200, 200, 429]
+    assert ks.limiter.available
+    ks.close()
+
+    proxies = readme_block("**Behind a proxy**")
+    app = Starlette()
+    exec(compile(proxies, "README.md", "exec"),  # noqa: S102
+         {"app": app, "ks": KeySentry("memory://"), "KeySentryMiddleware": KeySentryMiddleware})  # fmt: skip
+    assert app.user_middleware[0].kwargs["trusted_proxies"] == ["10.0.0.0/8"]
