@@ -160,6 +160,6 @@ def test_readme_redis_example(redis_prefix: str) -> None:
 
     proxies = readme_block("**Behind a proxy**")
     app = Starlette()
-    exec(compile(proxies, "README.md", "exec"),  # noqa: S102
-         {"app": app, "ks": KeySentry("memory://"), "KeySentryMiddleware": KeySentryMiddleware})  # fmt: skip
+    names = {"app": app, "ks": KeySentry("memory://"), "KeySentryMiddleware": KeySentryMiddleware}
+    exec(compile(proxies, "README.md", "exec"), names)  # noqa: S102
     assert app.user_middleware[0].kwargs["trusted_proxies"] == ["10.0.0.0/8"]

@@ -154,7 +154,7 @@ def _hammer(prefix: str, seconds: float, threads: int, out: Any) -> None:
 
     def work() -> None:
         while time.monotonic() < deadline:
-            now, ok, *_ = script(keys=keys, args=args)
+            now, ok, *_ = map(int, script(keys=keys, args=args).split())
             if ok:
                 with lock:
                     admitted[int(now) // 1000] += 1

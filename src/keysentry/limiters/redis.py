@@ -52,8 +52,10 @@ _SCRIPT: Final = """
 -- keysentry rate limits: check every counter, then count against all of them, or none.
 -- KEYS[i]: one hash per counter (s: window start ms, l: its length, c: count, p: count before)
 -- ARGV[1]: the time in ms, or -1 to take it from Redis (the default: one clock for all)
--- ARGV[4i-2 .. 4i+1]: window length ms, max requests, sliding (1/0), calendar month (1/0)
--- returns {now ms, admitted 1/0, current_1, previous_1, current_2, previous_2, ...}
+-- ARGV[i + 1]: "window length ms, max requests, sliding 1/0, calendar month 1/0"
+-- returns "now admitted current_1 previous_1 current_2 previous_2 ..." (admitted: 1/0)
+-- (one string each way: redis-py packs and parses each element, which costs more than
+-- the whole script)
 
 -- a*b <= c*d, exactly, for a, c < 2^31 and b, d < 2^33 (doubles are exact below 2^53)
 local function mul_le(a, b, c, d)
@@ -94,10 +96,10 @@ end
 local out = {now, 1}
 local starts, lengths, currents, previous = {}, {}, {}, {}
 for i = 1, #KEYS do
-  local j = 4 * (i - 1) + 1
-  local length, max = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  local w, m, sliding, monthly = string.match(ARGV[i + 1], '(%d+),(%d+),(%d),(%d)')
+  local length, max = tonumber(w), tonumber(m)
   local start
-  if ARGV[j + 4] == '1' then start, length = month(now) else start = now - now % length end
+  if monthly == '1' then start, length = month(now) else start = now - now % length end
   local state = redis.call('HMGET', KEYS[i], 's', 'l', 'c', 'p')
   local s, l, c = tonumber(state[1]), tonumber(state[2]), tonumber(state[3]) or 0
   local curr, prev = 0, 0
@@ -107,7 +109,7 @@ for i = 1, #KEYS do
     prev = c
   end
   local room = max - curr - 1
-  if room < 0 or (ARGV[j + 3] == '1' and prev > 0
+  if room < 0 or (sliding == '1' and prev > 0
       and not mul_le(prev, length - (now - start), room, length)) then
     out[2] = 0
   end
@@ -121,10 +123,19 @@ if out[2] == 1 then
     redis.call('PEXPIRE', KEYS[i], 2 * lengths[i] + 1000)
   end
 end
-return out
+return table.concat(out, ' ')  -- integers below 2^47: printed exactly (%.14g)
 """
 
 _ON_ERROR = ("open", "closed", "local")
+
+
+def _spec(limit: Limit) -> str:
+    """The script's description of *limit* (formatting it costs less than a dict lookup
+    keyed by the rule, whose hash covers every field)."""
+    return (
+        f"{limit.window_ms},{limit.max_requests},{int(limit.sliding)},"
+        f"{int(limit.calendar == 'month')}"
+    )
 
 
 class RedisLimiter:
@@ -217,26 +228,21 @@ class RedisLimiter:
     # --------------------------------------------------------- the check
     def _arguments(
         self, checks: Sequence[tuple[Limit, str]], now_ms: int
-    ) -> tuple[list[str], list[int]]:
+    ) -> tuple[list[str], list[int | str]]:
         keys = [self._prefix + counter for _, counter in checks]
-        args = [-1 if self._redis_time else now_ms]
+        args: list[int | str] = [-1 if self._redis_time else now_ms]
         for limit, _ in checks:
-            args += (
-                limit.window_ms,
-                limit.max_requests,
-                1 if limit.sliding else 0,
-                1 if limit.calendar == "month" else 0,
-            )
+            args.append(_spec(limit))
         return keys, args
 
     @staticmethod
     def _outcomes(
-        checks: Sequence[tuple[Limit, str]], reply: Sequence[int]
+        checks: Sequence[tuple[Limit, str]], reply: bytes
     ) -> tuple[bool, tuple[Outcome, ...]]:
-        now_ms = int(reply[0])
-        counts = [(int(reply[2 * i + 2]), int(reply[2 * i + 3])) for i in range(len(checks))]
+        now_ms, admitted, *numbers = map(int, reply.split())
+        counts = [(numbers[2 * i], numbers[2 * i + 1]) for i in range(len(checks))]
         allowed, outcomes = decide_limits([limit for limit, _ in checks], counts, now_ms)
-        if allowed != bool(int(reply[1])):  # the script is the authority; say if we disagree
+        if allowed != bool(admitted):  # the script is the authority; say if we disagree
             logger.error("keysentry: the Redis limiter and core.ratelimit disagree: %r", reply)
             allowed = not allowed
         return allowed, outcomes
