@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import settings
@@ -37,18 +37,23 @@ def _postgres_problem() -> str | None:
     return None
 
 
-_pg_problem: list[str | None] = []
+_problems: dict[str, str | None] = {}  # service -> why it is unusable, probed once
 
 
-def require_postgres() -> None:
-    """Skip (or, under KEYSENTRY_REQUIRE_SERVICES=1, fail) when PostgreSQL is unreachable."""
-    if not _pg_problem:
-        _pg_problem.append(_postgres_problem())
-    problem = _pg_problem[0]
+def _require(service: str, probe: Callable[[], str | None]) -> None:
+    """Skip (or, under KEYSENTRY_REQUIRE_SERVICES=1, fail) when *service* is unreachable."""
+    if service not in _problems:
+        _problems[service] = probe()
+    problem = _problems[service]
     if problem is not None:
         if REQUIRE_SERVICES:
             pytest.fail(f"KEYSENTRY_REQUIRE_SERVICES=1 but {problem}")
         pytest.skip(problem)
+
+
+def require_postgres() -> None:
+    """Skip (or fail, in CI) when PostgreSQL is unreachable."""
+    _require("postgres", _postgres_problem)
 
 
 REDIS_URL = os.environ.get("KEYSENTRY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -68,18 +73,9 @@ def _redis_problem() -> str | None:
     return None
 
 
-_redis_problem_seen: list[str | None] = []
-
-
 def require_redis() -> None:
-    """Skip (or, under KEYSENTRY_REQUIRE_SERVICES=1, fail) when Redis is unreachable."""
-    if not _redis_problem_seen:
-        _redis_problem_seen.append(_redis_problem())
-    problem = _redis_problem_seen[0]
-    if problem is not None:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"KEYSENTRY_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
+    """Skip (or fail, in CI) when Redis is unreachable."""
+    _require("redis", _redis_problem)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keysentry.core.ratelimit import Counter, Limit, compile_limits, evaluate, window
+from keysentry.limiters import Limiter
 from keysentry.limiters.memory import MemoryLimiter
 from keysentry.models import RateLimitRule
 
@@ -58,13 +59,24 @@ timeline_st = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 1)), min_siz
 def test_memory_limiter_agrees_with_the_reference_model(
     rules: list[tuple[int, int, bool, str]], timeline: list[tuple[int, int]]
 ) -> None:
+    agrees_with_the_model(MemoryLimiter(), rules, timeline)
+
+
+def agrees_with_the_model(
+    ours: Limiter,
+    rules: list[tuple[int, int, bool, str]],
+    timeline: list[tuple[int, int]],
+    tag: str = "",
+) -> None:
+    """Play *timeline* (``(ms since the last request, client)``) against *ours* and the
+    model; *tag* starts every counter name."""
     limits = [limit(m, w, s, name=f"r{i}") for i, (m, w, s, _) in enumerate(rules)]
-    ours, model = MemoryLimiter(), Reference()
+    model = Reference()
     now = 1_000
     for step, client in timeline:
         now += step
         checks = [
-            (lim, f"{lim.name}|{'app' if mode == 'per_app' else client}")
+            (lim, f"{tag}{lim.name}|{'app' if mode == 'per_app' else client}")
             for lim, (_, _, _, mode) in zip(limits, rules, strict=True)
         ]
         allowed, outcomes = ours.hit(checks, now)

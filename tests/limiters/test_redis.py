@@ -19,7 +19,7 @@ from keysentry.core.ratelimit import Limit, compile_limits, evaluate, window
 from keysentry.limiters.redis import RedisLimiter
 from keysentry.models import RateLimitRule
 from tests.conftest import REDIS_URL, require_redis
-from tests.core.test_ratelimit import Reference, limit, rules_st, timeline_st
+from tests.core.test_ratelimit import agrees_with_the_model, limit, rules_st, timeline_st
 
 pytestmark = pytest.mark.redis
 
@@ -43,20 +43,7 @@ def shared() -> Iterator[RedisLimiter]:
 def test_redis_limiter_agrees_with_the_reference_model(
     shared: RedisLimiter, rules: list[tuple[int, int, bool, str]], timeline: list[tuple[int, int]]
 ) -> None:
-    run = secrets.token_hex(6)
-    limits = [limit(m, w, s, name=f"r{i}") for i, (m, w, s, _) in enumerate(rules)]
-    model = Reference()
-    now = 1_000
-    for step, client in timeline:
-        now += step
-        checks = [
-            (lim, f"{{{run}}}:{lim.name}|{'app' if mode == 'per_app' else client}")
-            for lim, (_, _, _, mode) in zip(limits, rules, strict=True)
-        ]
-        allowed, outcomes = shared.hit(checks, now)
-        expected, remaining = model.hit(checks, now)
-        assert allowed == expected, (now, client)
-        assert [o.remaining for o in outcomes] == remaining
+    agrees_with_the_model(shared, rules, timeline, tag=f"{{{secrets.token_hex(6)}}}:")
 
 
 BIG = 31 * 86_400_000  # the longest window, in ms
