@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import http_sfv
 import pytest
@@ -16,7 +17,16 @@ from keysentry.asgi import KeySentryMiddleware
 from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
 from tests.conftest import REDIS_URL
-from tests.test_adapters import Call, asgi_caller, flask_app, starlette_app, wsgi_caller
+from tests.test_adapters import (
+    Call,
+    asgi_caller,
+    fastapi_decorated,
+    flask_app,
+    flask_decorated,
+    starlette_app,
+    starlette_decorated,
+    wsgi_caller,
+)
 
 
 @pytest.fixture
@@ -52,12 +62,33 @@ def ks(clock: FakeClock, limiter: Limiter) -> KeySentry:
     return sentry
 
 
-@pytest.fixture(params=["asgi", "wsgi"])
+@pytest.fixture(params=["asgi", "wsgi", "starlette-require", "flask-require", "fastapi-depends"])
 def call(request: pytest.FixtureRequest, ks: KeySentry) -> Iterator[Call]:
     if request.param == "wsgi":
         yield wsgi_caller(flask_app(ks))
+    elif request.param == "flask-require":
+        yield wsgi_caller(flask_decorated(ks))
+    elif request.param == "starlette-require":
+        yield from asgi_caller(closing_at_shutdown(starlette_decorated(ks), ks))
+    elif request.param == "fastapi-depends":  # GET /users/* through ks.depends
+        yield from asgi_caller(closing_at_shutdown(fastapi_decorated(ks), ks))
     else:
         yield from asgi_caller(starlette_app(ks))
+
+
+def closing_at_shutdown(app: Any, ks: KeySentry) -> Any:
+    """What the README asks of an app without the middleware: ``await ks.aclose()`` (here
+    only the limiter's part: the store outlives the app) when the app shuts down."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await ks.limiter.aclose()
+            await send(message)
+
+        await app(scope, receive, send_closing if scope["type"] == "lifespan" else send)
+
+    return wrapped
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -122,6 +122,24 @@ def _refusal(decision: Decision, request: object) -> Any:
     return FlaskResponse(body, status, headers)
 
 
+def _with_rate_headers(result: Any, decision: Decision, request: object) -> Any:
+    """Add the verdict's rate-limit headers to what the handler returned, where that is a
+    response: a Starlette one as is, any Flask return value through ``make_response``.
+    (A FastAPI handler that returns data gets them from ``ks.depends`` instead.)"""
+    if not decision.headers:
+        return result
+    if isinstance(request, HTTPConnection):
+        if isinstance(result, Response):
+            for name, value in decision.headers:
+                result.headers[name] = value
+        return result
+    from flask import make_response
+
+    response = make_response(result)
+    response.headers.extend(decision.headers)
+    return response
+
+
 def _is_async(func: Callable[..., Any]) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
@@ -157,7 +175,7 @@ def require(
                 decision = await guard.acheck(request)
                 if not decision.allowed:
                     return _refusal(decision, request)
-                return await func(*args, **kwargs)
+                return _with_rate_headers(await func(*args, **kwargs), decision, request)
 
             _with_request_param(async_wrapper, func)
             return async_wrapper  # type: ignore[return-value]
@@ -166,7 +184,9 @@ def require(
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             request = _find_request(args, kwargs)
             decision = guard.check(request)
-            return func(*args, **kwargs) if decision.allowed else _refusal(decision, request)
+            if not decision.allowed:
+                return _refusal(decision, request)
+            return _with_rate_headers(func(*args, **kwargs), decision, request)
 
         _with_request_param(sync_wrapper, func)
         return sync_wrapper  # type: ignore[return-value]

@@ -54,11 +54,15 @@ def dependency(
 
     async def api_key(
         request: Request,
+        response: Response,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> Identity:
         decision = await guard.acheck(request)
         if not decision.allowed or decision.identity is None:
             raise KeySentryHTTPException(decision)
+        # FastAPI copies the headers of this response onto the handler's (rate limits)
+        for name, value in decision.headers:
+            response.headers[name] = value
         return decision.identity
 
     return api_key
