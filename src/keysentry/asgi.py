@@ -118,7 +118,7 @@ class KeySentryMiddleware:
             return
         facts, preflight = scope_facts(scope, self._api_key_header)
         config = self.config
-        if (preflight or config.exclude) and config.unguarded(facts.path, preflight):
+        if config.unguarded(facts.path, preflight):
             await self.app(scope, receive, send)
             return
         try:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from keysentry.core.decision import Decision
 from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
@@ -37,9 +37,7 @@ from keysentry.errors import (
     ValidationError,
 )
 from keysentry.limiters import Limiter, MemoryLimiter
-
-if TYPE_CHECKING:
-    from keysentry.limiters.redis import OnError
+from keysentry.limiters.base import OnError, check_on_error
 from keysentry.models import (
     ApiAuthApp,
     ApiKey,
@@ -189,12 +187,11 @@ class KeySentry:
         if limiter is not None and limiter_url is not None:
             raise ConfigurationError("pass limiter_url or limiter, not both")
         self.limiter_url = check_limiter_url(limiter_url)
+        check_on_error(on_limiter_error)
         self.limiter: Limiter
         if limiter is not None:
             self.limiter = limiter
         elif self.limiter_url is None or self.limiter_url.startswith("memory:"):
-            if on_limiter_error not in ("open", "closed", "local"):
-                raise ConfigurationError("on_limiter_error must be 'open', 'closed' or 'local'")
             self.limiter = MemoryLimiter()
         else:
             from keysentry.limiters.redis import RedisLimiter

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from keysentry.core.ratelimit import Limit
+from keysentry.errors import ConfigurationError
 
-__all__ = ["Limiter"]
+__all__ = ["Limiter", "OnError", "check_on_error"]
+
+#: What to do when a shared limiter cannot be reached (see ``KeySentry``'s argument).
+OnError = Literal["open", "closed", "local"]
+
+
+def check_on_error(value: object) -> OnError:
+    """Validate an ``on_limiter_error`` value.
+
+    Raises:
+        ConfigurationError: it is not ``"open"``, ``"closed"`` or ``"local"``.
+    """
+    if value not in ("open", "closed", "local"):
+        raise ConfigurationError("on_limiter_error must be 'open', 'closed' or 'local'")
+    return value
 
 
 class Limiter(Protocol):

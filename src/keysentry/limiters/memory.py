@@ -32,40 +32,50 @@ class MemoryLimiter:
         self._lock = threading.Lock()
         self._max = max_counters
 
+    def _read(self, limit: Limit, key: str, now_ms: int) -> tuple[int, int, int, int]:
+        """``(window start, window length, count in it, count in the one before)`` of the
+        counter *key* under *limit* now. Call with the lock held."""
+        if limit.calendar is None:
+            length = limit.window_ms
+            start = now_ms - now_ms % length
+        else:
+            start, length = window(limit, now_ms)
+        stored = self._counters.get(key)
+        if stored is None:
+            return start, length, 0, 0
+        if stored[0] == start:
+            return start, length, stored[2], stored[3]
+        if stored[0] + stored[1] == start:  # the stored window is the one before
+            return start, length, 0, stored[2]
+        return start, length, 0, 0
+
+    def _count(self, key: str, start: int, length: int, current: int, previous: int,
+               now_ms: int) -> None:  # fmt: skip
+        """Count one more request in *key*'s window. Call with the lock held."""
+        self._counters[key] = [start, length, current + 1, previous]
+        if len(self._counters) > self._max:
+            self._shrink(now_ms)
+
     def hit(
         self, checks: Sequence[tuple[Limit, str]], now_ms: int
     ) -> tuple[bool, tuple[Outcome, ...]]:
         """Check and count one request against every ``(limit, key)``; see the port."""
-        counters = self._counters
-        if len(checks) == 1:
-            return self._hit_one(checks[0][0], checks[0][1], now_ms)
-        limits = []
-        counts = []
-        slots = []  # (key, window start, window length) to write if admitted
+        if len(checks) == 1:  # the common case, without the lists
+            ((limit, key),) = checks
+            with self._lock:
+                start, length, current, previous = self._read(limit, key, now_ms)
+                outcome = evaluate(limit, (current, previous), now_ms)
+                if outcome.allowed:
+                    self._count(key, start, length, current, previous, now_ms)
+                return outcome.allowed, (outcome,)
         with self._lock:
-            for limit, key in checks:
-                if limit.calendar is None:
-                    length = limit.window_ms
-                    start = now_ms - now_ms % length
-                else:
-                    start, length = window(limit, now_ms)
-                stored = counters.get(key)
-                if stored is None:
-                    counts.append((0, 0))
-                elif stored[0] == start:
-                    counts.append((stored[2], stored[3]))
-                elif stored[0] + stored[1] == start:  # the stored window is the one before
-                    counts.append((0, stored[2]))
-                else:
-                    counts.append((0, 0))
-                limits.append(limit)
-                slots.append((key, start, length))
-            allowed, outcomes = decide_limits(limits, counts, now_ms)
+            states = [self._read(limit, key, now_ms) for limit, key in checks]
+            allowed, outcomes = decide_limits(
+                [limit for limit, _ in checks], [(s[2], s[3]) for s in states], now_ms
+            )
             if allowed:
-                for (key, start, length), (current, previous) in zip(slots, counts, strict=True):
-                    counters[key] = [start, length, current + 1, previous]
-                if len(counters) > self._max:
-                    self._shrink(now_ms)
+                for (_, key), state in zip(checks, states, strict=True):
+                    self._count(key, *state, now_ms)
             return allowed, outcomes
 
     async def ahit(
@@ -73,34 +83,6 @@ class MemoryLimiter:
     ) -> tuple[bool, tuple[Outcome, ...]]:
         """:meth:`hit`, for the port's async callers (no I/O, so nothing to await)."""
         return self.hit(checks, now_ms)
-
-    def _hit_one(self, limit: Limit, key: str, now_ms: int) -> tuple[bool, tuple[Outcome, ...]]:
-        # hit() for the common single rule, without the lists
-        if limit.calendar is None:
-            length = limit.window_ms
-            start = now_ms - now_ms % length
-        else:
-            start, length = window(limit, now_ms)
-        counters = self._counters
-        with self._lock:
-            stored = counters.get(key)
-            if stored is None:
-                current = previous = 0
-            elif stored[0] == start:
-                current, previous = stored[2], stored[3]
-            elif stored[0] + stored[1] == start:  # the stored window is the one before
-                current, previous = 0, stored[2]
-            else:
-                current = previous = 0
-            outcome = evaluate(limit, (current, previous), now_ms)
-            if outcome.allowed:
-                if stored is not None and stored[0] == start:
-                    stored[2] = current + 1
-                else:
-                    counters[key] = [start, length, current + 1, previous]
-                    if len(counters) > self._max:
-                        self._shrink(now_ms)
-            return outcome.allowed, (outcome,)
 
     def _shrink(self, now_ms: int) -> None:
         stale = [k for k, (start, length, *_) in self._counters.items()

@@ -33,18 +33,18 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from keysentry.core.pipeline import UNAVAILABLE
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
+from keysentry.limiters.base import OnError, check_on_error
 from keysentry.limiters.memory import MemoryLimiter
 
-__all__ = ["KEY_PREFIX", "OnError", "RedisLimiter"]
+__all__ = ["KEY_PREFIX", "RedisLimiter"]
 
 logger = logging.getLogger("keysentry")
 
-OnError = Literal["open", "closed", "local"]
 #: Prepended to every counter name.
 KEY_PREFIX: Final = "keysentry:rl:"
 
@@ -126,8 +126,6 @@ end
 return table.concat(out, ' ')  -- integers below 2^47: printed exactly (%.14g)
 """
 
-_ON_ERROR = ("open", "closed", "local")
-
 
 def _spec(limit: Limit) -> str:
     """The script's description of *limit* (formatting it costs less than a dict lookup
@@ -166,8 +164,6 @@ class RedisLimiter:
         key_prefix: str = KEY_PREFIX,
         redis_time: bool = True,
     ) -> None:
-        if on_error not in _ON_ERROR:
-            raise ConfigurationError("on_limiter_error must be 'open', 'closed' or 'local'")
         if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
             raise ConfigurationError("limiter_timeout must be a number of seconds in (0, 60]")
         try:
@@ -177,7 +173,7 @@ class RedisLimiter:
                 "limiter_url='redis://…' needs the redis extra: pip install 'keysentry[redis]'"
             ) from None
         self.url = url
-        self.on_error: OnError = on_error
+        self.on_error: OnError = check_on_error(on_error)
         self._timeout = float(timeout)
         self._retry_after = retry_after
         self._prefix = key_prefix
