@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -22,7 +23,7 @@ from keysentry._cli_format import render
 from keysentry.errors import KeySentryError, ValidationError
 from keysentry.models import RateLimitRule
 from keysentry.service import KeySentry
-from keysentry.settings import DATABASE_URL_ENV, database_url_from_env
+from keysentry.settings import DATABASE_URL_ENV, LIMITER_URL_ENV, database_url_from_env
 
 __all__ = ["main"]
 
@@ -145,7 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common],
         description="Manage keysentry API auth apps, rate-limit schemes and API keys.",
     )
-    groups = parser.add_subparsers(dest="group", metavar="{apps,schemes,keys,events}")
+    groups: Any = parser.add_subparsers(
+        dest="group", metavar="{apps,schemes,keys,events,admin-key,verify,serve,demo}"
+    )
 
     def leaf(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, parents=[common], help=help_text)
@@ -264,7 +267,84 @@ def _build_parser() -> argparse.ArgumentParser:
     p = leaf(events, "list", lambda ks, a: ks.list_events(a.after, a.limit), "list events")
     p.add_argument("--after", type=int, default=0, metavar="SEQ")
     p.add_argument("--limit", type=int, default=100)
+
+    admin_keys = groups.add_parser("admin-key", help="keys for the admin HTTP API").add_subparsers(
+        metavar="COMMAND", required=True
+    )
+    p = leaf(admin_keys, "create", _admin_key_create,
+             "issue a key for the admin API (prints its secret once)")  # fmt: skip
+    p.add_argument("--name", default="admin")
+    p.add_argument("--verify-only", action="store_true",
+                   help="grant only keysentry:verify (POST /v1/authz/check)")  # fmt: skip
+
+    p = leaf(groups, "verify", _verify, "check a key as a request would (exit 0 if allowed)")
+    p.add_argument("key", help="the key, or '-' to read it from stdin (keeps it out of ps)")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--path", default="/")
+    p.add_argument("--permission", action="append", default=[], metavar="PERMISSION")
+    p.add_argument("--resource")
+
+    p = groups.add_parser("serve", parents=[common], help="serve the admin API and /v1/authz")
+    p.set_defaults(command=_serve)
+    p.add_argument("--host", default=os.environ.get("KEYSENTRY_HOST", "127.0.0.1"),
+                   help="default: $KEYSENTRY_HOST, else 127.0.0.1")  # fmt: skip
+    p.add_argument("--port", type=int, default=os.environ.get("KEYSENTRY_PORT", "8080"),
+                   help="default: $KEYSENTRY_PORT, else 8080")  # fmt: skip
+    p.add_argument("--limiter-url", default=os.environ.get(LIMITER_URL_ENV),
+                   help=f"memory:// or redis://… (default: ${LIMITER_URL_ENV})")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--open-verification",
+        action="store_true",
+        help="answer /v1/authz/check without an admin key (trusted networks only)",
+    )
+    p.add_argument("--log-level", default="info")
+
+    p = groups.add_parser("demo", help="serve an example API on a throw-away store")
+    p.set_defaults(command=_demo)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, help="default 8000 (with --check: a free port)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="play the whole tour over HTTP; exit 0 only if every step behaved",
+    )
     return parser
+
+
+def _admin_key_create(ks: KeySentry, a: argparse.Namespace) -> Any:
+    from keysentry.admin import create_admin_key
+
+    return create_admin_key(ks, a.name, verify_only=a.verify_only)
+
+
+def _verify(ks: KeySentry, a: argparse.Namespace) -> Any:
+    key = sys.stdin.readline().strip() if a.key == "-" else a.key
+    decision = ks.verify(key, method=a.method, path=a.path, permissions=a.permission,
+                         resource=a.resource)  # fmt: skip
+    from keysentry.admin.authz import verdict
+
+    return verdict(decision)
+
+
+def _serve(a: argparse.Namespace) -> int:
+    from keysentry.server import serve
+
+    url = database_url_from_env(getattr(a, "database_url", None))
+    os.environ[DATABASE_URL_ENV] = url  # the workers build their service from these
+    if a.limiter_url:
+        os.environ[LIMITER_URL_ENV] = a.limiter_url
+    if a.open_verification:
+        os.environ["KEYSENTRY_OPEN_VERIFICATION"] = "1"
+    KeySentry(url, limiter_url=a.limiter_url).close()  # bad URLs fail here, once; schema made
+    serve(host=a.host, port=a.port, workers=a.workers, log_level=a.log_level)
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from keysentry.demo import run_demo
+
+    return run_demo(host=a.host, port=a.port, check=a.check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,6 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
+    command: Callable[[argparse.Namespace], int] | None = getattr(args, "command", None)
+    if command is not None:  # serve, demo: long-running, no store opened here
+        try:
+            return command(args)
+        except KeySentryError as exc:
+            print(f"keysentry: error: {exc}", file=sys.stderr)
+            return 1
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -290,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(result))
     if hasattr(result, "secret"):
         print("Store this secret now: it is shown only once.", file=sys.stderr)
+    if getattr(result, "allowed", True) is False:
+        return 3  # `keysentry verify`: refused
     return 0
 
 

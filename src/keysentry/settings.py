@@ -10,6 +10,7 @@ from keysentry.errors import ConfigurationError
 __all__ = [
     "DATABASE_URL_ENV",
     "DEFAULT_DATABASE_URL",
+    "LIMITER_URL_ENV",
     "check_limiter_url",
     "database_url_from_env",
 ]
@@ -18,6 +19,8 @@ __all__ = [
 DEFAULT_DATABASE_URL = "sqlite:///./keysentry.db"
 #: The environment variable the CLI (and ``keysentry serve``) reads the store URL from.
 DATABASE_URL_ENV = "KEYSENTRY_DATABASE_URL"
+#: The environment variable ``keysentry serve`` reads the rate-limiter URL from.
+LIMITER_URL_ENV = "KEYSENTRY_LIMITER_URL"
 
 _LIMITER_SCHEMES = ("memory", "redis", "rediss", "unix")
 

@@ -1,0 +1,79 @@
+"""HTTP plumbing the admin routes share: Wacht's error shape, bounded JSON bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from keysentry.errors import ConflictError, NotFoundError, StoreError, ValidationError
+from keysentry.models import build
+
+__all__ = ["MAX_BODY_BYTES", "HTTPProblem", "error_response", "problem_response", "read_body"]
+
+logger = logging.getLogger("keysentry")
+B = TypeVar("B", bound=BaseModel)
+MAX_BODY_BYTES = 1 << 20
+
+
+class HTTPProblem(Exception):
+    """A request the admin API answers with *status* and one error message."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def error_response(
+    status: int, errors: list[tuple[str, str | None]], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """Wacht's error shape, ``code`` being the status; ``field`` where one is to blame."""
+    items = [
+        {"message": message, "code": status} | ({"field": field} if field else {})
+        for message, field in errors
+    ]
+    return JSONResponse({"errors": items}, status, headers=headers)
+
+
+def problem_response(exc: Exception) -> JSONResponse:
+    """The answer for a keysentry error (404, 409, 422, 503) or an :class:`HTTPProblem`;
+    anything else is raised again."""
+    if isinstance(exc, HTTPProblem):
+        return error_response(exc.status, [(str(exc), exc.field)])
+    if isinstance(exc, ValidationError):
+        return error_response(422, [(e.message, e.field or None) for e in exc.errors])
+    if isinstance(exc, NotFoundError):
+        return error_response(404, [(str(exc), None)])
+    if isinstance(exc, ConflictError):
+        return error_response(409, [(str(exc), exc.field)])
+    if isinstance(exc, StoreError):
+        logger.warning("keysentry admin: the store failed: %s", exc)
+        return error_response(503, [("The key store is unavailable; try again.", None)])
+    raise exc
+
+
+async def read_body(request: Request, model: type[B]) -> B:
+    """Parse the JSON body into *model*: 413 past 1 MiB, 400 if not a JSON object, 422 (with
+    the field's name) if it does not fit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPProblem(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPProblem(413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
+        chunks.append(chunk)
+    try:
+        data = json.loads(b"".join(chunks))
+    except ValueError:
+        raise HTTPProblem(400, "The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise HTTPProblem(400, "The body must be a JSON object.")
+    return build(model, data)

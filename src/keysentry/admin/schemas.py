@@ -1,0 +1,353 @@
+"""The admin API's request and response bodies, and the OpenAPI document built from them.
+
+Request bodies use Wacht's field names and reject unknown fields. They check shapes and
+lengths only (and slugs' syntax, so that the OpenAPI document says it); every business rule
+(a permission the app does not grant, an unknown scheme) stays in :class:`~keysentry.KeySentry`,
+once. Responses are the models of :mod:`keysentry.models`, so the document and the answers
+cannot drift apart: both come from the same pydantic classes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
+from pydantic.json_schema import models_json_schema
+
+from keysentry.core.keys import PREFIX_PATTERN
+from keysentry.models import (
+    APP_SLUG_PATTERN,
+    SCHEME_SLUG_PATTERN,
+    ApiAuthApp,
+    ApiKey,
+    Event,
+    IssuedKey,
+    RateLimitRule,
+    RateLimitScheme,
+)
+
+__all__ = [
+    "ApiAuthApp",
+    "ApiKey",
+    "AppPage",
+    "AuthzCheckRequest",
+    "AuthzCheckResponse",
+    "CreateAppRequest",
+    "CreateKeyRequest",
+    "CreateSchemeRequest",
+    "ErrorBody",
+    "EventPage",
+    "IssuedKey",
+    "KeyPage",
+    "Operation",
+    "RateLimitScheme",
+    "RevokeKeyRequest",
+    "RotateKeyRequest",
+    "SchemePage",
+    "UpdateAppRequest",
+    "UpdateSchemeRequest",
+    "openapi_document",
+]
+
+Str = Annotated[str, Field(max_length=2_000)]
+Id = Annotated[str | int, Field(union_mode="left_to_right")]
+Patterns = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=100)]
+
+
+def _documented(pattern: str, max_length: int) -> Any:
+    # The pattern is documented, not enforced here: the service checks it, with a better
+    # message ("use 2-63 of a-z, 0-9 and '-'") than a regular expression.
+    return Field(max_length=max_length, json_schema_extra={"pattern": f"^{pattern}$"})
+
+
+Slug = Annotated[str, _documented(APP_SLUG_PATTERN, 63)]
+SchemeSlug = Annotated[str, _documented(SCHEME_SLUG_PATTERN, 63)]
+KeyPrefix = Annotated[str, _documented(PREFIX_PATTERN, 32)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateAppRequest(_Body):
+    """``POST /api-auth/apps`` (Wacht's ``CreateApiAuthAppRequest``)."""
+
+    app_slug: Slug
+    name: Str
+    key_prefix: KeyPrefix
+    description: Str | None = None
+    is_active: StrictBool = True
+    user_id: Id | None = None
+    organization_id: Id | None = None
+    workspace_id: Id | None = None
+    rate_limit_scheme_slug: Str | None = None
+    permissions: Patterns | None = None
+    resources: Patterns | None = None
+
+
+class UpdateAppRequest(_Body):
+    """``PATCH /api-auth/apps/{app_slug}``: the fields sent change, the others stay."""
+
+    name: Str | None = None
+    key_prefix: KeyPrefix | None = None
+    description: Str | None = None
+    is_active: StrictBool | None = None
+    user_id: Id | None = None
+    organization_id: Id | None = None
+    workspace_id: Id | None = None
+    rate_limit_scheme_slug: Str | None = None
+    permissions: Patterns | None = None
+    resources: Patterns | None = None
+
+
+class CreateKeyRequest(_Body):
+    """``POST /api-auth/apps/{app_slug}/keys`` (Wacht's ``CreateApiKeyRequest``)."""
+
+    name: Str
+    permissions: Patterns | None = None
+    metadata: dict[str, JsonValue] | None = None
+    expires_at: Str | None = Field(default=None, description="ISO 8601 with a timezone")
+    owner: Str | None = None
+    environment: Str | None = None
+    rate_limit_scheme_slug: Str | None = None
+    owner_user_id: Id | None = None
+    organization_id: Id | None = None
+    workspace_id: Id | None = None
+    organization_membership_id: Id | None = None
+    workspace_membership_id: Id | None = None
+    org_role_permissions: Patterns | None = None
+    workspace_role_permissions: Patterns | None = None
+
+
+class RevokeKeyRequest(_Body):
+    """``POST /api-auth/keys/revoke`` (Wacht's ``RevokeApiKeyRequest``)."""
+
+    api_key_id: Str
+    reason: Str | None = None
+
+
+class RotateKeyRequest(_Body):
+    """``POST /api-auth/keys/rotate`` (Wacht's ``RotateApiKeyRequest``, plus an optional grace
+    period during which the old secret still verifies)."""
+
+    api_key_id: Str
+    grace_seconds: StrictInt = Field(default=0, ge=0, le=604_800)
+
+
+class CreateSchemeRequest(_Body):
+    """``POST /api-auth/rate-limit-schemes``."""
+
+    slug: SchemeSlug
+    name: Str
+    description: Str | None = None
+    rules: list[RateLimitRule] = Field(min_length=1, max_length=100)
+
+
+class UpdateSchemeRequest(_Body):
+    """``PATCH /api-auth/rate-limit-schemes/{slug}``."""
+
+    name: Str | None = None
+    description: Str | None = None
+    rules: list[RateLimitRule] | None = Field(default=None, min_length=1, max_length=100)
+
+
+class _Page(BaseModel):
+    has_more: bool
+    limit: int
+    offset: int
+
+
+class AppPage(_Page):
+    """A page of apps: ``?limit=`` (1-100, default 50) and ``?offset=``."""
+
+    data: list[ApiAuthApp]
+
+
+class KeyPage(_Page):
+    """A page of an app's keys (never their secrets)."""
+
+    data: list[ApiKey]
+
+
+class SchemePage(_Page):
+    """A page of rate-limit schemes."""
+
+    data: list[RateLimitScheme]
+
+
+class EventPage(BaseModel):
+    """Events after ``?after_seq=``, oldest first; ``has_more`` when ``limit`` cut them."""
+
+    data: list[Event]
+    has_more: bool
+
+
+class ErrorItem(BaseModel):
+    """One error: Wacht's ``message`` and ``code`` (the HTTP status), plus keysentry's
+    ``reason`` code (verification) or ``field`` (validation) where there is one."""
+
+    message: str
+    code: int
+    reason: str | None = None
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"errors": [{"message", "code", …}]}``."""
+
+    errors: list[ErrorItem]
+
+
+# ------------------------------------------------------------------ verification
+class Principal(_Body):
+    """Who is asking: an API key (the only kind keysentry verifies)."""
+
+    type: Literal["api_key"]
+    value: Annotated[str, Field(max_length=512)]
+
+
+class AuthzCheckRequest(_Body):
+    """``POST /v1/authz/check``: Wacht's gateway request."""
+
+    principal: Principal
+    method: Annotated[str, Field(pattern=r"^[A-Za-z]{1,16}$")] = "GET"
+    resource: Annotated[str, Field(max_length=8_192)] = Field(
+        default="/", description="the request path, e.g. /users/42"
+    )
+    client_ip: Annotated[str, Field(max_length=64)] | None = None
+    required_permissions: Patterns = Field(default_factory=list)
+
+
+class RateLimitState(BaseModel):
+    """One rule's state after this request."""
+
+    policy: str = Field(description="the rule's short form, e.g. 100/minute:per_key")
+    limit: int
+    remaining: int
+    reset: int = Field(description="seconds until the window ends")
+
+
+class AuthzIdentity(BaseModel):
+    """The key a verified request carries."""
+
+    key_id: str
+    key_name: str
+    app_slug: str
+    owner_user_id: str | None
+    organization_id: str | None
+    workspace_id: str | None
+    expires_at: str | None
+
+
+class AuthzCheckResponse(BaseModel):
+    """The verdict (always HTTP 200: the verdict is in the body)."""
+
+    allowed: bool
+    status: int = Field(description="the status keysentry's middleware would answer")
+    reason: str
+    identity: AuthzIdentity | None
+    permissions: list[str]
+    metadata: dict[str, JsonValue]
+    rate_limits: list[RateLimitState]
+    retry_after: int | None
+    headers: dict[str, str]
+
+
+# ------------------------------------------------------------------ OpenAPI
+_MODELS: tuple[type[BaseModel], ...] = (
+    CreateAppRequest, UpdateAppRequest, CreateKeyRequest, RevokeKeyRequest, RotateKeyRequest,
+    CreateSchemeRequest, UpdateSchemeRequest, AuthzCheckRequest, ApiAuthApp, ApiKey,
+    IssuedKey, RateLimitScheme, AppPage, KeyPage, SchemePage, EventPage, ErrorBody,
+    AuthzCheckResponse,
+)  # fmt: skip
+_REQUEST_MODELS = frozenset(_MODELS[:8])
+_ERROR_STATUSES = {
+    "400": "Malformed request: not JSON, or a bad query parameter",
+    "401": "No API key, or not a valid one",
+    "403": "The key may not do this (missing keysentry:admin, revoked, ...)",
+    "404": "No such app, key, scheme or route",
+    "409": "Conflicts with what is stored (duplicate slug, scheme in use, revoked key)",
+    "413": "Body larger than 1 MiB",
+    "422": "A field is invalid; each error names it",
+    "429": "The admin key's rate limit",
+    "503": "The store or the limiter is unreachable",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+# path -> method -> (summary, request model, (status, response model), query parameters)
+Operation = tuple[str, type[BaseModel] | None, tuple[str, type[BaseModel]], tuple[str, ...]]
+
+
+def openapi_document(
+    operations: dict[str, dict[str, Operation]], *, title: str, version: str
+) -> dict[str, Any]:
+    """Build the OpenAPI 3.1 document for *operations* from the pydantic models."""
+    _, top = models_json_schema(
+        [(m, "validation" if m in _REQUEST_MODELS else "serialization") for m in _MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, Any] = {}
+    for path, methods in operations.items():
+        for method, (summary, body, (status, response), query) in methods.items():
+            operation: dict[str, Any] = {
+                "summary": summary,
+                "operationId": f"{method}_{path}".replace("/", "_")
+                .replace("{", "")
+                .replace("}", "")
+                .replace("-", "_"),
+                "parameters": [
+                    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for name in _path_parameters(path)
+                ]
+                + [_QUERY[name] for name in query],
+                "responses": {status: _json(response, summary)}
+                | {code: _json(ErrorBody, text) for code, text in _ERROR_STATUSES.items()},
+            }
+            if body is not None:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(body)}},
+                }
+            paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": top["$defs"],
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An admin key (`keysentry admin-key create`)",
+                }
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    }
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def _integer(name: str, minimum: int, maximum: int, description: str) -> dict[str, Any]:
+    schema = {"type": "integer", "minimum": minimum, "maximum": maximum}
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+_QUERY = {
+    "limit": _integer("limit", 1, 100, "page size (default 50)"),
+    "offset": _integer("offset", 0, 10**9, "items to skip (default 0)"),
+    "after_seq": _integer("after_seq", 0, 2**62, "events after this seq (default 0)"),
+    "event_limit": _integer("limit", 1, 1000, "at most this many events (default 100)"),
+}

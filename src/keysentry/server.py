@@ -1,0 +1,88 @@
+"""``keysentry serve``: the admin API and the verification endpoints under uvicorn.
+
+Settings come from flags (the CLI) or the environment, so that every worker process builds
+its own :class:`~keysentry.KeySentry` after uvicorn forks it (database connections and
+background threads are never shared across a fork): ``KEYSENTRY_DATABASE_URL``,
+``KEYSENTRY_LIMITER_URL`` and ``KEYSENTRY_OPEN_VERIFICATION=1``. uvicorn shuts down gracefully
+on SIGTERM or SIGINT: requests in flight finish, then each worker closes its store and limiter.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+from keysentry.errors import ConfigurationError
+from keysentry.settings import LIMITER_URL_ENV, database_url_from_env
+
+__all__ = ["OPEN_VERIFICATION_ENV", "app_from_env", "free_port", "running", "serve"]
+
+OPEN_VERIFICATION_ENV = "KEYSENTRY_OPEN_VERIFICATION"
+
+
+def _uvicorn() -> ModuleType:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError("serving needs uvicorn: pip install 'keysentry[serve]'") from None
+    return uvicorn
+
+
+def app_from_env() -> Any:
+    """Build the served app from the environment (uvicorn calls it in each worker)."""
+    from keysentry.admin import create_admin_app
+    from keysentry.service import KeySentry
+
+    ks = KeySentry(database_url_from_env(), limiter_url=os.environ.get(LIMITER_URL_ENV) or None)
+    open_verification = os.environ.get(OPEN_VERIFICATION_ENV, "") in ("1", "true", "yes")
+    return create_admin_app(ks, open_verification=open_verification, close_on_shutdown=True)
+
+
+def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
+    """Run :func:`app_from_env` under uvicorn until SIGTERM or SIGINT."""
+    uvicorn = _uvicorn()
+    uvicorn.run(
+        "keysentry.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(app: Any, host: str, port: int, *, log_level: str = "warning") -> Iterator[Any]:
+    """Serve *app* with uvicorn in a background thread for the duration of the block.
+
+    Raises:
+        ConfigurationError: the server did not start (the port is taken, say).
+    """
+    uvicorn = _uvicorn()
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="keysentry-server", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        thread.join(0.02)
+    if not server.started:
+        raise ConfigurationError(f"could not serve on {host}:{port} (is the port in use?)")
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        thread.join(10)
