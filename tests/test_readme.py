@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import runpy
 import subprocess
@@ -45,10 +46,12 @@ def test_readme_cli_lines_parse() -> None:
     commands = [line for line in text.splitlines() if line.startswith("keysentry ")]
     assert len(commands) >= 6
     for line in commands:
-        if "|" in line or "KEY_ID" in line:
-            continue  # synopsis lines, not runnable as written
+        if "|" in line:
+            continue  # a synopsis of several commands, not runnable as written
+        words = line.split()[1:]
+        path = list(itertools.takewhile(lambda w: re.fullmatch(r"[a-z][a-z-]*", w), words))[:2]
         help_run = subprocess.run(
-            [sys.executable, "-m", "keysentry", *line.split()[1:3], "--help"],
+            [sys.executable, "-m", "keysentry", *path, "--help"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -163,3 +166,18 @@ def test_readme_redis_example(redis_prefix: str) -> None:
     names = {"app": app, "ks": KeySentry("memory://"), "KeySentryMiddleware": KeySentryMiddleware}
     exec(compile(proxies, "README.md", "exec"), names)  # noqa: S102
     assert app.user_middleware[0].kwargs["trusted_proxies"] == ["10.0.0.0/8"]
+
+
+def test_front_door_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Try it, or test it\n\nFrom a clone.*?```sh\n(.*?)```", readme, re.S)
+    assert block
+    commands = [line for line in block.group(1).splitlines() if line.startswith("python3")]
+    assert len(commands) == 2
+    demo, tests = commands
+    # the first runs the checked demo tour (tests/test_demo.py runs it as a subprocess)
+    assert demo.endswith("pip install -e '.[serve]' && keysentry demo --check")
+    # the second is exactly what CI runs after making its venv
+    assert tests.endswith("&& pip install -e '.[dev]' && pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\npip install -e '.[dev]' && pytest\n" in ci
