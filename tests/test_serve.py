@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from keysentry import KeySentry
+from keysentry import KeySentry, RateLimitRule
 from keysentry.admin import create_admin_key
 from keysentry.server import free_port
 from tests.admin.test_app import REFERENCE_000, REFERENCE_001
@@ -29,6 +30,7 @@ BIN = Path(sys.executable).parent
 class Server:
     base: str
     admin: str
+    url: str
     process: subprocess.Popen[bytes]
 
 
@@ -64,7 +66,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base, process)
-        yield Server(base, admin, process)
+        yield Server(base, admin, url, process)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -112,6 +114,23 @@ def test_reference_examples_with_curl(server: Server) -> None:
     assert verdict["reason"] == "key_revoked"  # at once, in the serving process
 
 
+def test_the_docs_httpx_example(server: Server) -> None:
+    doc = (Path(__file__).parent.parent / "docs" / "http-api.md").read_text()
+    match = re.search(r"With httpx:\n\n```python\n(.*?)```", doc, re.S)
+    assert match
+    code = match.group(1).replace("http://127.0.0.1:8080", server.base)
+    with KeySentry(server.url) as ks:
+        ks.create_api_auth_app("my-integration", "My App", "sk_live")
+    namespace: dict[str, object] = {"ADMIN_KEY": server.admin}
+    exec(compile(code, "docs/http-api.md", "exec"), namespace)  # noqa: S102
+    issued = namespace["issued"]
+    assert isinstance(issued, dict)
+    assert issued["secret"].startswith("sk_live_")
+    with KeySentry(server.url) as ks:
+        assert ks.verify(issued["secret"]).reason == "invalid_key"  # rotated by the example
+        assert ks.get_api_key(issued["key"]["id"]).name == "Primary"
+
+
 def schemathesis(server: Server, *selection: str) -> subprocess.CompletedProcess[str]:
     checks = ("not_a_server_error,status_code_conformance,content_type_conformance,"
               "response_schema_conformance,response_headers_conformance")  # fmt: skip
@@ -152,3 +171,43 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
     # re-raises the signal so the exit status says how it ended.
     assert "Application shutdown complete." in log
     assert process.returncode == -signal.SIGTERM
+
+
+@pytest.mark.postgres
+def test_workers_share_the_redis_limit(tmp_path: Path, pg_url: str) -> None:
+    require_redis()
+    import redis
+
+    with KeySentry(pg_url) as ks:
+        admin = create_admin_key(ks).secret
+        ks.create_rate_limit_scheme("ten", "Ten", [RateLimitRule(unit="hour", max_requests=10)])
+        ks.create_api_auth_app("shop", "Shop", "sk_shop", rate_limit_scheme_slug="ten")
+        key = ks.create_api_key("shop", "k").secret
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysentry", "serve", "--port", str(port), "--workers", "2",
+         "--database-url", pg_url, "--limiter-url", REDIS_URL, "--log-level", "warning"],
+        env={**os.environ, "KEYSENTRY_DATABASE_URL": ""}, cwd=tmp_path,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        wait_until_serving(base, process)
+        body = json.dumps({"principal": {"type": "api_key", "value": key}}).encode()
+        allowed = 0
+        for _ in range(25):  # new connections: uvicorn's workers take turns
+            request = urllib.request.Request(
+                f"{base}/v1/authz/check",
+                data=body,
+                headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                allowed += json.load(response)["allowed"]
+        assert allowed == 10  # one limit across both workers, not ten per worker
+        assert client.keys("keysentry:rl:{shop}:*")  # counted on Redis
+    finally:
+        process.terminate()
+        process.wait(20)
+        for name in client.scan_iter("keysentry:rl:{shop}:*"):
+            client.delete(name)
+        client.close()
