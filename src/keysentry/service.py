@@ -155,6 +155,8 @@ class KeySentry:
             other processes (workers, the CLI) reach this one: a key revoked elsewhere is
             refused here at most this long after. Changes made through this object take
             effect on the next request. ``None`` turns the log off (then *cache_ttl* bounds).
+        max_stale: while the store is unreachable, a key verified before keeps verifying for
+            at most this many seconds after it was last confirmed; unknown keys get 503.
 
     Raises:
         ConfigurationError: an unsupported URL, or both *database_url* and *store*.
@@ -176,6 +178,7 @@ class KeySentry:
         cache_size: int = 10_000,
         cache_ttl: float = 30.0,
         sync_interval: float | None = 1.0,
+        max_stale: float = 60.0,
         rate_limit_algorithm: Algorithm = "sliding_window",
     ) -> None:
         if store is not None and database_url is not None:
@@ -184,6 +187,8 @@ class KeySentry:
             raise ConfigurationError(
                 "rate_limit_algorithm must be 'sliding_window' or 'fixed_window'"
             )
+        if not isinstance(max_stale, int | float) or isinstance(max_stale, bool) or max_stale < 0:
+            raise ConfigurationError("max_stale must be a number of seconds >= 0")
         if limiter is not None and limiter_url is not None:
             raise ConfigurationError("pass limiter_url or limiter, not both")
         self.limiter_url = check_limiter_url(limiter_url)
@@ -208,6 +213,7 @@ class KeySentry:
             ttl=cache_ttl,
             sync_interval=sync_interval,
             algorithm=rate_limit_algorithm,
+            max_stale=max_stale,
         )
 
     def __enter__(self) -> KeySentry:

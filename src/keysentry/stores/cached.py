@@ -18,13 +18,21 @@ seen and evicts what changed (``key.*``: that key; ``app.*``: the app's keys; ``
 everything). So a change made anywhere is refused by this process at most ``sync_interval``
 (plus one request's lookup) later. :meth:`get` stays free of I/O: when a sync is due it
 answers :data:`MISS`, and the sync runs in :meth:`load`, in a worker thread for async
-callers. If the store cannot be read, the sync is retried at the next interval and cached
-keys keep working. Every eviction bumps a generation counter; a load that started before
+callers. Every eviction bumps a generation counter; a load that started before
 an eviction does not put what it read back (it may have read the record before the change).
 Evicting one key or app costs O(its keys), not O(cache): cached digests are indexed by key id
 and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us, so the index
 may name digests that are gone; it is rebuilt from the cache when it grows past twice the
 cache's size.
+
+When the store is unreachable (DESIGN.md section 7): a key verified before keeps verifying
+for at most ``max_stale`` seconds after it was last confirmed (loaded, or covered by a
+successful read of the event log), from the cache or, once its TTL has passed, from a
+bounded copy kept for this purpose; an unknown key, or one staler than that, is a
+:class:`StoreError` (the adapters answer 503). After a failure the store is left alone for
+``retry_after`` seconds, so an outage costs one store timeout per interval, not one per
+request; the first read that succeeds afterwards brings exact service back (the event log is
+read from where it stopped, so changes made meanwhile are applied).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Final
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from keysentry.core.decision import Identity, KeyEntry
 from keysentry.core.pipeline import LookupKey, select_candidate
@@ -124,6 +132,9 @@ class CachedKeyStore:
         timer: monotonic clock for the TTLs and the sync (tests inject a fake one).
         algorithm: ``"sliding_window"`` (default) or ``"fixed_window"`` for the rules
             compiled into cached entries.
+        max_stale: while the store is unreachable, how long after it was last confirmed a
+            verified key may still be used (``0``: refuse at once, 503).
+        retry_after: seconds to leave a failing store alone before asking it again.
     """
 
     def __init__(
@@ -136,8 +147,16 @@ class CachedKeyStore:
         sync_interval: float | None = 1.0,
         timer: Callable[[], float] = time.monotonic,
         algorithm: Algorithm = "sliding_window",
+        max_stale: float = 60.0,
+        retry_after: float = 1.0,
     ) -> None:
         self.store = store
+        self._max_stale = max_stale
+        self._retry_after = retry_after
+        self._down_until = 0.0  # the store failed: do not ask it again before this time
+        self._synced_at = float("-inf")  # when the event log was last read successfully
+        # digest -> (entry, when it was loaded): what may be served while the store is down
+        self._stale: LRUCache[str, tuple[KeyEntry, float]] = LRUCache(maxsize)
         self._algorithm: Algorithm = algorithm
         self._timer = timer
         self._sync_interval = sync_interval
@@ -193,26 +212,47 @@ class CachedKeyStore:
             cached = self._cached(effect.digest)
             if not isinstance(cached, _Miss):
                 return cached
+        started = self._timer()
+        if started < self._down_until:
+            return self._stale_entry(effect.digest, StoreError("the store is unreachable"))
         generation = self._generation
-        candidates = self.store.find_keys(effect.prefix, effect.suffix)
-        index = select_candidate(
-            effect.digest, [(c.key_hash, c.previous_key_hash) for c in candidates]
-        )
-        entry: KeyEntry | None = None
-        if index is not None:
-            record = candidates[index]
-            with self.store.read() as session:
-                app, rules = key_rules(session, record)
-            if app is not None:
-                entry = compile_entry(record, app, rules, self._algorithm)
+        try:
+            entry = self._read(effect)
+        except StoreError as exc:
+            self._down_until = self._timer() + self._retry_after
+            return self._stale_entry(effect.digest, exc)
         with self._lock:
             if generation == self._generation:  # nothing was evicted while we read
                 if entry is None:
                     self._negative[effect.digest] = True
                 else:
                     self._positive[effect.digest] = entry
+                    self._stale[effect.digest] = (entry, started)
                     self._index(effect.digest, entry)
         return entry
+
+    def _read(self, effect: LookupKey) -> KeyEntry | None:
+        candidates = self.store.find_keys(effect.prefix, effect.suffix)
+        index = select_candidate(
+            effect.digest, [(c.key_hash, c.previous_key_hash) for c in candidates]
+        )
+        if index is None:
+            return None
+        record = candidates[index]
+        with self.store.read() as session:
+            app, rules = key_rules(session, record)
+        return None if app is None else compile_entry(record, app, rules, self._algorithm)
+
+    def _stale_entry(self, digest: str, error: StoreError) -> KeyEntry:
+        """The store failed: a verified key confirmed within ``max_stale``, else *error*."""
+        with self._lock:
+            kept = self._stale.get(digest)
+        if kept is not None:
+            entry, loaded_at = kept
+            confirmed = max(loaded_at, self._synced_at)
+            if self._timer() - confirmed <= self._max_stale:
+                return entry
+        raise error
 
     def _index(self, digest: str, entry: KeyEntry) -> None:
         if len(self._digests) > 2 * self._positive.maxsize:
@@ -230,6 +270,7 @@ class CachedKeyStore:
     def _drop_key(self, key_id: str) -> None:
         for digest in self._digests.pop(key_id, ()):
             self._positive.pop(digest, None)
+            self._stale.pop(digest, None)
 
     def evict_key(self, key_id: str) -> None:
         """Forget a key (under its current and previous secret)."""
@@ -250,24 +291,39 @@ class CachedKeyStore:
             self._generation += 1
             self._positive.clear()
             self._negative.clear()
+            self._stale.clear()
             self._digests.clear()
             self._keys.clear()
 
     def sync(self) -> None:
         """Read the event log past the last event seen and evict what changed.
 
-        Never raises: if the store cannot be read, it is tried again after the interval and
-        what is cached stays in use.
+        Never raises: if the store cannot be read, it is tried again after the interval, and
+        what is cached stays in use until it is ``max_stale`` seconds old.
         """
         with self._sync_lock:
             if self._sync_interval is not None and not self._sync_due():
                 return  # another thread synced while this one waited
+            started = self._timer()
             try:
+                if started < self._down_until:
+                    raise StoreError("the store is unreachable")
                 self._read_events()
+                self._synced_at = started
             except StoreError as exc:
-                logger.warning("keysentry: reading the event log failed, will retry: %s", exc)
+                if started >= self._down_until:
+                    logger.warning("keysentry: reading the event log failed, will retry: %s", exc)
+                    self._down_until = self._timer() + self._retry_after
+                if started - self._synced_at > self._max_stale:
+                    self._expire_fresh()  # too stale to trust without the store
             if self._sync_interval is not None:
                 self._next_sync = self._timer() + self._sync_interval
+
+    def _expire_fresh(self) -> None:
+        """Drop the TTL cache (the stale copies stay, each judged by its own age)."""
+        with self._lock:
+            self._generation += 1
+            self._positive.clear()
 
     def _read_events(self) -> None:
         with self.store.read() as session:
