@@ -366,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with KeySentry(database_url_from_env(getattr(args, "database_url", None))) as ks:
+        url = database_url_from_env(getattr(args, "database_url", None))
+        # with $KEYSENTRY_LIMITER_URL on Redis, changes are announced to running apps at once
+        with KeySentry(url, limiter_url=os.environ.get(LIMITER_URL_ENV) or None) as ks:
             result = handler(ks, args)
     except KeySentryError as exc:
         print(f"keysentry: error: {exc}", file=sys.stderr)

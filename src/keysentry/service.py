@@ -52,6 +52,7 @@ from keysentry.models import (
 from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
 from keysentry.stores.cached import MISS, CachedKeyStore, key_rules
+from keysentry.stores.notify import RedisChanges
 
 __all__ = ["KeySentry"]
 
@@ -139,7 +140,9 @@ class KeySentry:
         limiter_url: where rate-limit counters live: ``None`` or ``memory://`` for this
             process (exact within it), ``redis://host:6379/0`` to share them with every
             worker and machine that uses the same Redis (exact across all of them; needs
-            ``keysentry[redis]``).
+            ``keysentry[redis]``). With Redis, cache invalidations also travel over its
+            pub/sub: a key revoked in one process is refused by the others within
+            milliseconds (the event log remains the fallback, every *sync_interval*).
         on_limiter_error: when Redis cannot be reached: ``"open"`` (default: admit, logged),
             ``"closed"`` (503 with ``Retry-After``) or ``"local"`` (count in this process).
             Authentication never depends on the limiter.
@@ -205,6 +208,9 @@ class KeySentry:
                 self.limiter_url, timeout=limiter_timeout, on_error=on_limiter_error
             )
         self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
+        changes = None
+        if self.limiter_url is not None and not self.limiter_url.startswith("memory:"):
+            changes = RedisChanges(self.limiter_url, timeout=max(limiter_timeout, 1.0))
         self._clock = clock
         self._token_factory = token_factory
         self.cache = CachedKeyStore(
@@ -214,6 +220,7 @@ class KeySentry:
             sync_interval=sync_interval,
             algorithm=rate_limit_algorithm,
             max_stale=max_stale,
+            changes=changes,
         )
 
     def __enter__(self) -> KeySentry:
@@ -223,7 +230,9 @@ class KeySentry:
         self.close()
 
     def close(self) -> None:
-        """Release the store's connections and the limiter."""
+        """Release the store's connections, the limiter and the invalidation channel."""
+        if self.cache.changes is not None:
+            self.cache.changes.close()
         self.store.close()
         self.limiter.close()
 
@@ -337,7 +346,7 @@ class KeySentry:
                 self._check_keys_still_granted(session, app)
             session.save_app(app)
             session.append_event("app.updated", now, app_slug=app.app_slug)
-        self.cache.evict_app(app.app_slug)
+        self.cache.evict_app(app.app_slug, announce=True)
         return app.model_copy(update={"rate_limits": rules})
 
     def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
@@ -353,7 +362,7 @@ class KeySentry:
             app = app.model_copy(update={"deleted_at": now, "updated_at": now})
             session.save_app(app)
             session.append_event("app.deleted", now, app_slug=app.app_slug)
-        self.cache.evict_app(app.app_slug)
+        self.cache.evict_app(app.app_slug, announce=True)
         return app
 
     @staticmethod
@@ -437,7 +446,7 @@ class KeySentry:
             scheme = build(RateLimitScheme, current.model_dump() | changes | {"updated_at": now})
             session.save_scheme(scheme)
             session.append_event("scheme.updated", now, scheme_slug=scheme.slug)
-        self.cache.clear()
+        self.cache.clear(announce=True)
         return scheme
 
     def delete_rate_limit_scheme(self, slug: str) -> RateLimitScheme:
@@ -457,7 +466,7 @@ class KeySentry:
                 )
             session.remove_scheme(scheme.slug)
             session.append_event("scheme.deleted", now, scheme_slug=scheme.slug)
-        self.cache.clear()
+        self.cache.clear(announce=True)
         return scheme
 
     @staticmethod
@@ -600,7 +609,7 @@ class KeySentry:
                 session.save_key(record)
                 session.append_event("key.revoked", now, app_slug=record.app_slug, key_id=record.id)
             rules = _key_rules(session, record)
-        self.cache.evict_key(record.id)
+        self.cache.evict_key(record.id, announce=True)
         return record.public(rules)
 
     def rotate_api_key(self, key_id: str, *, grace_seconds: int = 0) -> IssuedKey:
@@ -645,7 +654,7 @@ class KeySentry:
             session.save_key(record)
             session.append_event("key.rotated", now, app_slug=record.app_slug, key_id=record.id)
             rules = _key_rules(session, record)
-        self.cache.evict_key(record.id)
+        self.cache.evict_key(record.id, announce=True)
         return IssuedKey(key=record.public(rules), secret=parsed.secret)
 
     @staticmethod

@@ -52,6 +52,7 @@ from keysentry.core.ratelimit import Algorithm, compile_limits
 from keysentry.errors import StoreError
 from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule, effective_scheme_slug
 from keysentry.stores.base import KeyStore, StoreSession
+from keysentry.stores.notify import RedisChanges
 
 __all__ = ["MISS", "CachedKeyStore", "compile_entry", "key_rules"]
 
@@ -135,6 +136,8 @@ class CachedKeyStore:
         max_stale: while the store is unreachable, how long after it was last confirmed a
             verified key may still be used (``0``: refuse at once, 503).
         retry_after: seconds to leave a failing store alone before asking it again.
+        changes: Redis pub/sub for invalidations: this cache's changes are published, and
+            other processes' changes evict here within milliseconds.
     """
 
     def __init__(
@@ -149,8 +152,12 @@ class CachedKeyStore:
         algorithm: Algorithm = "sliding_window",
         max_stale: float = 60.0,
         retry_after: float = 1.0,
+        changes: RedisChanges | None = None,
     ) -> None:
         self.store = store
+        self.changes = changes
+        if changes is not None:
+            changes.attach(self._apply_remote, self._sync_soon)
         self._max_stale = max_stale
         self._retry_after = retry_after
         self._down_until = 0.0  # the store failed: do not ask it again before this time
@@ -207,6 +214,8 @@ class CachedKeyStore:
         Raises:
             StoreError: the store failed.
         """
+        if self.changes is not None:
+            self.changes.ensure_running()  # in this process: never across a fork
         if self._sync_due():
             self.sync()
             cached = self._cached(effect.digest)
@@ -272,20 +281,25 @@ class CachedKeyStore:
             self._positive.pop(digest, None)
             self._stale.pop(digest, None)
 
-    def evict_key(self, key_id: str) -> None:
-        """Forget a key (under its current and previous secret)."""
+    def evict_key(self, key_id: str, *, announce: bool = False) -> None:
+        """Forget a key (under its current and previous secret); with *announce*, tell the
+        other processes too (a change made here)."""
         with self._lock:
             self._generation += 1
             self._drop_key(key_id)
+        if announce and self.changes is not None:
+            self.changes.publish("key", key_id)
 
-    def evict_app(self, app_slug: str) -> None:
+    def evict_app(self, app_slug: str, *, announce: bool = False) -> None:
         """Forget every key of the app(s) with this slug."""
         with self._lock:
             self._generation += 1
             for key_id in self._keys.pop(app_slug, ()):
                 self._drop_key(key_id)
+        if announce and self.changes is not None:
+            self.changes.publish("app", app_slug)
 
-    def clear(self) -> None:
+    def clear(self, *, announce: bool = False) -> None:
         """Forget everything (a scheme changed: its rules are compiled into entries)."""
         with self._lock:
             self._generation += 1
@@ -294,6 +308,19 @@ class CachedKeyStore:
             self._stale.clear()
             self._digests.clear()
             self._keys.clear()
+        if announce and self.changes is not None:
+            self.changes.publish("all")
+
+    def _apply_remote(self, kind: str, ident: str) -> None:
+        if kind == "key":
+            self.evict_key(ident)
+        elif kind == "app":
+            self.evict_app(ident)
+        else:
+            self.clear()
+
+    def _sync_soon(self) -> None:
+        self._next_sync = 0.0  # the next lookup reads the event log
 
     def sync(self) -> None:
         """Read the event log past the last event seen and evict what changed.
