@@ -15,22 +15,11 @@ import random
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from keysentry import KeySentry
-
-
-def call(port: int, secret: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/whoami")
-    request.add_header("Authorization", f"Bearer {secret}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status), response.headers["x-worker-pid"]
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.headers["x-worker-pid"]
+from tests.test_processes import reply as call
 
 
 @dataclass

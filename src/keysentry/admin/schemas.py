@@ -69,35 +69,32 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CreateAppRequest(_Body):
+class _AppFields(_Body):
+    # what creating and changing an app share; optional in both
+    description: Str | None = None
+    user_id: Id | None = None
+    organization_id: Id | None = None
+    workspace_id: Id | None = None
+    rate_limit_scheme_slug: Str | None = None
+    permissions: Patterns | None = None
+    resources: Patterns | None = None
+
+
+class CreateAppRequest(_AppFields):
     """``POST /api-auth/apps`` (Wacht's ``CreateApiAuthAppRequest``)."""
 
     app_slug: Slug
     name: Str
     key_prefix: KeyPrefix
-    description: Str | None = None
     is_active: StrictBool = True
-    user_id: Id | None = None
-    organization_id: Id | None = None
-    workspace_id: Id | None = None
-    rate_limit_scheme_slug: Str | None = None
-    permissions: Patterns | None = None
-    resources: Patterns | None = None
 
 
-class UpdateAppRequest(_Body):
+class UpdateAppRequest(_AppFields):
     """``PATCH /api-auth/apps/{app_slug}``: the fields sent change, the others stay."""
 
     name: Str | None = None
     key_prefix: KeyPrefix | None = None
-    description: Str | None = None
     is_active: StrictBool | None = None
-    user_id: Id | None = None
-    organization_id: Id | None = None
-    workspace_id: Id | None = None
-    rate_limit_scheme_slug: Str | None = None
-    permissions: Patterns | None = None
-    resources: Patterns | None = None
 
 
 class CreateKeyRequest(_Body):
