@@ -131,25 +131,25 @@ def test_the_docs_httpx_example(server: Server) -> None:
         assert ks.get_api_key(issued["key"]["id"]).name == "Primary"
 
 
-def schemathesis(server: Server, *selection: str) -> subprocess.CompletedProcess[str]:
+def schemathesis(server: Server, cwd: Path, *selection: str) -> subprocess.CompletedProcess[str]:
     checks = ("not_a_server_error,status_code_conformance,content_type_conformance,"
               "response_schema_conformance,response_headers_conformance")  # fmt: skip
     return subprocess.run(
         [str(BIN / "st"), "run", f"{server.base}/api-auth/openapi.json",
          "--header", f"Authorization: Bearer {server.admin}", "--checks", checks,
          "--max-examples", "15", "--seed", "20261123", "--no-color", *selection],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=cwd,  # its cache goes there
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("server", ["sqlite"], indirect=True)
-def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(server: Server) -> None:
+def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(server: Server, tmp_path: Path) -> None:
     # Revoking and rotating go last: the fuzzer finds the admin key's id in the listings and
     # would otherwise lock itself out for the rest of the run.
     keys_routes = "^/api-auth/keys/(revoke|rotate)$"
     for selection in (("--exclude-path-regex", keys_routes),
                       ("--include-path-regex", keys_routes)):  # fmt: skip
-        result = schemathesis(server, *selection)
+        result = schemathesis(server, tmp_path, *selection)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert " passed" in result.stdout
         assert "failed" not in result.stdout.split("SUMMARY")[-1]
