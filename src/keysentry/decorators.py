@@ -30,7 +30,7 @@ from keysentry.wsgi import ENVIRON_KEY, environ_facts, refusal_parts
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["Guard", "require"]
+__all__ = ["Guard", "refusal_response", "require"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("keysentry")
@@ -113,9 +113,15 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     return flask_request._get_current_object()  # type: ignore[attr-defined]
 
 
+def refusal_response(decision: Decision) -> Response:
+    """The Starlette response for a refused request: the middleware's status, headers and
+    JSON body."""
+    return Response(decision.body, decision.status, headers=dict(decision.headers))
+
+
 def _refusal(decision: Decision, request: object) -> Any:
     if isinstance(request, HTTPConnection):
-        return Response(decision.body, decision.status, headers=dict(decision.headers))
+        return refusal_response(decision)
     from flask import Response as FlaskResponse
 
     status, headers, body = refusal_parts(decision)

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision, Identity
-from keysentry.decorators import Guard
+from keysentry.decorators import Guard, refusal_response
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
@@ -72,7 +72,7 @@ async def _handler(request: Request, exc: Exception) -> Response:
     decision = exc.decision if isinstance(exc, KeySentryHTTPException) else None
     if decision is None:  # registered for our class only; never happens
         raise exc
-    return Response(decision.body, decision.status, headers=dict(decision.headers))
+    return refusal_response(decision)
 
 
 def install(app: FastAPI) -> None:

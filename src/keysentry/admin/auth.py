@@ -16,6 +16,7 @@ from starlette.responses import Response
 from keysentry.asgi import scope_facts
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import Policy
+from keysentry.decorators import refusal_response
 from keysentry.errors import ConflictError, NotFoundError
 from keysentry.models import IssuedKey
 
@@ -29,21 +30,12 @@ __all__ = [
     "VERIFY_PERMISSION",
     "authenticate",
     "create_admin_key",
-    "refusal_response",
 ]
 
 ADMIN_APP_SLUG = "keysentry-admin"
 ADMIN_KEY_PREFIX = "ks_admin"
 ADMIN_PERMISSION = "keysentry:admin"
 VERIFY_PERMISSION = "keysentry:verify"
-
-
-def refusal_response(decision: Decision) -> Response:
-    """The answer keysentry's middleware gives for a refused request."""
-    response = Response(decision.body, decision.status)
-    for name, value in decision.headers:
-        response.headers.append(name, value)
-    return response
 
 
 async def authenticate(ks: KeySentry, request: Request, permission: str) -> Response | None:
