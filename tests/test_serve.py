@@ -155,15 +155,24 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(server: Server, tmp_pa
         assert "failed" not in result.stdout.split("SUMMARY")[-1]
 
 
-def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
-    env = {**os.environ, "KEYSENTRY_DATABASE_URL": f"sqlite:///{tmp_path}/serve.db"}
+def test_sigterm_shuts_down_gracefully_and_writes_usage(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path}/serve.db"
+    with KeySentry(database_url) as ks:
+        admin = create_admin_key(ks)
+    env = {**os.environ, "KEYSENTRY_DATABASE_URL": database_url}
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "keysentry", "serve", "--port", str(port)],
         env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until_serving(f"http://127.0.0.1:{port}", process)
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(base, process)
+        request = urllib.request.Request(
+            f"{base}/api-auth/apps", headers={"Authorization": f"Bearer {admin.secret}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
     finally:
         process.send_signal(signal.SIGTERM)
         _, log = process.communicate(timeout=20)
@@ -171,6 +180,13 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path) -> None:
     # re-raises the signal so the exit status says how it ended.
     assert "Application shutdown complete." in log
     assert process.returncode == -signal.SIGTERM
+    # the use was pending (usage is written every 10 s): the shutdown wrote it, and the CLI,
+    # another process, shows it
+    shown = subprocess.run(
+        [str(BIN / "keysentry"), "--json", "keys", "show", admin.key.id],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(shown.stdout)["last_used_at"] is not None
 
 
 @pytest.mark.postgres

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from keysentry.core.decision import Decision
+from keysentry.core.decision import Decision, Reason
 from keysentry.core.keys import TokenFactory, base62, generate_key, random_token
 from keysentry.core.patterns import covers
 from keysentry.core.pipeline import (
@@ -53,6 +53,7 @@ from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
 from keysentry.stores.cached import MISS, CachedKeyStore, key_rules
 from keysentry.stores.notify import RedisChanges
+from keysentry.stores.usage import UsageRecorder
 
 __all__ = ["KeySentry"]
 
@@ -85,6 +86,7 @@ _APP_UPDATABLE = frozenset(
 _SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
 _LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
 MAX_GRACE_SECONDS = 7 * 86_400
+_USED = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_DENIED})
 logger = logging.getLogger("keysentry")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -160,6 +162,9 @@ class KeySentry:
             effect on the next request. ``None`` turns the log off (then *cache_ttl* bounds).
         max_stale: while the store is unreachable, a key verified before keeps verifying for
             at most this many seconds after it was last confirmed; unknown keys get 503.
+        usage_interval: seconds between batched writes of the keys' ``last_used_at`` (a
+            background thread; also written at :meth:`close`). ``None``: only at
+            :meth:`close` and ``usage.flush()``.
 
     Raises:
         ConfigurationError: an unsupported URL, or both *database_url* and *store*.
@@ -183,6 +188,7 @@ class KeySentry:
         sync_interval: float | None = 1.0,
         max_stale: float = 60.0,
         rate_limit_algorithm: Algorithm = "sliding_window",
+        usage_interval: float | None = 10.0,
     ) -> None:
         if store is not None and database_url is not None:
             raise ConfigurationError("pass database_url or store, not both")
@@ -192,6 +198,12 @@ class KeySentry:
             )
         if not isinstance(max_stale, int | float) or isinstance(max_stale, bool) or max_stale < 0:
             raise ConfigurationError("max_stale must be a number of seconds >= 0")
+        if usage_interval is not None and (
+            not isinstance(usage_interval, int | float)
+            or isinstance(usage_interval, bool)
+            or usage_interval <= 0
+        ):
+            raise ConfigurationError("usage_interval must be a number of seconds > 0, or None")
         if limiter is not None and limiter_url is not None:
             raise ConfigurationError("pass limiter_url or limiter, not both")
         self.limiter_url = check_limiter_url(limiter_url)
@@ -222,6 +234,8 @@ class KeySentry:
             max_stale=max_stale,
             changes=changes,
         )
+        self.usage = UsageRecorder(self.store, interval=usage_interval)
+        """``last_used_at`` write-behind; :meth:`UsageRecorder.flush` writes it now."""
 
     def __enter__(self) -> KeySentry:
         return self
@@ -230,7 +244,9 @@ class KeySentry:
         self.close()
 
     def close(self) -> None:
-        """Release the store's connections, the limiter and the invalidation channel."""
+        """Write the pending ``last_used_at`` times, then release the store's connections,
+        the limiter and the invalidation channel."""
+        self.usage.close()
         if self.cache.changes is not None:
             self.cache.changes.close()
         self.store.close()
@@ -729,7 +745,9 @@ class KeySentry:
         entry: object = self.cache.get(lookup.digest)
         if entry is MISS:
             entry = self._load(lookup)
-        hit = after_lookup(lookup, entry, facts, policy, self._clock())  # type: ignore[arg-type]
+        now = self._clock()
+        hit = after_lookup(lookup, entry, facts, policy, now)  # type: ignore[arg-type]
+        self._note_use(hit, now)
         if type(hit) is not Hit:
             return hit  # type: ignore[return-value]
         return after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
@@ -743,13 +761,22 @@ class KeySentry:
         entry: object = self.cache.get(lookup.digest)
         if entry is MISS:
             entry = await _run_in_thread(self._load, lookup)
-        hit = after_lookup(lookup, entry, facts, policy, self._clock())  # type: ignore[arg-type]
+        now = self._clock()
+        hit = after_lookup(lookup, entry, facts, policy, now)  # type: ignore[arg-type]
+        self._note_use(hit, now)
         if type(hit) is not Hit:
             return hit  # type: ignore[return-value]
         limiter = self.limiter
         if limiter.remote:
             return after_hit(hit, await limiter.ahit(hit.checks, hit.now_ms))
         return after_hit(hit, limiter.hit(hit.checks, hit.now_ms))
+
+    def _note_use(self, result: Decision | Hit, now: float) -> None:
+        # a key is "used" when its secret matched and it was usable: the request may still
+        # be refused for a permission, a resource or a rate limit
+        identity = result.identity
+        if identity is not None and (type(result) is Hit or result.reason in _USED):  # type: ignore[union-attr]
+            self.usage.record(identity.key_id, now)
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:

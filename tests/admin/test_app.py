@@ -277,3 +277,16 @@ def test_openapi_document(admin: Admin) -> None:
     }
     documented = {(path, method) for path, ops in paths.items() for method in ops}
     assert served == documented
+
+
+def test_last_used_at_appears_once_written(admin: Admin) -> None:
+    admin.ks.create_api_auth_app("shop", "Shop", "sk_shop")
+    issued = admin.ks.create_api_key("shop", "k")
+    path = f"/api-auth/keys/{issued.key.id}"
+    assert admin("GET", path).json()["last_used_at"] is None
+    assert admin.ks.verify(issued.secret).allowed
+    admin.ks.usage.flush()  # what the writer thread does every usage_interval
+    used = admin("GET", path).json()["last_used_at"]
+    assert used is not None and used.endswith("Z")
+    listed = admin("GET", "/api-auth/apps/shop/keys").json()["data"]
+    assert [k["last_used_at"] for k in listed] == [used]

@@ -13,6 +13,7 @@ Sessions hold no business rules: they load and save validated models. Rules live
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -109,6 +110,12 @@ class KeyStore(Protocol):
         """Candidates for a presented key: keys whose current ``(key_prefix, key_suffix)``
         match, or whose previous secret (kept during a rotation grace period) does. The
         caller compares hashes; the store never sees a secret."""
+
+    def record_usage(self, used: Mapping[str, datetime]) -> None:
+        """Set each key's ``last_used_at`` to the given time unless it already holds a
+        later one. Not an event: caches need not hear of it. Keys that no longer exist
+        are skipped. Writes of whole records (:meth:`StoreSession.save_key`) leave
+        ``last_used_at`` alone, so a revocation never undoes a usage write."""
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""

@@ -8,7 +8,7 @@ a failed call leaves nothing behind, exactly like a rolled-back SQL transaction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -94,6 +94,9 @@ class _Session:
         self._t.keys[record.id] = record
 
     def save_key(self, record: KeyRecord) -> None:
+        old = self._t.keys.get(record.id)
+        if old is not None and old.last_used_at != record.last_used_at:
+            record = record.model_copy(update={"last_used_at": old.last_used_at})
         self._t.keys[record.id] = record
 
     def append_event(
@@ -154,6 +157,15 @@ class MemoryKeyStore:
                 if k.key_prefix == key_prefix
                 and key_suffix in (k.key_suffix, k.previous_key_suffix)
             ]
+
+    def record_usage(self, used: Mapping[str, datetime]) -> None:
+        """Move each key's ``last_used_at`` forward to the given time."""
+        with self._lock:
+            keys = self._tables.keys
+            for key_id, at in used.items():
+                record = keys.get(key_id)
+                if record is not None and (record.last_used_at is None or record.last_used_at < at):
+                    keys[key_id] = record.model_copy(update={"last_used_at": at})
 
     def close(self) -> None:
         """Nothing to release."""

@@ -13,8 +13,10 @@ are safe), and carries a version row; a database of another version is refused.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -186,6 +188,16 @@ def _key_row(record: KeyRecord) -> dict[str, Any]:
     return {k: v for k, v in record.dump_all().items() if k != "rate_limits"}
 
 
+_USAGE_COLUMNS = frozenset({"rate_limits", "last_used_at"})
+_used_at = sa.bindparam("used_at", type_=UTCDateTime())
+_RECORD_USAGE = (
+    _keys.update()
+    .where(_keys.c.id == sa.bindparam("key_id"))
+    .where(sa.or_(_keys.c.last_used_at.is_(None), _keys.c.last_used_at < _used_at))
+    .values(last_used_at=_used_at)
+)
+
+
 def _app_row(app: ApiAuthApp) -> dict[str, Any]:
     return app.model_dump(exclude={"rate_limits"})
 
@@ -279,7 +291,9 @@ class _Session:
         self._c.execute(_keys.insert().values(_key_row(record)))
 
     def save_key(self, record: KeyRecord) -> None:
-        self._c.execute(_keys.update().where(_keys.c.id == record.id).values(_key_row(record)))
+        # last_used_at is the usage writer's (record_usage): a revocation must not undo it
+        row = {k: v for k, v in record.dump_all().items() if k not in _USAGE_COLUMNS}
+        self._c.execute(_keys.update().where(_keys.c.id == record.id).values(row))
 
     # events
     def append_event(
@@ -320,6 +334,11 @@ def _engine_for(url: str) -> Engine:
                 "PostgreSQL needs psycopg 3: pip install 'keysentry[postgres]'"
             )
         parsed = parsed.set(drivername="postgresql+psycopg")
+        # a slow statement is cancelled after 5 s, unless the URL sets its own timeout
+        options = str(parsed.query.get("options", ""))
+        if "statement_timeout" not in options:
+            options = f"{options} -c statement_timeout=5000".strip()
+        parsed = parsed.update_query_dict({"options": options})
         return sa.create_engine(
             parsed,
             pool_pre_ping=True,
@@ -372,6 +391,19 @@ def _describe(exc: SQLAlchemyError) -> str:
     return f"{name}: {detail}" if detail else name
 
 
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # SQLAlchemy's recipe for os.fork(): the child must not use (nor close) the parent's
+    # pooled connections; it opens its own on first use.
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SQLKeyStore:
     """A :class:`~keysentry.stores.base.KeyStore` on SQLite or PostgreSQL.
 
@@ -384,6 +416,7 @@ class SQLKeyStore:
 
     def __init__(self, url: str) -> None:
         self._engine = _engine_for(url)
+        _engines.add(self._engine)
         self._dialect = self._engine.dialect.name
         self._ready = False
         self._schema_lock = threading.Lock()
@@ -397,13 +430,13 @@ class SQLKeyStore:
         return self._engine
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
+    def _transaction(self, *, write: bool, serialized: bool = True) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
                 if write:
                     conn.execution_options(keysentry_write=True)
                 with conn.begin():
-                    if write and self._dialect == "postgresql":
+                    if write and serialized and self._dialect == "postgresql":
                         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
                     yield conn
         except IntegrityError as exc:
@@ -454,6 +487,16 @@ class SQLKeyStore:
         with self.read() as session:
             rows = session._all(_FIND_KEYS, prefix=key_prefix, suffix=key_suffix)
         return [KeyRecord.model_validate(r) for r in rows]
+
+    def record_usage(self, used: Mapping[str, datetime]) -> None:
+        """Move each key's ``last_used_at`` forward, in one transaction of one batched
+        statement. Not serialized with the management writers (it appends no event)."""
+        if not used:
+            return
+        self._ensure_schema()
+        params = [{"key_id": k, "used_at": at} for k, at in sorted(used.items())]
+        with self._transaction(write=True, serialized=False) as conn:
+            conn.execute(_RECORD_USAGE, params)
 
     def close(self) -> None:
         """Dispose of the connection pool."""
