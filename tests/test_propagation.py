@@ -1,5 +1,6 @@
 """A revocation or rotation made in another process reaches every uvicorn worker: 4 workers
-on PostgreSQL, with Redis (pub/sub) and without (the event log alone). The hard bound,
+on PostgreSQL, with Redis (pub/sub) and without (the event log alone), and 4 workers sharing
+one SQLite file. The hard bound,
 sync_interval (1 s) plus one request, is asserted; the measured delays are printed
 (benchmarks/propagation.py reports them over 200 changes)."""
 
@@ -14,28 +15,37 @@ from tests.conftest import REDIS_URL, require_redis
 from tests.servers.propagation import measure
 from tests.test_processes import uvicorn
 
-pytestmark = pytest.mark.postgres
 BOUND = 1.0 + 0.3  # sync_interval, plus a lookup under load
 
 
 @pytest.mark.parametrize(
-    ("redis", "kind", "changes"),
-    [(True, "revoke", 10), (True, "rotate", 10), (False, "revoke", 5)],
+    ("store", "redis", "kind", "changes"),
+    [
+        pytest.param("postgres", True, "revoke", 10, marks=pytest.mark.postgres),
+        pytest.param("postgres", True, "rotate", 10, marks=pytest.mark.postgres),
+        pytest.param("postgres", False, "revoke", 5, marks=pytest.mark.postgres),
+        ("sqlite", False, "revoke", 5),  # workers sharing one SQLite file, no Redis
+    ],
 )
 def test_every_worker_refuses_a_changed_key_within_the_bound(
-    tmp_path: Path, pg_url: str, redis: bool, kind: str, changes: int,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, request: pytest.FixtureRequest, store: str, redis: bool, kind: str,
+    changes: int, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    env = {"KEYSENTRY_DATABASE_URL": pg_url}
+    url = (
+        f"sqlite:///{tmp_path}/shared.db"
+        if store == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    env = {"KEYSENTRY_DATABASE_URL": url}
     if redis:
         require_redis()
         env["KEYSENTRY_LIMITER_URL"] = REDIS_URL
-    with KeySentry(pg_url, limiter_url=env.get("KEYSENTRY_LIMITER_URL")) as ks:
+    with KeySentry(url, limiter_url=env.get("KEYSENTRY_LIMITER_URL")) as ks:
         ks.create_api_auth_app("api", "API", "sk_live")
         with uvicorn(tmp_path, env, workers=4) as port:
             result = measure(port, ks, "api", kind=kind, changes=changes, window=BOUND + 0.2)
     with capsys.disabled():
-        print(f"\n  propagation, {kind}, {'Redis' if redis else 'event log only'}: "
+        print(f"\n  propagation, {store}, {kind}, {'Redis' if redis else 'event log only'}: "
               f"{result.summary()}")  # fmt: skip
     assert len(result.workers) >= 3  # the busy clients reached (nearly) every worker
     assert max(result.delays) <= BOUND  # after the bound, no worker answered 200

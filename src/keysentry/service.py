@@ -51,7 +51,7 @@ from keysentry.models import (
 )
 from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
-from keysentry.stores.cached import MISS, CachedKeyStore, key_rules
+from keysentry.stores.cached import MISS, CachedKeyStore, StillDown, key_rules
 from keysentry.stores.notify import RedisChanges
 from keysentry.stores.usage import UsageRecorder
 
@@ -782,8 +782,10 @@ class KeySentry:
         try:
             return self.cache.load(lookup)
         except StoreError as exc:
-            # never the key itself: the message names the store and the driver's error
-            logger.warning("keysentry: key lookup failed, answering 503: %s", exc)
+            # never the key itself: the message names the store and the driver's error; one
+            # warning per failed attempt, not one per request while the store stays down
+            level = logging.DEBUG if type(exc) is StillDown else logging.WARNING
+            logger.log(level, "keysentry: key lookup failed, answering 503: %s", exc)
             return UNAVAILABLE
 
     @staticmethod

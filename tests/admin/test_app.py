@@ -287,6 +287,7 @@ def test_last_used_at_appears_once_written(admin: Admin) -> None:
     assert admin.ks.verify(issued.secret).allowed
     admin.ks.usage.flush()  # what the writer thread does every usage_interval
     used = admin("GET", path).json()["last_used_at"]
-    assert used is not None and used.endswith("Z")
+    assert used is not None
+    assert used.endswith("Z")
     listed = admin("GET", "/api-auth/apps/shop/keys").json()["data"]
     assert [k["last_used_at"] for k in listed] == [used]

@@ -8,9 +8,6 @@ on 6379 is never touched.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,50 +17,9 @@ import pytest
 from keysentry import KeySentry
 from keysentry.core.decision import Decision
 from keysentry.limiters.redis import RedisLimiter
-from tests.conftest import REQUIRE_SERVICES
+from tests.own_services import OwnRedis
 
 pytestmark = pytest.mark.redis
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OwnRedis:
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            message = "redis-server is not on PATH"
-            if REQUIRE_SERVICES:
-                pytest.fail(f"KEYSENTRY_REQUIRE_SERVICES=1 but {message}")
-            pytest.skip(message)
-        self.binary = binary
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("our redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL, by pid
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -71,8 +27,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server = OwnRedis(tmp_path)
     server.start()
     yield server
-    if server.process is not None and server.process.poll() is None:
-        server.kill()
+    server.stop_if_running()
 
 
 def sentry(url: str, mode: str) -> tuple[KeySentry, str]:

@@ -1,9 +1,12 @@
 """A protected Starlette app on the store named by KEYSENTRY_DATABASE_URL (and the limiter
-named by KEYSENTRY_LIMITER_URL, if set), for tests that run it as separate uvicorn processes."""
+named by KEYSENTRY_LIMITER_URL, if set), for tests that run it as separate uvicorn processes.
+TEST_ON_LIMITER_ERROR, TEST_CACHE_TTL, TEST_MAX_STALE and TEST_RATE_LIMIT_ALGORITHM set those
+options."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,12 +36,21 @@ class WorkerPid:
 
 PID = str(os.getpid()).encode()
 ks = KeySentry(
-    os.environ["KEYSENTRY_DATABASE_URL"], limiter_url=os.environ.get("KEYSENTRY_LIMITER_URL")
+    os.environ["KEYSENTRY_DATABASE_URL"],
+    limiter_url=os.environ.get("KEYSENTRY_LIMITER_URL"),
+    on_limiter_error=os.environ.get("TEST_ON_LIMITER_ERROR", "open"),  # type: ignore[arg-type]
+    cache_ttl=float(os.environ.get("TEST_CACHE_TTL", "30")),
+    max_stale=float(os.environ.get("TEST_MAX_STALE", "60")),
+    rate_limit_algorithm=os.environ.get("TEST_RATE_LIMIT_ALGORITHM", "sliding_window"),  # type: ignore[arg-type]
 )
 
 
 async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"key": request.state.api_key.key_id, "pid": os.getpid()})
+    identity = request.state.api_key
+    body = {"key": identity.key_id, "pid": os.getpid()}
+    if identity.rate_limits:  # when the first rule's window ends, by this machine's clock
+        body["window_end_ms"] = int(time.time() * 1000) + identity.rate_limits[0].reset_ms
+    return JSONResponse(body)
 
 
 async def health(request: Request) -> PlainTextResponse:

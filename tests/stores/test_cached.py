@@ -31,20 +31,20 @@ class CountingStore:
 def test_second_verify_is_a_cache_hit_and_bad_keys_are_cached_briefly(
     ks: KeySentry,
 ) -> None:
-    store = CountingStore(ks.store)  # the fixture closes the real store
-    ks = KeySentry(store=store)  # type: ignore[arg-type]
-    secret = issue_key(ks).secret
-    assert ks.verify(secret).allowed
-    assert ks.verify(secret).allowed
-    assert store.finds == 1
-    # same prefix, another secret, a valid checksum (and never the real key by chance)
-    head = secret[:-10] + ("AAAA" if secret[-10:-6] != "AAAA" else "BBBB")
-    unknown = head + checksum(head)
-    assert ks.verify(unknown).status == 401
-    assert ks.verify(unknown).status == 401
-    assert store.finds == 2  # the negative cache answered the second time
-    assert ks.verify("Bearer sk_test_garbage").status == 401
-    assert store.finds == 2  # malformed: refused before any lookup
+    store = CountingStore(ks.store)
+    with KeySentry(store=store) as ks:  # type: ignore[arg-type]
+        secret = issue_key(ks).secret
+        assert ks.verify(secret).allowed
+        assert ks.verify(secret).allowed
+        assert store.finds == 1
+        # same prefix, another secret, a valid checksum (and never the real key by chance)
+        head = secret[:-10] + ("AAAA" if secret[-10:-6] != "AAAA" else "BBBB")
+        unknown = head + checksum(head)
+        assert ks.verify(unknown).status == 401
+        assert ks.verify(unknown).status == 401
+        assert store.finds == 2  # the negative cache answered the second time
+        assert ks.verify("Bearer sk_test_garbage").status == 401
+        assert store.finds == 2  # malformed: refused before any lookup
 
 
 @pytest.mark.parametrize("action", ["revoke", "rotate", "delete_app", "disable_app"])

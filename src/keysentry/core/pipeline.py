@@ -56,9 +56,9 @@ UNAVAILABLE: Final = _Unavailable()
 _DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
 _INVALID_PATH: Final = Decision.deny(Reason.INVALID_PATH)
 _INVALID_KEY: Final = Decision.deny(Reason.INVALID_KEY)
-_UNAVAILABLE: Final = Decision.deny(Reason.UNAVAILABLE)
-# the limiter failed and on_limiter_error="closed": a 503 that says when to come back
-_LIMITER_UNAVAILABLE: Final = Decision.deny(Reason.UNAVAILABLE, headers=(("retry-after", "1"),))
+# the store failed with nothing usable cached, or the limiter failed and on_limiter_error is
+# "closed": a 503 that says when to come back (a failing store is asked again after 1 s)
+_UNAVAILABLE: Final = Decision.deny(Reason.UNAVAILABLE, headers=(("retry-after", "1"),))
 
 
 # The value types below are NamedTuples, not frozen dataclasses: they are built for every
@@ -213,7 +213,7 @@ def after_lookup(
 def after_hit(hit: Hit, result: tuple[bool, tuple[Any, ...]] | _Unavailable) -> Decision:
     """Step 7's verdict from the limiter's answer to *hit*."""
     if type(result) is not tuple:
-        return _LIMITER_UNAVAILABLE  # the limiter failed and the policy is "closed"
+        return _UNAVAILABLE  # the limiter failed and the policy is "closed"
     allowed, outcomes = result
     identity = hit.identity.with_rate_limits(outcomes)
     if allowed:

@@ -54,7 +54,7 @@ from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule, effective_sch
 from keysentry.stores.base import KeyStore, StoreSession
 from keysentry.stores.notify import RedisChanges
 
-__all__ = ["MISS", "CachedKeyStore", "compile_entry", "key_rules"]
+__all__ = ["MISS", "CachedKeyStore", "StillDown", "compile_entry", "key_rules"]
 
 logger = logging.getLogger("keysentry")
 
@@ -116,6 +116,11 @@ def compile_entry(
         previous_until=_ts(record.previous_expires_at),
         limits=compile_limits(rules, algorithm),
     )
+
+
+class StillDown(StoreError):
+    """The store failed less than ``retry_after`` ago and was not asked again (the failure
+    itself was already reported)."""
 
 
 class CachedKeyStore:
@@ -223,7 +228,7 @@ class CachedKeyStore:
                 return cached
         started = self._timer()
         if started < self._down_until:
-            return self._stale_entry(effect.digest, StoreError("the store is unreachable"))
+            return self._stale_entry(effect.digest, StillDown("the store is unreachable"))
         generation = self._generation
         try:
             entry = self._read(effect)
