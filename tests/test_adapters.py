@@ -448,6 +448,17 @@ def test_lifespan_passes_untouched(ks: KeySentry) -> None:
     assert events == ["lifespan.startup", "lifespan.shutdown"]
 
 
+def test_app_shutdown_writes_pending_usage(ks: KeySentry) -> None:
+    ks.create_api_auth_app(
+        app_slug="shop", name="Shop", key_prefix="sk_shop", permissions=["users:read"]
+    )
+    issued = ks.create_api_key("shop", "k")
+    with TestClient(starlette_app(ks)) as client:
+        assert client.get("/users/7", headers=bearer(issued.secret)).status_code == 200
+        assert ks.get_api_key(issued.key.id).last_used_at is None  # pending, 10 s interval
+    assert ks.get_api_key(issued.key.id).last_used_at is not None  # the lifespan wrote it
+
+
 def test_websocket_handshake_is_verified_before_accept(ks: KeySentry) -> None:
     from starlette.routing import WebSocketRoute
     from starlette.testclient import WebSocketDenialResponse

@@ -143,11 +143,15 @@ class KeySentryMiddleware:
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         """Pass the app's lifespan messages on unchanged; just before the app reports that
-        it has shut down, close the limiter's connections of this event loop (Redis)."""
+        it has shut down, write the pending ``last_used_at`` times and close the limiter's
+        connections of this event loop (Redis)."""
         sentry = self.sentry
 
         async def send_closing(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
+                from anyio import to_thread  # starlette's dependency
+
+                await to_thread.run_sync(sentry.usage.flush)  # a database write
                 await sentry.limiter.aclose()
             await send(message)
 
