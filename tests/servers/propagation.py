@@ -15,6 +15,7 @@ import random
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -40,10 +41,18 @@ class Result:
 
 
 def measure(
-    port: int, ks: KeySentry, app_slug: str, *, kind: str, changes: int, window: float
+    port: int,
+    ks: KeySentry,
+    app_slug: str,
+    *,
+    kind: str,
+    changes: int,
+    window: float,
+    change: Callable[[str], object] | None = None,
 ) -> Result:
     """Make *changes* revocations (``kind="revoke"``) or rotations, one at a time, probing
-    each old secret for *window* seconds after the change."""
+    each old secret for *window* seconds after the change. *change*, given a key id, makes
+    the change some other way (the CLI) instead of through *ks*."""
     keys = [ks.create_api_key(app_slug, f"k{n}") for n in range(changes)]
     live = [k.secret for k in keys]
     stop = threading.Event()
@@ -63,7 +72,9 @@ def measure(
         try:
             with ThreadPoolExecutor(6) as probes:
                 for issued in keys:
-                    if kind == "revoke":
+                    if change is not None:
+                        change(issued.key.id)
+                    elif kind == "revoke":
                         ks.revoke_api_key(issued.key.id)
                     else:
                         ks.rotate_api_key(issued.key.id)
