@@ -48,6 +48,7 @@ def scenarios(compare: Any, rounds: int) -> list[Any]:
              lambda: theirs_memory.hit(per_minute, "key_1")),
             number=20_000,
             rounds=rounds,
+            target=2.0,
         )
     )  # fmt: skip
 
@@ -82,6 +83,7 @@ def scenarios(compare: Any, rounds: int) -> list[Any]:
          theirs),
         number=500,
         rounds=rounds,
+        target=2.0,
     )  # fmt: skip
     results.append(result)
     ours_redis.close()
