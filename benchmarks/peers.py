@@ -77,7 +77,7 @@ def _django() -> Any:
             INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
                             "rest_framework", "rest_framework_api_key"],
             DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-            USE_TZ=True, SECRET_KEY="bench", ALLOWED_HOSTS=["*"],
+            USE_TZ=True, SECRET_KEY="bench-only", ALLOWED_HOSTS=["*"],  # noqa: S106
         )  # fmt: skip
         django.setup()
         from django.core.management import call_command
