@@ -7,10 +7,11 @@ app without keysentry (cache hit, a permission, one rule on the in-process limit
 
 from __future__ import annotations
 
-import asyncio
 import io
+from functools import partial
 from typing import Any
 
+from benchmarks.asgi import _caller
 from keysentry import Identity, KeySentry
 
 
@@ -21,32 +22,6 @@ def _sentry() -> tuple[KeySentry, str]:
                            permissions=["users:*"], resources=["users/*"],
                            rate_limit_scheme_slug="bench")  # fmt: skip
     return ks, ks.create_api_key("bench", "k").secret
-
-
-def _asgi_caller(app: Any, headers: list[tuple[bytes, bytes]], n: int) -> Any:
-    loop = asyncio.new_event_loop()
-    scope = {
-        "type": "http", "method": "GET", "path": "/users/42", "root_path": "",
-        "query_string": b"", "headers": headers, "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000), "scheme": "http", "http_version": "1.1",
-    }  # fmt: skip
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    async def many() -> None:
-        for _ in range(n):
-            await app(dict(scope), receive, send)
-
-    loop.run_until_complete(many())
-    if set(statuses) != {200}:
-        raise RuntimeError(f"benchmark app answered {sorted(set(statuses))}")
-    return lambda: loop.run_until_complete(many())
 
 
 def fastapi_scenario(compare: Any, rounds: int) -> Any:
@@ -71,8 +46,8 @@ def fastapi_scenario(compare: Any, rounds: int) -> Any:
     n = 100
     return compare(
         f"FastAPI in-process, {n} requests",
-        ("FastAPI + Depends(ks.depends(...))", _asgi_caller(protected, headers, n)),
-        ("bare FastAPI", _asgi_caller(bare, headers, n)),
+        ("FastAPI + Depends(ks.depends(...))", partial(_caller(protected, headers), n)),
+        ("bare FastAPI", partial(_caller(bare, headers), n)),
         number=3, rounds=rounds, target=0.70,
     )  # fmt: skip
 
