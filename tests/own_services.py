@@ -19,13 +19,8 @@ from typing import Any
 
 import pytest
 
+from keysentry.server import free_port
 from tests.conftest import REQUIRE_SERVICES
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _missing(message: str) -> None:

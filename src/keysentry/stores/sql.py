@@ -184,11 +184,15 @@ _EVENTS_AFTER = (
 _LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(_events.c.seq), 0))
 
 
-def _key_row(record: KeyRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.dump_all().items() if k != "rate_limits"}
+_NOT_COLUMNS = frozenset({"rate_limits"})
+# last_used_at is the usage writer's (record_usage): a revocation must not undo it
+_NOT_SAVED = frozenset({"rate_limits", "last_used_at"})
 
 
-_USAGE_COLUMNS = frozenset({"rate_limits", "last_used_at"})
+def _key_row(record: KeyRecord, skip: frozenset[str] = _NOT_COLUMNS) -> dict[str, Any]:
+    return {k: v for k, v in record.dump_all().items() if k not in skip}
+
+
 _used_at = sa.bindparam("used_at", type_=UTCDateTime())
 _RECORD_USAGE = (
     _keys.update()
@@ -291,8 +295,7 @@ class _Session:
         self._c.execute(_keys.insert().values(_key_row(record)))
 
     def save_key(self, record: KeyRecord) -> None:
-        # last_used_at is the usage writer's (record_usage): a revocation must not undo it
-        row = {k: v for k, v in record.dump_all().items() if k not in _USAGE_COLUMNS}
+        row = _key_row(record, skip=_NOT_SAVED)
         self._c.execute(_keys.update().where(_keys.c.id == record.id).values(row))
 
     # events
