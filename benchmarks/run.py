@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import asgi, frameworks, keys, limiters, peers, stores
+from benchmarks import asgi, frameworks, keys, limiters, over_http, peers, stores
 
 
 @dataclass
@@ -39,6 +39,8 @@ class Result:
     baseline_spread_pct: float
     target: float | None = None
     """The speed this scenario should reach (issue 7), if it has one."""
+    detail: str = ""
+    """What else was measured (p99 latency, the load generator)."""
 
     @property
     def speed(self) -> float:
@@ -90,12 +92,14 @@ def _verdict(r: Result) -> str:
 
 
 def table(results: list[Result]) -> str:
-    lines = [f"{'scenario':<40}{'ours us':>11}{'base us':>11}{'speed':>8}{'spread':>8}  target"]
+    lines = [f"{'scenario':<52}{'ours us':>11}{'base us':>11}{'speed':>8}{'spread':>8}  target"]
     for r in results:
         lines.append(
-            f"{r.scenario:<40}{r.ours_us:>11.2f}{r.baseline_us:>11.2f}{r.speed:>8.2f}"
+            f"{r.scenario:<52}{r.ours_us:>11.2f}{r.baseline_us:>11.2f}{r.speed:>8.2f}"
             f"{r.spread_pct:>7.0f}%  {_verdict(r)}"
         )
+        if r.detail:
+            lines.append(f"{'':<4}{r.detail}")
     return "\n".join(lines)
 
 
@@ -103,13 +107,13 @@ def markdown(results: list[Result], meta: dict[str, str]) -> str:
     rows = [
         f"Measured {meta['date']} with `{meta['command']}` on {meta['machine']}.",
         "",
-        "| scenario | ours | baseline | ours µs | baseline µs | speed | spread | target |",
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "| scenario | ours | baseline | ours µs | baseline µs | speed | spread | target | notes |",
+        "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         rows.append(
             f"| {r.scenario} | {r.ours} | {r.baseline} | {r.ours_us:.2f} | {r.baseline_us:.2f}"
-            f" | **{r.speed:.2f}** | {r.spread_pct:.0f}% | {_verdict(r)} |"
+            f" | **{r.speed:.2f}** | {r.spread_pct:.0f}% | {_verdict(r)} | {r.detail} |"
         )
     rows += ["", "speed = baseline time / our time (medians); spread = (max - min) / median "
              "of our rounds."]  # fmt: skip
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (well under 1 min)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--no-http", action="store_true", help="skip the over-HTTP pairs")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 9
     started = time.monotonic()
@@ -161,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         *limiters.scenarios(compare, rounds),
         *stores.scenarios(compare, rounds),
     ]
+    if not args.no_http:
+        results += over_http.scenarios(rounds=1 if args.quick else 3,
+                                       seconds=1.5 if args.quick else 4.0)  # fmt: skip
     print(table(results))
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -4,10 +4,11 @@ written from the results and say the same thing. Timing is never asserted here."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from benchmarks import run
+from benchmarks import over_http, run
 from benchmarks.run import Result, compare
 
 
@@ -35,14 +36,42 @@ def test_outputs_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("keys", "asgi", "frameworks", "peers", "limiters", "stores"):
         monkeypatch.setattr(f"benchmarks.run.{module}.scenarios", lambda _c, _r: [])
     monkeypatch.setattr("benchmarks.run.keys.scenarios", lambda _c, _r: fixed)
-    assert run.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert run.main(["--quick", "--no-http", "--out", str(tmp_path)]) == 0
     payload = json.loads((tmp_path / "results.json").read_text())
     assert [(r["scenario"], r["speed"], r["met"]) for r in payload["results"]] == [
         ("fast one", 4.0, True), ("slow one", 0.5, False), ("no target", 0.5, None),
     ]  # fmt: skip
     assert payload["meta"]["command"] == "python -m benchmarks --quick"
     md = (tmp_path / "results.md").read_text()
-    assert "| fast one | ours | theirs | 1.00 | 4.00 | **4.00** | 3% | met (>= 2) |" in md
-    assert "| slow one | ours | bare | 10.00 | 5.00 | **0.50** | 1% | MISSED (>= 0.7) |" in md
+    assert "| fast one | ours | theirs | 1.00 | 4.00 | **4.00** | 3% | met (>= 2) |  |" in md
+    assert "| slow one | ours | bare | 10.00 | 5.00 | **0.50** | 1% | MISSED (>= 0.7) |  |" in md
     png = (tmp_path / "speed.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+GENERATORS = ["python", pytest.param("wrk", marks=pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"))]  # fmt: skip
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_over_http_loads_a_real_server_and_reads_its_cpu(
+    generator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the over-HTTP pair's machinery against a real uvicorn serving the protected app: a
+    # short load counts requests, reads the server's CPU time, and a wrong key (every
+    # answer a 401) is reported, not measured
+    monkeypatch.setattr(over_http, "generator", lambda: generator)
+    env, secret = over_http.prepare(tmp_path)
+    server = over_http.Server(over_http._uvicorn("starlette_protected"), env)
+    try:
+        measured = over_http.load(server, [f"Authorization: Bearer {secret}"], 1.0)
+        with pytest.raises(RuntimeError, match="non-200"):
+            over_http.load(server, ["Authorization: Bearer sk_live_nope"], 1.0)
+    finally:
+        server.stop()
+    assert measured.requests > 10
+    assert measured.non_200 == 0
+    assert measured.rps > 0
+    assert measured.p99_ms > 0
+    assert measured.cpu_us is not None
+    assert measured.cpu_us > 0

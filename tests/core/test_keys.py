@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import string
 import zlib
 
@@ -11,9 +12,11 @@ from hypothesis import strategies as st
 from keysentry.core.keys import (
     ALPHABET,
     BODY_LENGTH,
+    CHECKSUM_LENGTH,
     MAX_KEY_LENGTH,
     PREFIX_PATTERN,
     base62,
+    check_key,
     checksum,
     generate_key,
     hash_key,
@@ -139,3 +142,46 @@ def test_random_part_uses_about_190_bits() -> None:
 @given(st.text(alphabet=string.printable, max_size=80))
 def test_table_checksum_equals_plain_base62_of_crc32(text: str) -> None:
     assert checksum(text) == base62(zlib.crc32(text.encode("ascii")), 6)
+
+
+_REFERENCE = re.compile(rf"({PREFIX_PATTERN})_([0-9A-Za-z]{{{BODY_LENGTH}}})", re.ASCII)
+
+
+def _reference_check(text: str) -> str | None:
+    """check_key's job, written plainly: a regex and base62() instead of the inline steps."""
+    match = _REFERENCE.fullmatch(text)
+    if match is None or len(text) > MAX_KEY_LENGTH:
+        return None
+    expected = base62(zlib.crc32(text[:-CHECKSUM_LENGTH].encode("ascii")), CHECKSUM_LENGTH)
+    return match.group(1) if match.group(2)[-CHECKSUM_LENGTH:] == expected else None
+
+
+def _near_keys() -> st.SearchStrategy[str]:
+    def resealed(head: str) -> str:  # any head, with the checksum it should have
+        return head + checksum(head)
+
+    keys = prefixes.map(lambda p: generate_key(p).secret)
+    one_changed = st.builds(
+        lambda k, i, c: k[:i] + c + k[i + 1 :],
+        keys,
+        st.integers(0, 80),
+        st.sampled_from("_aZ9-é \x00"),
+    )
+    sealed = st.builds(
+        lambda p, body: resealed(f"{p}_{body}"),
+        st.text(string.printable, max_size=40),
+        st.text(alphabet=ALPHABET + "_", min_size=30, max_size=34),
+    )
+    return st.one_of(st.text(max_size=90), keys, one_changed, sealed)
+
+
+@given(_near_keys())
+def test_check_key_agrees_with_a_plain_reference_and_with_parse_key(text: str) -> None:
+    # check_key is the hot path's inline version; parse_key explains its refusals
+    prefix = check_key(text)
+    assert prefix == _reference_check(text)
+    if prefix is None:
+        with pytest.raises(KeyFormatError):
+            parse_key(text)
+    else:
+        assert parse_key(text).prefix == prefix

@@ -9,7 +9,7 @@ import pytest
 from keysentry import KeySentry
 from keysentry.core.keys import checksum, parse_key
 from keysentry.core.pipeline import LookupKey
-from keysentry.stores.cached import MISS
+from keysentry.stores.cached import MISS, CachedKeyStore
 from keysentry.testing import issue_key
 
 
@@ -124,3 +124,29 @@ def test_eviction_index_survives_cache_churn() -> None:
     ks.revoke_api_key(target.key.id)
     assert ks.verify(target.secret).reason == "key_revoked"
     assert all(ks.verify(i.secret).allowed for i in issued[-4:-1])
+
+
+def test_one_caller_at_a_time_is_sent_to_read_the_event_log(ks: KeySentry) -> None:
+    # Under load, every request that arrives while the log is due would otherwise leave the
+    # event loop for a store read; one is sent, the others are answered from the cache.
+    now = [1000.0]
+    store = CountingStore(ks.store)
+    cache = CachedKeyStore(store, sync_interval=1.0, timer=lambda: now[0])  # type: ignore[arg-type]
+    parsed = parse_key(issue_key(ks).secret)
+    effect = LookupKey(parsed.prefix, parsed.secret, parsed.digest)
+    assert cache.get(parsed.digest) is MISS
+    entry = cache.load(effect)
+    assert entry is not None
+    assert store.finds == 1
+    now[0] += 1.5  # the log is due again
+    assert cache.get(parsed.digest) is MISS  # this caller reads it
+    assert cache.get(parsed.digest) is entry  # the others are not held up
+    assert cache.get(parsed.digest) is entry
+    assert cache.load(effect) is entry  # the log was read; the key came from the cache
+    assert store.finds == 1
+    now[0] += 1.5
+    assert cache.get(parsed.digest) is MISS  # sent, but it never reads (say, cancelled)
+    now[0] += 0.5
+    assert cache.get(parsed.digest) is entry
+    now[0] += 0.6
+    assert cache.get(parsed.digest) is MISS  # after a second another caller is sent

@@ -175,6 +175,11 @@ class KeyEntry:
     on the request (no rule per endpoint or per IP); else ``None``."""
     usable: bool = field(init=False, repr=False, compare=False)
     """Not revoked, active, and its app active (expiry is checked per request)."""
+    verdicts: dict[tuple[tuple[str, ...], str], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """``(permissions, resource)`` -> the verdict of steps 5-6 for this key, filled by
+    ``after_lookup`` (bounded). A changed key is a new entry, so nothing here goes stale."""
 
     def __post_init__(self) -> None:
         identity = self.identity

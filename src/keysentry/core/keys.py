@@ -57,17 +57,6 @@ _PREFIX_RE = re.compile(PREFIX_PATTERN, re.ASCII)
 _PREFIXES_SEEN: dict[str, bool] = {}
 
 
-def _prefix_ok(prefix: str) -> bool:
-    # A service sees a handful of prefixes; remembering the verdict saves a regex per request
-    # (a dict, not functools.lru_cache, whose call costs as much as the regex). Bounded.
-    ok = _PREFIXES_SEEN.get(prefix)
-    if ok is None:
-        ok = _PREFIX_RE.fullmatch(prefix) is not None
-        if len(_PREFIXES_SEEN) < 512:
-            _PREFIXES_SEEN[prefix] = ok
-    return ok
-
-
 TokenFactory = Callable[[int], str]
 
 
@@ -140,32 +129,53 @@ def generate_key(prefix: str, *, token_factory: TokenFactory = random_token) -> 
     return parse_key(key)
 
 
-def _check(text: str) -> tuple[str | None, str]:
-    """``(prefix, "")`` for a good key, else ``(None, what is wrong)``. Linear in
-    ``min(len(text), MAX_KEY_LENGTH)``."""
+def check_key(text: str) -> str | None:
+    """The key's prefix if *text* is a well-formed key with a matching checksum, else
+    ``None``. Linear in ``min(len(text), MAX_KEY_LENGTH)``.
+
+    The verification hot path: no exception (raising and catching one costs more than the
+    check), no object built, every step inline (this runs before every cache lookup;
+    benchmarks/keys.py measures it). :func:`parse_key` says what is wrong with a bad key.
+    """
     if len(text) > MAX_KEY_LENGTH:
-        return None, "API key is too long"
+        return None
     # The body never holds "_", so the prefix is everything before the last one. isascii()
     # and isalnum() together admit exactly [0-9A-Za-z], in C, without a regex.
+    prefix, sep, body = text.rpartition("_")
+    if not sep or len(body) != BODY_LENGTH or not body.isascii() or not body.isalnum():
+        return None
+    # A service sees a handful of prefixes; remembering the verdict saves a regex per
+    # request (a dict, not functools.lru_cache, whose call costs as much as the regex).
+    ok = _PREFIXES_SEEN.get(prefix)
+    if ok is None:
+        ok = _PREFIX_RE.fullmatch(prefix) is not None
+        if len(_PREFIXES_SEEN) < 512:  # bounded
+            _PREFIXES_SEEN[prefix] = ok
+    if not ok:
+        return None
+    # checksum(), inline. It is a public function of the key's text, not a secret: plain
+    # == is fine.
+    high, low = divmod(zlib.crc32(text[:-CHECKSUM_LENGTH].encode("ascii")), 3844)
+    top, mid = divmod(high, 3844)
+    if body[RANDOM_LENGTH:] != _PAIRS[top] + _PAIRS[mid] + _PAIRS[low]:
+        return None
+    return prefix
+
+
+def _problem(text: str) -> str:
+    """What is wrong with a key that :func:`check_key` refused (the slow path)."""
+    if len(text) > MAX_KEY_LENGTH:
+        return "API key is too long"
     prefix, sep, body = text.rpartition("_")
     if (
         not sep
         or len(body) != BODY_LENGTH
         or not body.isascii()
         or not body.isalnum()
-        or not _prefix_ok(prefix)
+        or not _PREFIX_RE.fullmatch(prefix)
     ):
-        return None, "API key is malformed"
-    # The checksum is a public function of the key's text, not a secret: plain == is fine.
-    if body[RANDOM_LENGTH:] != checksum(text[:-CHECKSUM_LENGTH]):
-        return None, "API key checksum does not match"
-    return prefix, ""
-
-
-def check_key(text: str) -> str | None:
-    """:func:`parse_key` for the hot path: the key's prefix, or ``None`` for a bad key (no
-    exception, whose raising and catching costs more than the check; no object built)."""
-    return _check(text)[0]
+        return "API key is malformed"
+    return "API key checksum does not match"
 
 
 def parse_key(text: object) -> ParsedKey:
@@ -179,9 +189,9 @@ def parse_key(text: object) -> ParsedKey:
     """
     if not isinstance(text, str):
         raise KeyFormatError("an API key must be a string")
-    prefix, problem = _check(text)
+    prefix = check_key(text)
     if prefix is None:
-        raise KeyFormatError(problem)
+        raise KeyFormatError(_problem(text))
     return ParsedKey(prefix, text)
 
 

@@ -23,6 +23,7 @@ generator twice costs about 0.5 µs, a tenth of the whole budget of a cached ver
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import sha256
 from typing import Any, Final, NamedTuple
 
 from keysentry.core.credentials import extract_credential
@@ -54,6 +55,8 @@ class _Unavailable:
 #: a hit when the limiter failed and the policy is to refuse ("closed").
 UNAVAILABLE: Final = _Unavailable()
 _DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
+#: How many (permissions, resource) verdicts a cached key remembers (see :func:`after_lookup`).
+MAX_VERDICTS: Final = 64
 _INVALID_PATH: Final = Decision.deny(Reason.INVALID_PATH)
 _INVALID_KEY: Final = Decision.deny(Reason.INVALID_KEY)
 # the store failed with nothing usable cached, or the limiter failed and on_limiter_error is
@@ -171,7 +174,8 @@ def begin(request: RequestFacts) -> Decision | LookupKey:
     prefix = check_key(credential)
     if prefix is None:
         return _INVALID_KEY
-    return LookupKey(prefix, credential, hash_key(credential))
+    # hash_key(), inline; a key that passed check_key is ASCII
+    return LookupKey(prefix, credential, sha256(credential.encode("ascii")).hexdigest())
 
 
 def after_lookup(
@@ -192,10 +196,19 @@ def after_lookup(
     if not entry.usable or (entry.expires_at is not None and now >= entry.expires_at):
         return refusal(entry, now)
     resource = policy.resource
-    decision = authorize(
-        entry.identity, policy.permissions, request.path[1:] if resource is None else resource,
-        entry.allowed,
-    )  # fmt: skip
+    if resource is None:
+        resource = request.path[1:]
+    if not policy.permissions and not entry.identity.resources:
+        decision = entry.allowed  # nothing to check
+    else:
+        # the same key asks for the same few things again and again: remember the verdicts
+        verdicts = entry.verdicts
+        asked = (policy.permissions, resource)
+        decision = verdicts.get(asked)  # type: ignore[assignment]
+        if decision is None:
+            decision = authorize(entry.identity, policy.permissions, resource, entry.allowed)
+            if len(verdicts) < MAX_VERDICTS:
+                verdicts[asked] = decision
     if not decision.allowed or not entry.limits:
         return decision
     checks = entry.checks

@@ -69,6 +69,8 @@ class Limit:
     policy_item: str = field(init=False, repr=False, compare=False)
     header_name: str = field(init=False, repr=False, compare=False)
     limit_text: str = field(init=False, repr=False, compare=False)
+    policy_header: tuple[str, str] = field(init=False, repr=False, compare=False)
+    limit_header: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = _sf_string(self.name)
@@ -76,6 +78,8 @@ class Limit:
         object.__setattr__(self, "limit_text", str(self.max_requests))
         item = f"{name};q={self.max_requests};w={_seconds(self.window_ms)}"
         object.__setattr__(self, "policy_item", item)
+        object.__setattr__(self, "policy_header", ("ratelimit-policy", item))
+        object.__setattr__(self, "limit_header", ("x-ratelimit-limit", self.limit_text))
 
     def matching_endpoint(self, method: str, path: str) -> EndpointPattern | None:
         """The first endpoint pattern of this rule that the request falls under."""
@@ -279,6 +283,17 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
     if not outcomes:
         return ()
     tightest = outcomes[0]
+    if len(outcomes) == 1 and not refused:  # the usual answer, with what can be prebuilt
+        only = tightest.limit
+        left = str(tightest.remaining)
+        resets = str(max(1, -(-tightest.reset_ms // 1000)))  # _seconds(), inline
+        return (
+            only.policy_header,
+            ("ratelimit", f"{only.header_name};r={left};t={resets}"),
+            only.limit_header,
+            ("x-ratelimit-remaining", left),
+            ("x-ratelimit-reset", resets),
+        )
     if len(outcomes) == 1:
         limit = tightest.limit
         reset = _seconds(tightest.reset_ms)

@@ -173,6 +173,7 @@ class CachedKeyStore:
         self._timer = timer
         self._sync_interval = sync_interval
         self._next_sync = 0.0  # due at once: the first lookup records where the log stands
+        self._sync_claimed_until = 0.0  # a caller was sent to read the log; see get()
         self._last_seq: int | None = None
         self._sync_lock = threading.Lock()
         self._positive: TTLCache[str, KeyEntry] = TTLCache(maxsize, ttl, timer=timer)
@@ -187,10 +188,17 @@ class CachedKeyStore:
     def get(self, digest: str) -> KeyEntry | _Miss | None:
         """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O.
 
-        Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs.
+        Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs;
+        to one caller at a time: the others keep being answered from the cache meanwhile
+        (under load, dozens of requests would otherwise wait for the same read).
         """
-        if self._sync_interval is not None and self._timer() >= self._next_sync:
-            return MISS  # the event log is due to be read
+        if self._sync_interval is not None:
+            now = self._timer()
+            if now >= self._next_sync and now >= self._sync_claimed_until:
+                # this caller reads the log; should it never do so (a cancelled request),
+                # another one is sent after a second
+                self._sync_claimed_until = now + 1.0
+                return MISS
         with self._lock:
             try:
                 return self._positive[digest]  # not .get(): 3x slower on a TTLCache
@@ -223,9 +231,11 @@ class CachedKeyStore:
             self.changes.ensure_running()  # in this process: never across a fork
         if self._sync_due():
             self.sync()
-            cached = self._cached(effect.digest)
-            if not isinstance(cached, _Miss):
-                return cached
+        # the caller may have been sent only to read the log, or another thread may have
+        # loaded this key meanwhile: the store is asked only for what is still missing
+        cached = self._cached(effect.digest)
+        if not isinstance(cached, _Miss):
+            return cached
         started = self._timer()
         if started < self._down_until:
             return self._stale_entry(effect.digest, StillDown("the store is unreachable"))
@@ -326,6 +336,7 @@ class CachedKeyStore:
 
     def _sync_soon(self) -> None:
         self._next_sync = 0.0  # the next lookup reads the event log
+        self._sync_claimed_until = 0.0
 
     def sync(self) -> None:
         """Read the event log past the last event seen and evict what changed.

@@ -27,6 +27,7 @@ __all__ = ["UsageRecorder"]
 
 logger = logging.getLogger("keysentry")
 _live: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+_NEVER = float("-inf")
 
 
 class UsageRecorder:
@@ -53,7 +54,10 @@ class UsageRecorder:
 
     def record(self, key_id: str, now: float) -> None:
         """Note that *key_id* was used at *now* (Unix seconds). Called once per request: a
-        dict assignment under a lock nobody holds for long."""
+        dict assignment under a lock nobody holds for long, skipped when a use within the
+        last second is already noted (``last_used_at`` is precise to a second)."""
+        if now - self._pending.get(key_id, _NEVER) < 1.0:
+            return
         with self._lock:
             if self._pending.get(key_id, 0.0) < now:
                 self._pending[key_id] = now

@@ -1,0 +1,292 @@
+"""Over HTTP: bare vs protected apps served by real servers, loaded by a separate process.
+
+Pairs (benchmarks/http_apps.py): Starlette served by uvicorn (one worker, httptools), and
+Flask served by gunicorn (one worker, 4 threads: a WSGI deployment's usual shape). Both apps
+of a pair run side by side on loopback; the load goes to one, then the other, alternately,
+several rounds. The load generator is ``wrk`` when it is installed (Debian: ``apt-get
+install wrk``), else ``python -m benchmarks.loadgen`` in its own process.
+
+Reported per pair: requests per second (as µs per request, so speed = protected/bare
+throughput), the p99 latency, and the **server's CPU time per request**, read from
+``/proc`` for the server and its workers. On a 2-core machine the load generator takes one
+core and the server the other, so throughput moves with whatever else runs; CPU time per
+request is the steadier measure of what the middleware costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keysentry import KeySentry
+from keysentry.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/users/42"
+CONNECTIONS = 16
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Load:
+    """One load run against one server."""
+
+    requests: int
+    rps: float
+    p99_ms: float
+    non_200: int
+    cpu_us: float | None
+    """The server's CPU time per request, when /proc tells."""
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pids += _tree(int(child))
+    return pids
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process *pid* and its descendants (Linux), else None."""
+    total = 0.0
+    try:
+        for each in _tree(pid):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
+
+
+class Server:
+    """A server process on a free loopback port."""
+
+    def __init__(self, command: Callable[[int], list[str]], env: dict[str, str]) -> None:
+        self.port = free_port()
+        # a file, not a pipe, which a chatty server could fill; closed by stop()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            command(self.port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        import http.client
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._log.seek(0)
+                error = self._log.read().decode(errors="replace")
+                raise RuntimeError(f"benchmark server exited: {error[-2000:]}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                connection.request("GET", PATH)
+                connection.getresponse().read()
+                connection.close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("benchmark server did not start within 30 s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _wrk(port: int, headers: list[str], seconds: float) -> dict[str, float]:
+    # wrk takes whole seconds
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for header in headers:
+        command += ["-H", header]
+    out = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}{PATH}"], capture_output=True, text=True, check=True
+    ).stdout
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    done = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", out, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if not (p99 and done and rps):
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    if errors:
+        raise RuntimeError(f"wrk reported {errors.group(0)}")
+    return {
+        "requests": int(done.group(1)),
+        "rps": float(rps.group(1)),
+        "p99_ms": float(p99.group(1)) * _UNITS[p99.group(2)],
+        "non_200": int(bad.group(1)) if bad else 0,
+    }
+
+
+def _python_load(port: int, headers: list[str], seconds: float) -> dict[str, float]:
+    command = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(port), "--path", PATH,
+               "--seconds", str(seconds), "--connections", str(CONNECTIONS)]  # fmt: skip
+    for header in headers:
+        command += ["--header", header]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def generator() -> str:
+    """The load generator this machine has: ``"wrk"`` or ``"python"``."""
+    return "wrk" if shutil.which("wrk") else "python"
+
+
+def load(server: Server, headers: list[str], seconds: float) -> Load:
+    """Load *server* for *seconds*; measure it."""
+    before = cpu_seconds(server.process.pid)
+    run = _wrk if generator() == "wrk" else _python_load
+    result = run(server.port, headers, seconds)
+    after = cpu_seconds(server.process.pid)
+    requests = int(result["requests"])
+    if result["non_200"] or not requests:
+        raise RuntimeError(f"benchmark server answered {result['non_200']} non-200 responses")
+    cpu = None if before is None or after is None else (after - before) / requests * 1e6
+    return Load(requests, result["rps"], result["p99_ms"], int(result["non_200"]), cpu)
+
+
+def _uvicorn(factory: str) -> Callable[[int], list[str]]:
+    return lambda port: [
+        sys.executable, "-m", "uvicorn", f"benchmarks.http_apps:{factory}", "--factory",
+        "--port", str(port), "--http", "httptools", "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+def _gunicorn(factory: str) -> Callable[[int], list[str]]:
+    return lambda port: [
+        sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
+        "--threads", "4", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        f"benchmarks.http_apps:{factory}()",
+    ]  # fmt: skip
+
+
+def _missing(*modules: str) -> str | None:
+    import importlib.util
+
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    return ", ".join(absent) if absent else None
+
+
+def prepare(directory: Path) -> tuple[dict[str, str], str]:
+    """A SQLite database in *directory* with the benchmark's app, rule and key; returns the
+    servers' environment and the key."""
+    database = f"sqlite:///{directory}/bench.db"
+    with KeySentry(database) as ks:
+        ks.create_rate_limit_scheme(
+            "bench", "Bench", [{"unit": "minute", "max_requests": 1_000_000_000}]
+        )
+        ks.create_api_auth_app(
+            app_slug="bench", name="Bench", key_prefix="sk_live",
+            permissions=["users:*"], resources=["users/*"], rate_limit_scheme_slug="bench",
+        )  # fmt: skip
+        secret = ks.create_api_key("bench", "k").secret
+    paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "KEYSENTRY_BENCH_DB": database,
+           "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # fmt: skip
+    return env, secret
+
+
+def scenarios(rounds: int, seconds: float) -> list[Any]:
+    """Measure each pair *rounds* times, *seconds* of load per server per round."""
+    from benchmarks.run import Result
+
+    pairs = [
+        ("Starlette over HTTP (uvicorn)", _uvicorn("starlette_bare"),
+         _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85),
+        ("Flask over HTTP (gunicorn gthread)", _gunicorn("flask_bare"),
+         _gunicorn("flask_protected"), ("gunicorn", "flask"), None),
+    ]  # fmt: skip
+    results: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env, secret = prepare(Path(tmp))
+        auth = [f"Authorization: Bearer {secret}"]
+        for name, bare_cmd, ours_cmd, needs, target in pairs:
+            absent = _missing(*needs)
+            if absent:
+                print(f"  skipped {name}: {absent} not installed; pip install -e '.[bench]'")
+                continue
+            servers = [Server(bare_cmd, env), Server(ours_cmd, env)]
+            try:
+                for server in servers:  # warm up: imports, caches, the key's first lookup
+                    load(server, auth, min(1.0, seconds))
+                measured: list[list[Load]] = [[], []]
+                for round_ in range(rounds):
+                    order = (0, 1) if round_ % 2 == 0 else (1, 0)
+                    for index in order:
+                        measured[index].append(load(servers[index], auth, seconds))
+            finally:
+                for server in servers:
+                    server.stop()
+            results += _results(Result, name, measured[0], measured[1], target)
+    return results
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _spread(values: list[float]) -> float:
+    med = statistics.median(values)
+    return (max(values) - min(values)) / med * 100 if med else 0.0
+
+
+def _results(
+    result: Any, name: str, bare: list[Load], ours: list[Load], target: float | None
+) -> list[Any]:
+    wall_ours = [1e6 / load.rps for load in ours]
+    wall_bare = [1e6 / load.rps for load in bare]
+    p99 = (f"p99 {_median([x.p99_ms for x in ours]):.2f} ms vs "
+           f"{_median([x.p99_ms for x in bare]):.2f} ms; "
+           f"{_median([x.rps for x in ours]):.0f} vs {_median([x.rps for x in bare]):.0f} req/s; "
+           f"load: {generator()}, {CONNECTIONS} connections")  # fmt: skip
+    rows = [
+        result(
+            f"{name}, req/s", "protected", "bare",
+            _median(wall_ours), _median(wall_bare), _spread(wall_ours), _spread(wall_bare),
+            target, p99,
+        )
+    ]  # fmt: skip
+    if all(x.cpu_us is not None for x in ours + bare):
+        cpu_ours = [x.cpu_us for x in ours if x.cpu_us is not None]
+        cpu_bare = [x.cpu_us for x in bare if x.cpu_us is not None]
+        rows.append(
+            result(
+                f"{name}, server CPU/request", "protected", "bare",
+                _median(cpu_ours), _median(cpu_bare), _spread(cpu_ours), _spread(cpu_bare),
+                target, "CPU seconds of the server process and its workers / requests",
+            )
+        )  # fmt: skip
+    return rows
