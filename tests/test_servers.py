@@ -170,3 +170,32 @@ def test_bad_inputs_over_real_http_never_500(served: Served) -> None:
     huge = request(port, "GET", "/users/1", [("Authorization", b"Bearer " + b"a" * 1_000_000)])
     expected_huge = {"uvicorn-h11": 400, "uvicorn-httptools": 401, "werkzeug": 431}
     assert huge.status == expected_huge[served.kind]
+
+
+def test_two_rules_on_two_endpoints_over_real_http(served: Served) -> None:
+    # issue 4's check: a scheme of two rules on different endpoints, through a real server:
+    # 429 exactly at each limit, the headers on every verified answer, and a client that
+    # waits what Retry-After says is admitted
+    ks, port = served.ks, served.port
+    ks.create_rate_limit_scheme("two", "Two", [
+        {"unit": "second", "duration": 2, "max_requests": 3, "endpoints": ["GET /users/*"]},
+        {"unit": "second", "duration": 2, "max_requests": 2, "endpoints": ["/orders/*"]},
+    ])  # fmt: skip
+    ks.update_api_auth_app("internal-api", rate_limit_scheme_slug="two", resources=[])
+    key = auth(ks.create_api_key("internal-api", "k").secret)
+    time.sleep(2 - time.time() % 2 if time.time() % 2 > 1.5 else 0)  # not at a window's end
+    users = [request(port, "GET", "/users/1", key) for _ in range(4)]
+    orders = [request(port, "GET", "/orders/1", key) for _ in range(3)]
+    assert [r.status for r in users] == [200, 200, 200, 429]
+    assert [r.status for r in orders] == [200, 200, 429]  # its own counter
+    for reply in users + orders:
+        assert {"ratelimit", "ratelimit-policy", "x-ratelimit-limit",
+                "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(reply.headers)  # fmt: skip
+    assert users[0].headers["ratelimit-policy"].endswith(";q=3;w=2")
+    assert [r.headers["x-ratelimit-remaining"] for r in users] == ["2", "1", "0", "0"]
+    refused = users[-1]
+    assert b'"reason":"rate_limited"' in refused.body
+    wait = int(refused.headers["retry-after"])
+    assert 1 <= wait <= 4
+    time.sleep(wait)
+    assert request(port, "GET", "/users/1", key).status == 200

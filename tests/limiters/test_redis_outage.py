@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.error
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from keysentry import KeySentry
 from keysentry.core.decision import Decision
 from keysentry.limiters.redis import RedisLimiter
 from tests.own_services import OwnRedis
+from tests.test_processes import uvicorn
 
 pytestmark = pytest.mark.redis
 
@@ -81,3 +85,60 @@ def test_redis_killed_and_back(own_redis: OwnRedis, mode: str) -> None:
     statuses = [verdict.status] + [ks.verify(secret).status for _ in range(5)]
     assert statuses == [200] * 5 + [429]
     ks.close()
+
+
+def _get(port: int, secret: str) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/whoami")
+    request.add_header("Authorization", f"Bearer {secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, headers = response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        status, headers = exc.code, dict(exc.headers)
+    return status, {k.lower(): v for k, v in headers.items()}
+
+
+@pytest.mark.parametrize("mode", ["open", "closed", "local"])
+def test_redis_killed_under_uvicorn(own_redis: OwnRedis, tmp_path: Path, mode: str) -> None:
+    # the same, through a served app (a separate uvicorn process with the middleware), its
+    # keys in SQLite and its counters (and cache invalidations) in our own Redis
+    database = f"sqlite:///{tmp_path}/keys.db"
+    with KeySentry(database) as ks:
+        ks.create_rate_limit_scheme("five", "Five", [{"unit": "hour", "max_requests": 5}])
+        ks.create_api_auth_app("api", "API", "sk_live", rate_limit_scheme_slug="five")
+        secret = ks.create_api_key("api", "k").secret
+    env = {"KEYSENTRY_DATABASE_URL": database, "KEYSENTRY_LIMITER_URL": own_redis.url,
+           "TEST_ON_LIMITER_ERROR": mode}  # fmt: skip
+    seen: Counter[int] = Counter()
+    with uvicorn(tmp_path, env) as port:
+        before = [_get(port, secret) for _ in range(2)]
+        assert [s for s, _ in before] == [200, 200]
+        assert before[1][1]["x-ratelimit-remaining"] == "3"  # counted in Redis
+
+        own_redis.kill()
+        during = [_get(port, secret) for _ in range(6)]
+        seen.update(s for s, _ in during)
+        if mode == "open":
+            assert [s for s, _ in during] == [200] * 6
+            assert all("ratelimit" not in h for _, h in during)
+        elif mode == "closed":
+            assert [s for s, _ in during] == [503] * 6
+            assert all(int(h["retry-after"]) >= 1 for _, h in during)
+        else:  # counted in the worker, exactly, from zero
+            assert [s for s, _ in during] == [200] * 5 + [429]
+        assert _get(port, "sk_live_" + "0" * 38)[0] == 401  # never fails open
+
+        own_redis.start()  # empty: it keeps nothing on disk
+        back = time.monotonic()
+        # until then: admitted without headers (open), 503 (closed), or 429 from the
+        # worker's exhausted local counter (local)
+        while (reply := _get(port, secret))[0] != 200 or "ratelimit" not in reply[1]:
+            seen[reply[0]] += 1
+            assert time.monotonic() - back < 2.0, "exact limiting did not resume within 2 s"
+            time.sleep(0.05)
+        statuses = [reply[0]] + [_get(port, secret)[0] for _ in range(5)]
+        assert statuses == [200] * 5 + [429]  # counted in the new Redis from zero
+    assert 500 not in seen
+    print(f"\n  Redis killed under uvicorn, on_limiter_error={mode!r}: during the outage "
+          f"{dict(Counter(s for s, _ in during))}; exact again {time.monotonic() - back:.2f} s "
+          "after Redis came back")  # fmt: skip
