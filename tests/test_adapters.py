@@ -566,3 +566,46 @@ def test_streaming_bodies_pass_through_chunk_by_chunk(ks: KeySentry) -> None:
     anyio.run(KeySentryMiddleware(app, sentry=ks), scope, receive, send)
     assert received == chunks_in  # each request chunk reached the app as sent
     assert [m.get("body") for m in sent[1:]] == [b"1", b"2", b"3", b""]
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_middleware_resource_templates(ks: KeySentry, kind: str) -> None:
+    # the resource is taken from a route template instead of the path: /orders/7 is the
+    # resource "users/7" here (the first route that matches wins), other paths stay paths
+    templates = {"GET /orders/{order_id}": "users/{order_id}",
+                 "/orders/{order_id}/*": "nobody/{order_id}"}  # fmt: skip
+    ks.update_api_auth_app("internal-api", resources=["users/7"])
+    secret = ks.create_api_key("internal-api", "k").secret
+    headers = {"Authorization": f"Bearer {secret}"}
+    if kind == "wsgi":
+        calls = [wsgi_caller(flask_app(ks, resources=templates))]
+    else:
+        calls = list(asgi_caller(starlette_app(ks, resources=templates)))
+    call = calls[0]
+    assert call("GET", "/orders/7", headers).status == 200  # users/7
+    assert call("HEAD", "/orders/7", headers).status == 200  # HEAD counts as GET
+    assert call("GET", "/orders/8", headers).body["errors"][0]["reason"] == "resource_denied"
+    assert call("GET", "/users/7", headers).status == 200  # no template: the path
+    assert call("GET", "/users/8", headers).status == 403
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"/users/{id}": "users/{other}"}, "does not capture"),
+        ({"/users/{id}/{id}": "users/{id}"}, "appears twice"),
+        ({"/users/x{id}": "users/{id}"}, "whole segment"),
+        ({"/users/*/orders": "users"}, "whole segment"),
+        ({"users/{id}": "users/{id}"}, "must start with '/'"),
+        ({"get /users/{id}": "users/{id}"}, "uppercase HTTP method"),
+        ({"/users/{id}": "users/{id:>4}"}, "braces may only name"),
+        ({"/users/{id}": 7}, "maps a route string"),
+        (["/users/{id}"], "must map routes"),
+    ],
+)
+def test_bad_resource_templates_are_named(ks: KeySentry, resources: Any, message: str) -> None:
+    # at construction (Starlette's add_middleware would only build it at the first request)
+    with pytest.raises(ConfigurationError, match=message):
+        KeySentryMiddleware(starlette_app(ks), sentry=ks, resources=resources)
+    with pytest.raises(ConfigurationError, match=message):
+        KeySentryWSGIMiddleware(flask_app(ks).wsgi_app, sentry=ks, resources=resources)

@@ -141,3 +141,96 @@ def test_bad_permissions_fail_at_decoration(ks: KeySentry, args: tuple[str, ...]
         ks.require(*args)
     with pytest.raises(ConfigurationError):
         ks.depends(*args)
+
+
+def _rated(ks: KeySentry) -> str:
+    ks.create_rate_limit_scheme("ten", "Ten", [{"unit": "minute", "max_requests": 10}])
+    ks.update_api_auth_app("api", rate_limit_scheme_slug="ten")
+    return ks.create_api_key("api", "k", permissions=["users:read"]).secret
+
+
+def test_fastapi_handler_under_require_returning_data_gets_rate_headers(ks: KeySentry) -> None:
+    # FastAPI serialises the returned dict itself; the decorator gives its headers to the
+    # Response FastAPI passes in, which FastAPI merges into the answer
+    app = FastAPI()
+
+    @app.get("/users/{user_id}")
+    @ks.require("users:read", resource="users/{user_id}")
+    async def user(user_id: int) -> Any:
+        return {"user": user_id}
+
+    @app.get("/users/sync/{user_id}")
+    @ks.require("users:read")
+    def sync_user(user_id: int) -> Any:
+        return {"user": user_id}
+
+    secret = _rated(ks)
+    with TestClient(app) as client:
+        first = client.get("/users/1", headers=bearer(secret))
+        second = client.get("/users/sync/1", headers=bearer(secret))
+        params = client.get("/openapi.json").json()["paths"]["/users/{user_id}"]["get"]
+    assert first.json() == {"user": 1}
+    assert first.headers["x-ratelimit-remaining"] == "9"
+    assert second.headers["x-ratelimit-remaining"] == "8"
+    assert second.headers["ratelimit-policy"] == '"10/minute:per_key";q=10;w=60'
+    assert [p["name"] for p in params["parameters"]] == ["user_id"]  # nothing injected shows
+
+
+def test_require_and_depends_read_an_api_key_header_when_asked(ks: KeySentry) -> None:
+    app = FastAPI()
+    install(app)
+
+    @app.get("/users/header/{n}")
+    @ks.require("users:read", api_key_header="X-API-Key")
+    async def with_header(n: int) -> Any:
+        return {"n": n}
+
+    @app.get("/users/plain2/{n}")
+    @ks.require("users:read")
+    async def without(n: int) -> Any:
+        return {"n": n}
+
+    @app.get("/users/depends/{n}")
+    async def depends(
+        n: int,
+        key: Identity = Depends(ks.depends("users:read", api_key_header="X-API-Key")),  # noqa: B008
+    ) -> Any:
+        return {"n": n, "key": key.key_id}
+
+    issued = ks.create_api_key("api", "k", permissions=["users:read"])
+    header = {"X-API-Key": issued.secret}
+    with TestClient(app) as client:
+        assert client.get("/users/header/1", headers=header).json() == {"n": 1}
+        depended = client.get("/users/depends/2", headers=header).json()
+        assert depended == {"n": 2, "key": issued.key.id}
+        assert client.get("/users/plain2/3", headers=header).status_code == 401  # not asked to
+        disagreeing = {**header, "Authorization": "Bearer sk_live_" + "0" * 38}
+        assert client.get("/users/header/1", headers=disagreeing).status_code == 401
+        spec = client.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["ApiKeyHeader"]["name"] == "X-API-Key"
+    either = [{"ApiKey": []}, {"ApiKeyHeader": []}]  # OpenAPI: one of them suffices
+    assert spec["paths"]["/users/depends/{n}"]["get"]["security"] == either
+
+
+def test_flask_require_reads_an_api_key_header_when_asked(ks: KeySentry) -> None:
+    from flask import Flask
+
+    app = Flask("t")
+
+    @app.get("/users/<user_id>")
+    @ks.require("users:read", api_key_header="X-API-Key")
+    def user(user_id: str) -> Any:
+        return {"user": user_id}
+
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    client = app.test_client()
+    assert client.get("/users/4", headers={"X-API-Key": secret}).json == {"user": "4"}
+    assert client.get("/users/4").status_code == 401
+
+
+@pytest.mark.parametrize("header", ["X API", "", "Authorization", "cookie", 7])
+def test_a_bad_api_key_header_fails_at_decoration(ks: KeySentry, header: Any) -> None:
+    with pytest.raises(ConfigurationError, match="api_key_header"):
+        ks.require("users:read", api_key_header=header)
+    with pytest.raises(ConfigurationError, match="api_key_header"):
+        ks.depends("users:read", api_key_header=header)

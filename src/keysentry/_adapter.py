@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from keysentry.core.patterns import EndpointPattern, matches, parse_endpoint, pattern_problem
+from keysentry.core.patterns import (
+    EndpointPattern,
+    ResourceTemplate,
+    matches,
+    parse_endpoint,
+    parse_resource_template,
+    pattern_problem,
+)
 from keysentry.core.pipeline import Policy
 from keysentry.errors import ConfigurationError
 
 __all__ = ["AdapterConfig"]
 
 _NO_REQUIREMENTS = Policy()
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
 _POLICY_CACHE_SIZE = 4096
+
+
+def header_name(value: object, option: str = "api_key_header") -> str | None:
+    """Check an optional header name; return it lower-case (as ASGI servers give them).
+
+    Raises:
+        ConfigurationError: not a valid header name.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise ConfigurationError(f"{option} must be a header name such as 'X-API-Key'")
+    if value.lower() in ("authorization", "cookie"):
+        raise ConfigurationError(f"{option}: {value!r} cannot be used (Authorization is read "
+                                 "anyway; a key in a cookie is not supported)")  # fmt: skip
+    return value.lower()
 
 
 def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
@@ -44,6 +69,9 @@ class AdapterConfig:
             front of the app. Only a request from one of them has its client address taken
             from ``X-Forwarded-For`` (the right-most address that is not a trusted proxy),
             for per-IP rate limits; any other peer is the client itself.
+        resources: route -> resource template, e.g. ``{"/v1/users/{user_id}/*":
+            "users/{user_id}"}``: the resource checked against the app's resource patterns
+            (the first route that matches; by default the path without its leading ``/``).
     """
 
     exclude: tuple[str, ...]
@@ -51,6 +79,7 @@ class AdapterConfig:
     api_key_header: str | None
     allow_preflight: bool
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    resources: tuple[ResourceTemplate, ...] = ()
     # (method, path) -> Policy for recently seen requests: matching every rule costs
     # microseconds, a dict hit a tenth of one. Bounded; cleared when full.
     _policies: dict[tuple[str, str], Policy] = field(
@@ -66,6 +95,7 @@ class AdapterConfig:
         api_key_header: str | None = None,
         allow_preflight: bool = True,
         trusted_proxies: Sequence[str] = (),
+        resources: Mapping[str, str] | None = None,
     ) -> AdapterConfig:
         """Validate and compile the options.
 
@@ -84,7 +114,7 @@ class AdapterConfig:
             except ValueError as exc:
                 raise ConfigurationError(f"permissions: {exc}") from None
             rules.append((pattern, _permission_list(endpoint, perms)))
-        header = api_key_header.lower() if api_key_header else None
+        header = header_name(api_key_header)
         if isinstance(trusted_proxies, str):
             trusted_proxies = [trusted_proxies]
         networks = []
@@ -95,7 +125,18 @@ class AdapterConfig:
                 raise ConfigurationError(
                     f"trusted_proxies: {proxy!r} is not an IP address or network"
                 ) from None
-        return cls(tuple(exclude), tuple(rules), header, allow_preflight, tuple(networks))
+        if resources is not None and not isinstance(resources, Mapping):
+            raise ConfigurationError("resources must map routes to resource templates")
+        templates = []
+        for route, resource in (resources or {}).items():
+            try:
+                templates.append(parse_resource_template(route, resource))
+            except ValueError as exc:
+                raise ConfigurationError(f"resources: {exc}") from None
+        return cls(
+            tuple(exclude), tuple(rules), header, allow_preflight, tuple(networks),
+            tuple(templates),
+        )  # fmt: skip
 
     def is_trusted(self, address: str) -> bool:
         """Whether *address* is one of the trusted proxies."""
@@ -127,17 +168,30 @@ class AdapterConfig:
 
     def policy(self, method: str, path: str) -> Policy:
         """What a request to *method* *path* must satisfy."""
-        if not self.rules:
+        if not self.rules and not self.resources:
             return _NO_REQUIREMENTS
         policies = self._policies
         policy = policies.get((method, path))
         if policy is None:
             required = self.required(method, path)
-            policy = Policy(required) if required else _NO_REQUIREMENTS
+            resource = self.resource(method, path)
+            if required or resource is not None:
+                policy = Policy(required, resource)
+            else:
+                policy = _NO_REQUIREMENTS
             if len(policies) >= _POLICY_CACHE_SIZE:
                 policies.clear()  # a dict's operations are atomic: safe from any thread
             policies[method, path] = policy
         return policy
+
+    def resource(self, method: str, path: str) -> str | None:
+        """The resource of a request to *method* *path* by the first matching template, or
+        ``None`` (then it is the path)."""
+        for template in self.resources:
+            resource = template.fill(method, path)
+            if resource is not None:
+                return resource
+        return None
 
     def required(self, method: str, path: str) -> tuple[str, ...]:
         """The permissions a request to *method* *path* needs."""

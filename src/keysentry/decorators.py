@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from keysentry._adapter import header_name
 from keysentry.asgi import attach, scope_facts
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.patterns import pattern_problem
@@ -36,6 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("keysentry")
 # FastAPI fills parameters from the signature; the wrapper adds this one to get the request.
 _REQUEST_PARAM = "keysentry_request"
+# ... and this one for the response whose headers FastAPI adds to what the handler returns
+_RESPONSE_PARAM = "keysentry_response"
 Plan = Decision | tuple[RequestFacts, Policy]
 
 
@@ -43,7 +46,11 @@ class Guard:
     """One handler's requirements, checked against a request of any supported framework."""
 
     def __init__(
-        self, sentry: KeySentry, permissions: Sequence[str], resource: str | None = None
+        self,
+        sentry: KeySentry,
+        permissions: Sequence[str],
+        resource: str | None = None,
+        api_key_header: str | None = None,
     ) -> None:
         for permission in permissions:
             problem = pattern_problem(permission)
@@ -54,6 +61,11 @@ class Guard:
         self.sentry = sentry
         self.permissions = tuple(permissions)
         self.resource = resource
+        self.api_key_header = header_name(api_key_header)
+        """Also read the key from this header (lower-case), as the middleware option does."""
+        header = self.api_key_header
+        self._scope_header = header.encode("latin-1") if header else None
+        self._environ_var = "HTTP_" + header.upper().replace("-", "_") if header else None
 
     def _resource(self, params: dict[str, Any], path: str) -> str:
         return path[1:] if self.resource is None else self.resource.format_map(params)
@@ -64,11 +76,11 @@ class Guard:
         if isinstance(request, HTTPConnection):
             identity = request.scope.get("state", {}).get("api_key")
             params: dict[str, Any] = dict(request.path_params)
-            facts, _ = scope_facts(request.scope)
+            facts, _ = scope_facts(request.scope, self._scope_header)
         else:  # a Flask request
             identity = request.environ.get(ENVIRON_KEY)  # type: ignore[attr-defined]
             params = dict(request.view_args or {})  # type: ignore[attr-defined]
-            facts, _ = environ_facts(request.environ)  # type: ignore[attr-defined]
+            facts, _ = environ_facts(request.environ, self._environ_var)  # type: ignore[attr-defined]
         try:
             resource = self._resource(params, facts.path)
         except (KeyError, IndexError, ValueError) as exc:
@@ -102,6 +114,7 @@ def _attached(decision: Decision, request: object) -> Decision:
 
 
 def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+    kwargs.pop(_RESPONSE_PARAM, None)  # read by _with_rate_headers, not the handler's
     request = kwargs.pop(_REQUEST_PARAM, None)
     if request is not None:
         return request
@@ -128,16 +141,20 @@ def _refusal(decision: Decision, request: object) -> Any:
     return FlaskResponse(body, status, headers)
 
 
-def _with_rate_headers(result: Any, decision: Decision, request: object) -> Any:
-    """Add the verdict's rate-limit headers to what the handler returned, where that is a
-    response: a Starlette one as is, any Flask return value through ``make_response``.
-    (A FastAPI handler that returns data gets them from ``ks.depends`` instead.)"""
+def _with_rate_headers(
+    result: Any, decision: Decision, request: object, carrier: Response | None
+) -> Any:
+    """Add the verdict's rate-limit headers to what the handler returned: to a Starlette
+    response as is; under FastAPI, to the response FastAPI passed in (*carrier*), whose
+    headers it adds to whatever the handler returns (data included); to any Flask return
+    value through ``make_response``."""
     if not decision.headers:
         return result
     if isinstance(request, HTTPConnection):
-        if isinstance(result, Response):
+        target = result if isinstance(result, Response) else carrier
+        if target is not None:
             for name, value in decision.headers:
-                result.headers[name] = value
+                target.headers[name] = value
         return result
     from flask import make_response
 
@@ -155,44 +172,54 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 
 def _with_request_param(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
-    """Let FastAPI pass the Request even when the handler does not ask for it."""
+    """Let FastAPI pass the Request even when the handler does not ask for it, and a
+    Response to carry the rate-limit headers (Starlette and Flask ignore the signature)."""
     signature = inspect.signature(func)
-    if any(p.annotation in (Request, "Request") for p in signature.parameters.values()):
-        return
-    extra = inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
     params = list(signature.parameters.values())
+    extra = [inspect.Parameter(_RESPONSE_PARAM, inspect.Parameter.KEYWORD_ONLY,
+                               annotation=Response)]  # fmt: skip
+    if not any(p.annotation in (Request, "Request") for p in params):
+        extra.append(
+            inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+        )
     position = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
-    params.insert(position, extra)
+    params[position:position] = extra
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
 
 
 def require(
-    sentry: KeySentry, permissions: Sequence[str], resource: str | None
+    sentry: KeySentry,
+    permissions: Sequence[str],
+    resource: str | None,
+    api_key_header: str | None = None,
 ) -> Callable[[F], F]:
     """Build the decorator behind :meth:`KeySentry.require`."""
-    guard = Guard(sentry, permissions, resource)
+    guard = Guard(sentry, permissions, resource, api_key_header)
 
     def decorate(func: F) -> F:
         if _is_async(func):
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                carrier = kwargs.get(_RESPONSE_PARAM)
                 request = _find_request(args, kwargs)
                 decision = await guard.acheck(request)
                 if not decision.allowed:
                     return _refusal(decision, request)
-                return _with_rate_headers(await func(*args, **kwargs), decision, request)
+                result = await func(*args, **kwargs)
+                return _with_rate_headers(result, decision, request, carrier)
 
             _with_request_param(async_wrapper, func)
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            carrier = kwargs.get(_RESPONSE_PARAM)
             request = _find_request(args, kwargs)
             decision = guard.check(request)
             if not decision.allowed:
                 return _refusal(decision, request)
-            return _with_rate_headers(func(*args, **kwargs), decision, request)
+            return _with_rate_headers(func(*args, **kwargs), decision, request, carrier)
 
         _with_request_param(sync_wrapper, func)
         return sync_wrapper  # type: ignore[return-value]

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -47,16 +47,15 @@ class KeySentryHTTPException(HTTPException):
 
 
 def dependency(
-    sentry: KeySentry, permissions: Sequence[str], resource: str | None = None
+    sentry: KeySentry,
+    permissions: Sequence[str],
+    resource: str | None = None,
+    api_key_header: str | None = None,
 ) -> Callable[..., Awaitable[Identity]]:
     """Build the dependency behind :meth:`KeySentry.depends`."""
-    guard = Guard(sentry, permissions, resource)
+    guard = Guard(sentry, permissions, resource, api_key_header)
 
-    async def api_key(
-        request: Request,
-        response: Response,
-        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> Identity:
+    async def check(request: Request, response: Response) -> Identity:
         decision = await guard.acheck(request)
         if not decision.allowed or decision.identity is None:
             raise KeySentryHTTPException(decision)
@@ -65,7 +64,35 @@ def dependency(
             response.headers[name] = value
         return decision.identity
 
-    return api_key
+    # The Security parameters only declare the schemes in OpenAPI (/docs's Authorize
+    # button); the guard reads the headers itself, with keysentry's rules.
+    if guard.api_key_header is None:
+
+        async def api_key(
+            request: Request,
+            response: Response,
+            _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+        ) -> Identity:
+            return await check(request, response)
+
+        return api_key
+
+    header_scheme = APIKeyHeader(
+        name=api_key_header or "", auto_error=False, scheme_name="ApiKeyHeader",
+        description=f"An API key issued by keysentry: `{api_key_header}: <key>`.",
+    )  # fmt: skip
+
+    async def api_key_or_header(
+        request: Request,
+        response: Response,
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+        # a default, not Annotated: this module's annotations are strings, which FastAPI
+        # evaluates in the module's namespace, where header_scheme is not
+        _header: str | None = Security(header_scheme),
+    ) -> Identity:
+        return await check(request, response)
+
+    return api_key_or_header
 
 
 async def _handler(request: Request, exc: Exception) -> Response:

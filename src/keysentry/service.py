@@ -810,24 +810,30 @@ class KeySentry:
         return facts, Policy(permissions=tuple(permissions), resource=resource)
 
     # ------------------------------------------------------------ adapters
-    def require(self, *permissions: str, resource: str | None = None) -> Callable[[F], F]:
+    def require(
+        self, *permissions: str, resource: str | None = None, api_key_header: str | None = None
+    ) -> Callable[[F], F]:
         """Decorate a Starlette, FastAPI or Flask handler (sync or async) so that it runs
         only for a key holding every one of *permissions* (and *resource*, a template such
-        as ``"users/{user_id}"`` filled from the path parameters).
+        as ``"users/{user_id}"`` filled from the path parameters). With *api_key_header*
+        (e.g. ``"X-API-Key"``) the key may also come in that header.
 
         Raises:
-            ConfigurationError: a malformed permission.
+            ConfigurationError: a malformed permission or header name.
         """
         from keysentry.decorators import require
 
-        return require(self, permissions, resource)
+        return require(self, permissions, resource, api_key_header)
 
-    def depends(self, *permissions: str, resource: str | None = None) -> Callable[..., Any]:
+    def depends(
+        self, *permissions: str, resource: str | None = None, api_key_header: str | None = None
+    ) -> Callable[..., Any]:
         """A FastAPI dependency returning the verified :class:`Identity`; use it as
-        ``Depends(ks.depends("users:read"))``. Needs ``keysentry[fastapi]``."""
+        ``Depends(ks.depends("users:read"))``. With *api_key_header* the key may also come
+        in that header (declared in OpenAPI too). Needs ``keysentry[fastapi]``."""
         from keysentry.fastapi import dependency
 
-        return dependency(self, permissions, resource)
+        return dependency(self, permissions, resource, api_key_header)
 
     # -------------------------------------------------------------- events
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

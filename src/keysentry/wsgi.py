@@ -43,6 +43,8 @@ class KeySentryWSGIMiddleware:
         allow_preflight: let CORS preflight requests through unauthenticated (default).
         trusted_proxies: addresses or networks of your reverse proxies; requests from them
             take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
+        resources: route -> resource template, e.g. ``{"/users/{user_id}/*":
+            "users/{user_id}"}``; the resource is otherwise the path without its ``/``.
 
     Raises:
         ConfigurationError: a malformed option, named in the message.
@@ -58,6 +60,7 @@ class KeySentryWSGIMiddleware:
         api_key_header: str | None = None,
         allow_preflight: bool = True,
         trusted_proxies: Sequence[str] = (),
+        resources: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -67,6 +70,7 @@ class KeySentryWSGIMiddleware:
             api_key_header=api_key_header,
             allow_preflight=allow_preflight,
             trusted_proxies=trusted_proxies,
+            resources=resources,
         )
         header = self.config.api_key_header
         self._api_key_var = "HTTP_" + header.upper().replace("-", "_") if header else None

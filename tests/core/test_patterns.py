@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysentry.core.patterns import covers, matches, parse_endpoint, pattern_problem
+from keysentry.core.patterns import (
+    covers,
+    matches,
+    parse_endpoint,
+    parse_resource_template,
+    pattern_problem,
+)
 
 
 def reference(pattern: str, text: str) -> bool:
@@ -148,3 +154,52 @@ def test_endpoint_patterns(
 def test_bad_endpoint_patterns_raise_value_error(text: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message is checked by test_models
         parse_endpoint(text)
+
+
+_literal = st.text("abcxyz0129-_.", min_size=1, max_size=6)
+_value = st.text(st.characters(blacklist_characters="/", codec="utf-8"), min_size=1, max_size=8)
+
+
+@st.composite
+def _routes(draw: st.DrawFn) -> tuple[str, str, str, str, str]:
+    """A route template, its resource template, a path it matches, that path's resource,
+    and a path one required segment short, built together."""
+    route, path, names, values = [], [], [], {}
+    for index in range(draw(st.integers(1, 5))):
+        if draw(st.booleans()):
+            name = f"p{index}"
+            names.append(name)
+            values[name] = draw(_value)
+            route.append("{" + name + "}")
+            path.append(values[name])
+        else:
+            literal = draw(_literal)
+            route.append(literal)
+            path.append(literal)
+    tail = draw(st.sampled_from(["", "/*"]))
+    rest = draw(st.sampled_from(["", "/", "/more/and/more"])) if tail else ""
+    resource = "r/" + "/".join("{" + n + "}" for n in names)
+    expected = "r/" + "/".join(values[n] for n in names)
+    short = "/" + "/".join(path[:-1])
+    return "/" + "/".join(route) + tail, resource, "/" + "/".join(path) + rest, expected, short
+
+
+@given(_routes())
+def test_resource_templates_capture_whole_segments(
+    case: tuple[str, str, str, str, str],
+) -> None:
+    route, resource, path, expected, short = case
+    template = parse_resource_template(route, resource)
+    assert template.fill("GET", path) == expected
+    assert template.fill("HEAD", path) == expected
+    assert template.fill("GET", short) is None
+    if not route.endswith("/*"):
+        assert template.fill("GET", path + "/extra") is None
+    assert parse_resource_template("POST " + route, resource).fill("GET", path) is None
+
+
+def test_resource_template_matching_stays_linear_on_long_paths() -> None:
+    # no nested repetition: a 200 kB path that almost matches is decided in one pass
+    template = parse_resource_template("/a/{x}/b/{y}/c/*", "{x}/{y}")
+    assert template.fill("GET", "/a/" + "x" * 100_000 + "/b/" + "y" * 100_000) is None
+    assert template.fill("GET", "/a/1/b/2/c/" + "z/" * 50_000) == "1/2"
