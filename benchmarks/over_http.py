@@ -225,15 +225,17 @@ def scenarios(rounds: int, seconds: float) -> list[Any]:
 
     pairs = [
         ("Starlette over HTTP (uvicorn)", _uvicorn("starlette_bare"),
-         _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85),
+         _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85,
+         ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", "bare Starlette")),
         ("Flask over HTTP (gunicorn gthread)", _gunicorn("flask_bare"),
-         _gunicorn("flask_protected"), ("gunicorn", "flask"), None),
+         _gunicorn("flask_protected"), ("gunicorn", "flask"), None,
+         ("Flask + KeySentryWSGIMiddleware (cache hit, 1 rule)", "bare Flask")),
     ]  # fmt: skip
     results: list[Any] = []
     with tempfile.TemporaryDirectory() as tmp:
         env, secret = prepare(Path(tmp))
         auth = [f"Authorization: Bearer {secret}"]
-        for name, bare_cmd, ours_cmd, needs, target in pairs:
+        for name, bare_cmd, ours_cmd, needs, target, labels in pairs:
             absent = _missing(*needs)
             if absent:
                 print(f"  skipped {name}: {absent} not installed; pip install -e '.[bench]'")
@@ -250,7 +252,7 @@ def scenarios(rounds: int, seconds: float) -> list[Any]:
             finally:
                 for server in servers:
                     server.stop()
-            results += _results(Result, name, measured[0], measured[1], target)
+            results += _results(Result, name, labels, measured[0], measured[1], target)
     return results
 
 
@@ -264,7 +266,12 @@ def _spread(values: list[float]) -> float:
 
 
 def _results(
-    result: Any, name: str, bare: list[Load], ours: list[Load], target: float | None
+    result: Any,
+    name: str,
+    labels: tuple[str, str],
+    bare: list[Load],
+    ours: list[Load],
+    target: float | None,
 ) -> list[Any]:
     wall_ours = [1e6 / load.rps for load in ours]
     wall_bare = [1e6 / load.rps for load in bare]
@@ -274,7 +281,7 @@ def _results(
            f"load: {generator()}, {CONNECTIONS} connections")  # fmt: skip
     rows = [
         result(
-            f"{name}, req/s", "protected", "bare",
+            f"{name}, req/s", *labels,
             _median(wall_ours), _median(wall_bare), _spread(wall_ours), _spread(wall_bare),
             target, p99,
         )
@@ -284,7 +291,7 @@ def _results(
         cpu_bare = [x.cpu_us for x in bare if x.cpu_us is not None]
         rows.append(
             result(
-                f"{name}, server CPU/request", "protected", "bare",
+                f"{name}, server CPU/request", *labels,
                 _median(cpu_ours), _median(cpu_bare), _spread(cpu_ours), _spread(cpu_bare),
                 target, "CPU seconds of the server process and its workers / requests",
             )

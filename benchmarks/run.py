@@ -143,7 +143,7 @@ def chart(results: list[Result], path: Path) -> bool:
     ax.set_xscale("log")
     ax.axvline(1.0, color="#555555", linewidth=0.8, linestyle="--")
     ax.set_xlabel("speed = baseline time / our time (log; black tick: target)")
-    ax.set_title("keysentry vs baselines (green: target met, red: missed, grey: no target)")
+    ax.set_title("keysentry vs baselines\n(green: target met, red: missed, grey: no target)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

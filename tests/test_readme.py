@@ -181,3 +181,31 @@ def test_front_door_commands() -> None:
     assert tests.endswith("&& pip install -e '.[dev]' && pytest")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "\npip install -e '.[dev]' && pytest\n" in ci
+
+
+def test_readme_resource_template_block() -> None:
+    # the README's snippet, run against an app it names: the middleware's templates decide
+    # the resource before the router runs
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from keysentry import KeySentry
+    from keysentry.asgi import KeySentryMiddleware
+
+    async def orders(request: object) -> PlainTextResponse:
+        return PlainTextResponse("orders")
+
+    ks = KeySentry("memory://")
+    ks.create_api_auth_app("internal-api", "Internal API", "sk_live", resources=["users/42"])
+    secret = ks.create_api_key("internal-api", "k").secret
+    app = Starlette(routes=[Route("/v1/users/{user_id}/orders", orders)])
+    namespace = {"app": app, "ks": ks, "KeySentryMiddleware": KeySentryMiddleware}
+    block = readme_block("The **resource** checked")
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    auth = {"Authorization": f"Bearer {secret}"}
+    with TestClient(app) as client:
+        assert client.get("/v1/users/42/orders", headers=auth).text == "orders"
+        denied = client.get("/v1/users/43/orders", headers=auth)
+        assert denied.json()["errors"][0]["reason"] == "resource_denied"
