@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from benchmarks.world import bench_key
 from keysentry import KeySentry
 from keysentry.asgi import KeySentryMiddleware
 
@@ -61,15 +62,7 @@ def _caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
 
 def scenarios(compare: Any, rounds: int) -> list[Any]:
     ks = KeySentry("memory://", usage_interval=None)
-    # one rule on the in-process limiter, with a quota the run never reaches
-    ks.create_rate_limit_scheme(
-        "bench", "Bench", [{"unit": "minute", "max_requests": 1_000_000_000}]
-    )
-    ks.create_api_auth_app(
-        app_slug="bench", name="Bench", key_prefix="sk_live",
-        permissions=["users:*"], resources=["users/*"], rate_limit_scheme_slug="bench",
-    )  # fmt: skip
-    secret = ks.create_api_key("bench", "k").secret
+    secret = bench_key(ks)  # one rule on the in-process limiter
     headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
                (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
     protected = _app()

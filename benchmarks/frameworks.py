@@ -12,16 +12,13 @@ from functools import partial
 from typing import Any
 
 from benchmarks.asgi import _caller
+from benchmarks.world import bench_key
 from keysentry import Identity, KeySentry
 
 
 def _sentry() -> tuple[KeySentry, str]:
     ks = KeySentry("memory://", usage_interval=None)
-    ks.create_rate_limit_scheme("bench", "Bench", [{"unit": "minute", "max_requests": 10**9}])
-    ks.create_api_auth_app(app_slug="bench", name="Bench", key_prefix="sk_live",
-                           permissions=["users:*"], resources=["users/*"],
-                           rate_limit_scheme_slug="bench")  # fmt: skip
-    return ks, ks.create_api_key("bench", "k").secret
+    return ks, bench_key(ks)
 
 
 def fastapi_scenario(compare: Any, rounds: int) -> Any:

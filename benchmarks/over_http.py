@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.world import bench_key
 from keysentry import KeySentry
 from keysentry.server import free_port
 
@@ -205,14 +206,7 @@ def prepare(directory: Path) -> tuple[dict[str, str], str]:
     servers' environment and the key."""
     database = f"sqlite:///{directory}/bench.db"
     with KeySentry(database) as ks:
-        ks.create_rate_limit_scheme(
-            "bench", "Bench", [{"unit": "minute", "max_requests": 1_000_000_000}]
-        )
-        ks.create_api_auth_app(
-            app_slug="bench", name="Bench", key_prefix="sk_live",
-            permissions=["users:*"], resources=["users/*"], rate_limit_scheme_slug="bench",
-        )  # fmt: skip
-        secret = ks.create_api_key("bench", "k").secret
+        secret = bench_key(ks)
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "KEYSENTRY_BENCH_DB": database,
            "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # fmt: skip

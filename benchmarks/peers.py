@@ -18,15 +18,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from benchmarks.world import bench_key
 from keysentry import KeySentry
 
 
 def _ours() -> tuple[KeySentry, str]:
     ks = KeySentry("memory://", usage_interval=None)
-    ks.create_rate_limit_scheme("bench", "Bench", [{"unit": "minute", "max_requests": 10**9}])
-    ks.create_api_auth_app(app_slug="bench", name="Bench", key_prefix="sk_live",
-                           permissions=["users:*"], rate_limit_scheme_slug="bench")  # fmt: skip
-    return ks, ks.create_api_key("bench", "k").secret
+    return ks, bench_key(ks, resources=False)
 
 
 def _loop_runner(loop: asyncio.AbstractEventLoop, make: Any, n: int) -> Any:
