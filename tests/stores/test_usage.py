@@ -167,3 +167,20 @@ def test_a_forked_child_writes_its_own_uses_only(tmp_path: Any) -> None:
 def test_usage_interval_is_checked(bad: object) -> None:
     with pytest.raises(ConfigurationError, match="usage_interval"):
         KeySentry("memory://", usage_interval=bad)  # type: ignore[arg-type]
+
+
+def test_uses_within_a_second_are_noted_once(tmp_path: Any) -> None:
+    # precise to a second: a use within a second of the one noted is not noted again (no
+    # lock taken), a later one is, and what is written is the latest noted
+    ks, key_id, _ = _world(f"sqlite:///{tmp_path}/k.db", usage_interval=None)
+    with ks:
+        recorder = UsageRecorder(ks.store, interval=None)
+        start = T0.timestamp()
+        recorder.record(key_id, start)
+        recorder.record(key_id, start + 0.9)  # within the second: skipped
+        assert recorder.flush() == 1
+        assert ks.get_api_key(key_id).last_used_at == T0
+        recorder.record(key_id, start + 0.95)  # nothing pending now: noted
+        recorder.record(key_id, start + 2.5)  # a second later: noted
+        assert recorder.flush() == 1
+        assert ks.get_api_key(key_id).last_used_at == T0 + timedelta(seconds=2.5)
