@@ -121,10 +121,16 @@ def test_uvicorn_workers_on_one_redis_admit_exactly_the_limit(
     day = time.gmtime().tm_yday
     with uvicorn(tmp_path, env, workers=3) as port, ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda _: reply(port, secret), range(200)))
+        # The first worker up can take every connection while the others still import;
+        # go on until another one answers too (each of its answers must then be a 429:
+        # it refuses on the count the others made, in Redis).
+        deadline = time.monotonic() + 30
+        while len({pid for _, pid in replies}) < 2 and time.monotonic() < deadline:
+            replies += pool.map(lambda _: reply(port, secret), range(50))
     if time.gmtime().tm_yday != day:
         pytest.skip("the run crossed midnight UTC, where the daily window turns over")
     statuses = Counter(status for status, _ in replies)
-    assert statuses == {200: 50, 429: 150}
+    assert statuses == {200: 50, 429: len(replies) - 50}
     assert len({pid for _, pid in replies}) >= 2  # several workers answered
 
 
