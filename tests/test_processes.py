@@ -117,7 +117,11 @@ def test_uvicorn_workers_on_one_redis_admit_exactly_the_limit(
         ks.create_api_auth_app(app_slug=redis_prefix.replace(":", "-")[:40], name="API",
                                key_prefix="sk_live", rate_limit_scheme_slug="fifty")  # fmt: skip
         secret = ks.create_api_key(ks.list_api_auth_apps()[0].app_slug, "k").secret
-    env = {"KEYSENTRY_DATABASE_URL": url, "KEYSENTRY_LIMITER_URL": REDIS_URL}
+    env = {
+        "KEYSENTRY_DATABASE_URL": url,
+        "KEYSENTRY_LIMITER_URL": REDIS_URL,
+        "TEST_LIMITER_TIMEOUT": "2",
+    }  # exactness, not the 100 ms default, is tested here
     day = time.gmtime().tm_yday
     with uvicorn(tmp_path, env, workers=3) as port, ThreadPoolExecutor(16) as pool:
         replies = list(pool.map(lambda _: reply(port, secret), range(200)))

@@ -1,7 +1,7 @@
 """A protected Starlette app on the store named by KEYSENTRY_DATABASE_URL (and the limiter
 named by KEYSENTRY_LIMITER_URL, if set), for tests that run it as separate uvicorn processes.
-TEST_ON_LIMITER_ERROR, TEST_CACHE_TTL, TEST_MAX_STALE and TEST_RATE_LIMIT_ALGORITHM set those
-options."""
+TEST_ON_LIMITER_ERROR, TEST_LIMITER_TIMEOUT, TEST_CACHE_TTL, TEST_MAX_STALE and
+TEST_RATE_LIMIT_ALGORITHM set those options."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ ks = KeySentry(
     os.environ["KEYSENTRY_DATABASE_URL"],
     limiter_url=os.environ.get("KEYSENTRY_LIMITER_URL"),
     on_limiter_error=os.environ.get("TEST_ON_LIMITER_ERROR", "open"),  # type: ignore[arg-type]
+    limiter_timeout=float(os.environ.get("TEST_LIMITER_TIMEOUT", "0.1")),
     cache_ttl=float(os.environ.get("TEST_CACHE_TTL", "30")),
     max_stale=float(os.environ.get("TEST_MAX_STALE", "60")),
     rate_limit_algorithm=os.environ.get("TEST_RATE_LIMIT_ALGORITHM", "sliding_window"),  # type: ignore[arg-type]
