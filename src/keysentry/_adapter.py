@@ -41,6 +41,16 @@ def header_name(value: object, option: str = "api_key_header") -> str | None:
     return value.lower()
 
 
+def scope_header(header: str | None) -> bytes | None:
+    """A checked header name as it appears in an ASGI scope's headers."""
+    return header.encode("latin-1") if header else None
+
+
+def environ_var(header: str | None) -> str | None:
+    """A checked header name as its WSGI environ variable (``HTTP_X_API_KEY``)."""
+    return "HTTP_" + header.upper().replace("-", "_") if header else None
+
+
 def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]  # {"GET /x": "x:read"} means one permission, not four letters

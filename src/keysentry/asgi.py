@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from starlette.authentication import AuthCredentials, BaseUser
 
-from keysentry._adapter import AdapterConfig
+from keysentry._adapter import AdapterConfig, scope_header
 from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.core.patterns import Grants
 from keysentry.core.pipeline import RequestFacts
@@ -110,8 +110,7 @@ class KeySentryMiddleware:
             trusted_proxies=trusted_proxies,
             resources=resources,
         )
-        header = self.config.api_key_header
-        self._api_key_header = header.encode("latin-1") if header else None
+        self._api_key_header = scope_header(self.config.api_key_header)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from keysentry._adapter import header_name
+from keysentry._adapter import environ_var, header_name, scope_header
 from keysentry.asgi import attach, scope_facts
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.patterns import pattern_problem
@@ -63,9 +63,8 @@ class Guard:
         self.resource = resource
         self.api_key_header = header_name(api_key_header)
         """Also read the key from this header (lower-case), as the middleware option does."""
-        header = self.api_key_header
-        self._scope_header = header.encode("latin-1") if header else None
-        self._environ_var = "HTTP_" + header.upper().replace("-", "_") if header else None
+        self._scope_header = scope_header(self.api_key_header)
+        self._environ_var = environ_var(self.api_key_header)
 
     def _resource(self, params: dict[str, Any], path: str) -> str:
         return path[1:] if self.resource is None else self.resource.format_map(params)
@@ -114,7 +113,6 @@ def _attached(decision: Decision, request: object) -> Decision:
 
 
 def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
-    kwargs.pop(_RESPONSE_PARAM, None)  # read by _with_rate_headers, not the handler's
     request = kwargs.pop(_REQUEST_PARAM, None)
     if request is not None:
         return request
@@ -201,7 +199,7 @@ def require(
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                carrier = kwargs.get(_RESPONSE_PARAM)
+                carrier = kwargs.pop(_RESPONSE_PARAM, None)  # ours, not the handler's
                 request = _find_request(args, kwargs)
                 decision = await guard.acheck(request)
                 if not decision.allowed:
@@ -214,7 +212,7 @@ def require(
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            carrier = kwargs.get(_RESPONSE_PARAM)
+            carrier = kwargs.pop(_RESPONSE_PARAM, None)  # ours, not the handler's
             request = _find_request(args, kwargs)
             decision = guard.check(request)
             if not decision.allowed:

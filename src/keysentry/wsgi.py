@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
-from keysentry._adapter import AdapterConfig
+from keysentry._adapter import AdapterConfig, environ_var
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import RequestFacts
 from keysentry.service import KeySentry
@@ -72,8 +72,7 @@ class KeySentryWSGIMiddleware:
             trusted_proxies=trusted_proxies,
             resources=resources,
         )
-        header = self.config.api_key_header
-        self._api_key_var = "HTTP_" + header.upper().replace("-", "_") if header else None
+        self._api_key_var = environ_var(self.config.api_key_header)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         facts, preflight = environ_facts(environ, self._api_key_var)

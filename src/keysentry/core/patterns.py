@@ -187,6 +187,16 @@ class EndpointPattern:
         return self._path.allows(path)
 
 
+def _split_method(text: str) -> tuple[str | None, str]:
+    """``"GET /x"`` -> ``("GET", "/x")``, ``"/x"`` -> ``(None, "/x")``; HEAD is read as GET."""
+    if " " not in text:
+        return None, text
+    method, _, path = text.partition(" ")
+    if not _METHOD.fullmatch(method):
+        raise ValueError(f"{text!r}: the method must be an uppercase HTTP method such as GET")
+    return ("GET" if method == "HEAD" else method), path
+
+
 def parse_endpoint(text: object) -> EndpointPattern:
     """Parse an endpoint pattern.
 
@@ -197,13 +207,7 @@ def parse_endpoint(text: object) -> EndpointPattern:
         raise ValueError("an endpoint pattern must be a string")
     if not text or len(text) > MAX_PATTERN_LENGTH:
         raise ValueError(f"an endpoint pattern must be 1-{MAX_PATTERN_LENGTH} characters")
-    method: str | None = None
-    path = text
-    if " " in text:
-        method, _, path = text.partition(" ")
-        if not _METHOD.fullmatch(method):
-            raise ValueError(f"{text!r}: the method must be an uppercase HTTP method such as GET")
-        method = "GET" if method == "HEAD" else method
+    method, path = _split_method(text)
     if _BAD_CHAR.search(path):
         raise ValueError(f"{text!r}: the path must not contain whitespace or control characters")
     if path != "*" and not path.startswith("/"):
@@ -252,12 +256,7 @@ def parse_resource_template(route: object, resource: object) -> ResourceTemplate
     """
     if not isinstance(route, str) or not isinstance(resource, str):
         raise ValueError("a resource template maps a route string to a resource string")
-    method, path = None, route
-    if " " in route:
-        method, _, path = route.partition(" ")
-        if not _METHOD.fullmatch(method):
-            raise ValueError(f"{route!r}: the method must be an uppercase HTTP method such as GET")
-        method = "GET" if method == "HEAD" else method
+    method, path = _split_method(route)
     if not path.startswith("/") or _BAD_CHAR.search(path) or len(path) > MAX_PATTERN_LENGTH:
         raise ValueError(f"{route!r}: the route must start with '/' (at most "
                          f"{MAX_PATTERN_LENGTH} characters, no whitespace)")  # fmt: skip
