@@ -242,3 +242,130 @@ def test_a_counter_left_in_the_old_hash_layout_is_replaced(redis_prefix: str) ->
         assert limiter.available
     finally:
         limiter.close()
+
+
+def _client_ids(connections: list[Any]) -> list[int]:
+    ids = []
+    for connection in connections:
+        connection.send_command("CLIENT", "ID")
+        ids.append(int(connection.read_response()))
+    return ids
+
+
+def test_connections_redis_dropped_are_replaced_within_the_same_request(
+    redis_prefix: str,
+) -> None:
+    # the limiter keeps its connections between requests (no health check on each: a poll()
+    # per call); when Redis has closed them (a restart, a timeout, CLIENT KILL) the request
+    # that finds out is still decided, on a new connection, and the other idle ones go too
+    import redis
+
+    limiter = RedisLimiter(REDIS_URL, key_prefix=redis_prefix, on_error="closed")
+    (lim,) = compile_limits([RateLimitRule(unit="minute", max_requests=100)])
+    checks = [(lim, "{app}:dropped")]
+    barrier = threading.Barrier(4)
+
+    def hit_together() -> None:
+        barrier.wait()
+        limiter.hit(checks, 0)
+
+    threads = [threading.Thread(target=hit_together) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    idle = list(limiter._idle)
+    assert len(idle) >= 2  # the four overlapped at least in part
+    admin = redis.Redis.from_url(REDIS_URL)
+    try:
+        killed = _client_ids(idle)
+        for client_id in killed:
+            assert admin.client_kill_filter(_id=str(client_id)) == 1
+        used = 4  # requests so far
+        allowed, (outcome,) = limiter.hit(checks, 0)
+        assert allowed, "a dropped connection must not fail the request"
+        assert outcome.remaining == 100 - used - 1
+        assert limiter.available
+        assert len(limiter._idle) == 1  # the new one; the dead ones were dropped
+        assert _client_ids(limiter._idle)[0] not in killed  # a new connection
+        assert limiter.hit(checks, 0)[1][0].remaining == 100 - used - 2
+    finally:
+        admin.close()
+        limiter.close()
+
+
+def test_async_connections_redis_dropped_are_replaced_within_the_same_request(
+    redis_prefix: str,
+) -> None:
+    import redis
+
+    limiter = RedisLimiter(REDIS_URL, key_prefix=redis_prefix, on_error="closed")
+    (lim,) = compile_limits([RateLimitRule(unit="minute", max_requests=100)])
+    checks = [(lim, "{app}:adropped")]
+    admin = redis.Redis.from_url(REDIS_URL)
+
+    async def scenario() -> tuple[Any, ...]:
+        try:
+            await asyncio.gather(*(limiter.ahit(checks, 0) for _ in range(3)))
+            _, _, idle = limiter._async_client()
+            assert len(idle) == 3  # three at once: three connections
+            ids = []
+            for connection in idle:
+                await connection.send_command("CLIENT", "ID")
+                ids.append(int(await connection.read_response()))
+            for client_id in ids:
+                assert admin.client_kill_filter(_id=str(client_id)) == 1
+            result = await limiter.ahit(checks, 0)
+            return result, len(idle)
+        finally:
+            await limiter.aclose()
+
+    try:
+        (allowed, (outcome,)), idle_after = asyncio.run(scenario())
+        assert allowed
+        assert outcome.remaining == 100 - 4
+        assert idle_after == 1
+        assert limiter.available
+    finally:
+        admin.close()
+        limiter.close()
+
+
+def _hit_in_child(limiter: RedisLimiter, checks: Any, out: Any) -> None:
+    out.put((len(limiter._idle), limiter.hit(checks, 0)[1][0].remaining, limiter.available))
+    limiter.close()
+
+
+def test_a_forked_child_opens_connections_of_its_own(redis_prefix: str) -> None:
+    # a server that imports the app and then forks its workers must not have them talk on
+    # the parent's connections (their replies would cross)
+    limiter = RedisLimiter(REDIS_URL, key_prefix=redis_prefix, on_error="closed")
+    (lim,) = compile_limits([RateLimitRule(unit="minute", max_requests=100)])
+    checks = [(lim, "{app}:fork")]
+    try:
+        assert limiter.hit(checks, 0)[1][0].remaining == 99
+        assert len(limiter._idle) == 1
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=_hit_in_child, args=(limiter, checks, results))
+        child.start()
+        idle_in_child, remaining, available = results.get(timeout=60)
+        child.join(timeout=30)
+        assert child.exitcode == 0
+        assert idle_in_child == 0  # the parent's connection was forgotten, not used
+        assert (remaining, available) == (98, True)
+        # the parent's connection is untouched by the child
+        assert limiter.hit(checks, 0)[1][0].remaining == 97
+        assert limiter.available
+    finally:
+        limiter.close()
+
+
+@given(st.lists(st.one_of(st.text(max_size=40), st.integers(-(10**12), 10**12)), max_size=8))
+def test_commands_are_packed_as_redis_py_packs_them(args: list[str | int]) -> None:
+    # (redis-py splits a first argument at spaces, for "CONFIG GET": ours is always EVALSHA)
+    from redis.connection import Connection
+
+    from keysentry.limiters.redis import _resp
+
+    assert _resp("EVALSHA", *args) == b"".join(Connection().pack_command("EVALSHA", *args))

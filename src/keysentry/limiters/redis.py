@@ -33,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -140,12 +142,6 @@ return table.concat(out, ' ')  -- integers below 2^47: printed exactly (%.14g)
 _SHA: Final = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 
 
-def _no_script(exc: BaseException) -> bool:
-    from redis.exceptions import NoScriptError
-
-    return isinstance(exc, NoScriptError)
-
-
 def _spec(limit: Limit) -> str:
     """The script's description of *limit* (formatting it costs less than a dict lookup
     keyed by the rule, whose hash covers every field)."""
@@ -153,6 +149,65 @@ def _spec(limit: Limit) -> str:
         f"{limit.window_ms},{limit.max_requests},{int(limit.sliding)},"
         f"{int(limit.calendar == 'month')}"
     )
+
+
+def _resp(*parts: str | int) -> bytes:
+    """A command in RESP, the Redis protocol: an array of bulk strings (what redis-py's
+    packer writes; ours needs no connection, so a command is packed once and kept)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Errors:
+    """redis-py's exception classes, imported when the first limiter is made (redis is an
+    optional extra: importing this module must not need it)."""
+
+    NoScriptError: type[BaseException]
+    ConnectionError: type[BaseException]
+
+    def bind(self) -> None:
+        from redis import exceptions
+
+        self.NoScriptError = exceptions.NoScriptError
+        self.ConnectionError = exceptions.ConnectionError
+
+
+_errors = _Errors()
+
+
+def _dead(exc: BaseException) -> bool:
+    """Whether *exc* says the connection was closed (not a timeout, not a reply)."""
+    return isinstance(exc, _errors.ConnectionError)
+
+
+def _take_all(idle: list[Any]) -> list[Any]:
+    """Empty *idle* and return what it held (pop() by pop(): other threads may be taking
+    from it at the same time)."""
+    taken = []
+    while True:
+        try:
+            taken.append(idle.pop())
+        except IndexError:
+            return taken
+
+
+async def _adrop(client: Any, connection: Any) -> None:
+    await connection.disconnect(nowait=True)
+    await client.connection_pool.release(connection)
+
+
+_LIMITERS: weakref.WeakSet[RedisLimiter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for limiter in list(_LIMITERS):
+        limiter._forget_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RedisLimiter:
@@ -200,8 +255,13 @@ class RedisLimiter:
         self._local = MemoryLimiter()
         self._lock = threading.Lock()
         self._client: Any = None
-        self._async: dict[int, tuple[Any, Any]] = {}  # id(loop) -> client, loop
+        self._idle: list[Any] = []  # connections of the sync client, free for a call
+        self._async: dict[int, tuple[Any, Any, list[Any]]] = {}  # id(loop) -> client, loop, idle
+        # id(checks) -> (checks, the packed command): a cached key's checks are one tuple
+        self._commands: dict[int, tuple[Sequence[tuple[Limit, str]], bytes]] = {}
         self._down_until = 0.0
+        _errors.bind()
+        _LIMITERS.add(self)
 
     # ------------------------------------------------------------ clients
     def _options(self) -> dict[str, Any]:
@@ -224,67 +284,101 @@ class RedisLimiter:
                     self._client = redis.Redis.from_url(self.url, **self._options())
         return self._client
 
-    def _async_client(self) -> Any:
+    def _async_client(self) -> tuple[Any, Any, list[Any]]:
         # redis.asyncio connections belong to the event loop that opened them.
         loop = asyncio.get_running_loop()
         entry = self._async.get(id(loop))
         if entry is None or entry[1] is not loop:
             import redis.asyncio
 
-            entry = (redis.asyncio.Redis.from_url(self.url, **self._options()), loop)
+            entry = (redis.asyncio.Redis.from_url(self.url, **self._options()), loop, [])
             if len(self._async) > 8:  # loops come and go in tests; keep a few
                 self._async.clear()
             self._async[id(loop)] = entry
-        return entry[0]
+        return entry
 
-    # The script is run by its SHA (EVALSHA) on a connection taken from redis-py's pool, and
-    # loaded when Redis answers that it does not know it (a new, restarted or flushed
-    # server). redis-py's Script object and execute_command do the same through layers of
-    # retry and instrumentation we do not use (one attempt, see _options), which cost a
-    # fifth of the request here. A connection whose reply may be half read is disconnected,
-    # never returned to the pool as it is.
+    def _forget_connections(self) -> None:
+        """In a child process after fork(): the parent's connections are not ours to use
+        (nor to close: the parent still talks on them)."""
+        self._client = None
+        self._idle = []
+        self._async = {}
+
+    # The script is run by its SHA (EVALSHA), and loaded when Redis answers that it does
+    # not know it (a new, restarted or flushed server). The command is packed once per set
+    # of counters (:meth:`_command`), and run on a connection of our own idle list: redis-py's
+    # pool checks every connection it lends with a poll() system call and records metrics on
+    # each checkout and return, about 11 us a call, and its Script object and execute_command
+    # add layers of retries we do not use (one attempt, see _options). The list's pop() and
+    # append() are atomic, so threads share it without a lock; new connections come from the
+    # pool. A connection whose reply may be half read is disconnected, never reused.
+    #
+    # Without the pool's poll() a connection that Redis closed (a restart) is found dead only
+    # when it is used: that one call is tried again at once on a new connection, and every
+    # other idle connection is dropped with it. Only a call that failed on the connection
+    # (not a timeout) is retried: a script that ran and whose reply was lost to a crash is
+    # counted twice, in the safe direction, and that is the worst case.
     def eval(self, keys: list[str], args: list[int | str]) -> bytes:
         """Run the script once (one round trip) and return its raw reply."""
-        pool = self._sync_client().connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_command("EVALSHA", _SHA, len(keys), *keys, *args)
-            try:
-                reply: bytes = connection.read_response()
-            except Exception as exc:
-                if not _no_script(exc):
-                    raise
-                connection.send_command("SCRIPT", "LOAD", _SCRIPT)
-                connection.read_response()
-                connection.send_command("EVALSHA", _SHA, len(keys), *keys, *args)
-                reply = connection.read_response()
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            pool.release(connection)
-        return reply
+        return self._run(_resp("EVALSHA", _SHA, len(keys), *keys, *args))
 
     async def aeval(self, keys: list[str], args: list[int | str]) -> bytes:
         """:meth:`eval` with the asyncio client of the running event loop."""
-        pool = self._async_client().connection_pool
-        connection = await pool.get_connection()
+        return await self._arun(_resp("EVALSHA", _SHA, len(keys), *keys, *args))
+
+    def _run(self, command: bytes) -> bytes:
+        idle = self._idle
         try:
-            await connection.send_command("EVALSHA", _SHA, len(keys), *keys, *args)
+            connection, reused = idle.pop(), True
+        except IndexError:
+            connection, reused = self._sync_client().connection_pool.get_connection(), False
+        try:
+            connection.send_packed_command((command,), check_health=False)
+            try:
+                reply: bytes = connection.read_response()
+            except _errors.NoScriptError:
+                connection.send_command("SCRIPT", "LOAD", _SCRIPT)
+                connection.read_response()
+                connection.send_packed_command((command,), check_health=False)
+                reply = connection.read_response()
+        except BaseException as exc:
+            self._drop(connection)
+            if not (reused and _dead(exc)):
+                raise
+            for stale in _take_all(idle):  # they went with it: Redis restarted or dropped us
+                self._drop(stale)
+            return self._run(command)
+        idle.append(connection)
+        return reply
+
+    def _drop(self, connection: Any) -> None:
+        connection.disconnect()
+        if self._client is not None:
+            self._client.connection_pool.release(connection)
+
+    async def _arun(self, command: bytes) -> bytes:
+        client, _, idle = self._async_client()
+        try:
+            connection, reused = idle.pop(), True
+        except IndexError:
+            connection, reused = await client.connection_pool.get_connection(), False
+        try:
+            await connection.send_packed_command((command,), check_health=False)
             try:
                 reply: bytes = await connection.read_response()
-            except Exception as exc:
-                if not _no_script(exc):
-                    raise
+            except _errors.NoScriptError:
                 await connection.send_command("SCRIPT", "LOAD", _SCRIPT)
                 await connection.read_response()
-                await connection.send_command("EVALSHA", _SHA, len(keys), *keys, *args)
+                await connection.send_packed_command((command,), check_health=False)
                 reply = await connection.read_response()
-        except BaseException:  # a cancelled request too: its reply would be read by the next
-            await connection.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(connection)
+        except BaseException as exc:  # a cancelled request too: its reply would be read later
+            await _adrop(client, connection)
+            if not (reused and _dead(exc)):
+                raise
+            for stale in _take_all(idle):
+                await _adrop(client, stale)
+            return await self._arun(command)
+        idle.append(connection)
         return reply
 
     # --------------------------------------------------------- the check
@@ -296,6 +390,21 @@ class RedisLimiter:
         for limit, _ in checks:
             args.append(_spec(limit))
         return keys, args
+
+    def _command(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        """The packed EVALSHA for *checks*: built once per checks tuple when the time comes
+        from Redis (then nothing in it changes from one request to the next)."""
+        if self._redis_time:
+            known = self._commands.get(id(checks))
+            if known is not None and known[0] is checks:
+                return known[1]
+        keys, args = self._arguments(checks, now_ms)
+        command = _resp("EVALSHA", _SHA, len(keys), *keys, *args)
+        if self._redis_time:
+            if len(self._commands) >= 1024:  # tuples planned per request come and go
+                self._commands.clear()
+            self._commands[id(checks)] = (checks, command)  # holding checks keeps its id
+        return command
 
     @staticmethod
     def _outcomes(
@@ -316,9 +425,8 @@ class RedisLimiter:
         """
         if time.monotonic() < self._down_until:
             return self._fallback(checks, now_ms)
-        keys, args = self._arguments(checks, now_ms)
         try:
-            reply = self.eval(keys, args)
+            reply = self._run(self._command(checks, now_ms))
         except Exception as exc:  # redis errors, OSError, timeouts: the policy decides
             return self._failed(exc, checks, now_ms)
         self._recovered()
@@ -328,9 +436,8 @@ class RedisLimiter:
         """:meth:`hit` on the running event loop, with redis-py's asyncio client."""
         if time.monotonic() < self._down_until:
             return self._fallback(checks, now_ms)
-        keys, args = self._arguments(checks, now_ms)
         try:
-            reply = await self.aeval(keys, args)
+            reply = await self._arun(self._command(checks, now_ms))
         except Exception as exc:
             return self._failed(exc, checks, now_ms)
         self._recovered()
@@ -370,12 +477,16 @@ class RedisLimiter:
         """Close the asyncio client of the running event loop."""
         entry = self._async.pop(id(asyncio.get_running_loop()), None)
         if entry is not None:
+            for connection in _take_all(entry[2]):
+                await _adrop(entry[0], connection)
             await entry[0].aclose()
 
     def close(self) -> None:
         """Close the sync client, and forget the asyncio ones (call :meth:`aclose` on their
         event loops to close them cleanly)."""
         if self._client is not None:
+            for connection in _take_all(self._idle):
+                self._drop(connection)
             self._client.close()
             self._client = None
         self._async.clear()
