@@ -75,3 +75,42 @@ def test_over_http_loads_a_real_server_and_reads_its_cpu(
     assert measured.p99_ms > 0
     assert measured.cpu_us is not None
     assert measured.cpu_us > 0
+
+
+def test_the_floor_does_the_work_it_is_measured_for() -> None:
+    # benchmarks/floor.py is the yardstick for the middleware: it must really check the key
+    # and the permission, count the request and send the headers, or its ratio means nothing
+    from benchmarks.asgi import _app
+    from benchmarks.floor import FloorMiddleware, floor_keys
+    from starlette.testclient import TestClient
+
+    from keysentry.core.keys import generate_key
+
+    secret = generate_key("sk_live").secret
+    app = _app()
+    app.add_middleware(FloorMiddleware, keys=floor_keys(secret, 2),
+                       required={"/users/": "users:read"})  # fmt: skip
+    client = TestClient(app)
+    first = client.get("/users/1", headers={"Authorization": f"Bearer {secret}"})
+    assert first.status_code == 200
+    assert first.headers["ratelimit-policy"] == '"bench";q=2;w=60'
+    assert first.headers["x-ratelimit-remaining"] == "1"
+    assert first.headers["ratelimit"].startswith('"bench";r=1;t=')
+    assert client.get("/users/1", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    bad = [
+        secret[:-1] + ("A" if secret[-1] != "A" else "B"),  # checksum
+        generate_key("sk_live").secret,  # unknown
+    ]
+    for key in [*bad, secret]:  # and the third request with the good key: over the limit
+        with pytest.raises(RuntimeError):
+            client.get("/users/1", headers={"Authorization": f"Bearer {key}"})
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_are_counted_per_request() -> None:
+    from benchmarks import instructions
+
+    counts = instructions.per_request(["bare"], requests=20)
+    assert 10_000 < counts["bare"] < 10_000_000  # a Starlette request is about 85,000
+    with pytest.raises(RuntimeError, match="callgrind failed for nothing"):
+        instructions.count("nothing", 1)

@@ -1,0 +1,108 @@
+"""CPU instructions per request, counted with valgrind's callgrind: repeatable where time is not.
+
+``python -m benchmarks.instructions`` runs the ASGI in-process pair of ``benchmarks/asgi.py``
+(bare Starlette, the same app behind ``KeySentryMiddleware``, and behind the hand-written
+floor of ``benchmarks/floor.py``) under callgrind, twice each: once set up with no requests
+and once with *requests* requests; the difference over *requests* is the instructions one
+request costs. The counts do not move with the machine's load (callgrind counts, it does not
+time), so a change to the hot path can be judged by a few hundred instructions. They are
+not time: a cache miss costs no more instructions than a hit.
+
+The key cache reads no event log here (``sync_interval=None``): under valgrind Python runs
+about 50 times slower, and the once-a-second read would come every few requests.
+Needs ``valgrind`` (``apt-get install valgrind``); a run takes a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+VARIANTS = ("bare", "floor", "keysentry")
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _serve(variant: str) -> Any:
+    """The ``run(n)`` of *variant*'s app (see ``benchmarks/asgi.py``)."""
+    from benchmarks.asgi import _app, _caller
+    from benchmarks.floor import FloorMiddleware, floor_keys
+    from benchmarks.world import HUGE, bench_key
+    from keysentry import KeySentry
+    from keysentry.asgi import KeySentryMiddleware
+
+    ks = KeySentry("memory://", usage_interval=None, sync_interval=None)
+    secret = bench_key(ks)
+    headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
+               (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
+    app = _app()
+    if variant == "keysentry":
+        app.add_middleware(
+            KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
+        )
+    elif variant == "floor":
+        app.add_middleware(FloorMiddleware, keys=floor_keys(secret, HUGE),
+                           required={"/users/": "users:read"})  # fmt: skip
+    return _caller(app, headers)
+
+
+def _child(variant: str, requests: int) -> None:
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    run = _serve(variant)
+    run(50)  # warm: every cache filled, every lazy import done
+    if requests:
+        run(requests)
+
+
+def count(variant: str, requests: int) -> int:
+    """Instructions the process runs for *variant* set up, warmed and then serving
+    *requests* requests."""
+    command = [
+        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+        sys.executable, "-m", "benchmarks.instructions", "--child", variant, str(requests),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind failed for {variant}: {done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_request(variants: Sequence[str], requests: int = 2000) -> dict[str, float]:
+    """Instructions one request of each of *variants* costs (the runs go two at a time)."""
+    runs = [(variant, n) for variant in variants for n in (0, requests)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        totals = dict(zip(runs, pool.map(lambda run: count(*run), runs), strict=True))
+    return {v: (totals[v, requests] - totals[v, 0]) / requests for v in variants}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions",
+                                     description=__doc__)  # fmt: skip
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(args.child[0], int(args.child[1]))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)")
+        return 2
+    counts = per_request(VARIANTS, args.requests)
+    bare = counts["bare"]
+    print(f"{'ASGI in-process, per request':<34}{'instructions':>14}{'bare / this':>13}")
+    for variant, instructions in counts.items():
+        print(f"{variant:<34}{instructions:>14,.0f}{bare / instructions:>13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
