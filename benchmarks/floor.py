@@ -119,7 +119,7 @@ class FloorMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def floor_keys(secret: str, limit: int) -> dict[str, FloorKey]:
-    """The floor's cache, holding *secret* with ``users:read`` and a per-minute limit."""
-    digest = sha256(secret.encode("ascii")).hexdigest()
+def floor_keys(digest: str, limit: int) -> dict[str, FloorKey]:
+    """The floor's cache: the key whose SHA-256 is *digest*, with ``users:read`` and
+    *limit* requests a minute."""
     return {digest: FloorKey(object(), {"users:read"}, limit, 60_000)}

@@ -5,6 +5,9 @@ one permission from the endpoint map, the app's resource patterns, one rate-limi
 in-process limiter and its headers. Their keys live in the database named by
 ``KEYSENTRY_BENCH_DB`` (prepared by benchmarks/over_http.py), as in a deployment.
 
+``starlette_floor`` is the Starlette app behind the hand-written floor of
+``benchmarks/floor.py``: how close any pure-Python middleware comes, served the same way.
+
 Served as ``uvicorn benchmarks.http_apps:starlette_protected --factory`` and
 ``gunicorn 'benchmarks.http_apps:flask_protected()'``.
 """
@@ -46,6 +49,18 @@ def starlette_protected() -> Any:
 
     app = _starlette()
     app.add_middleware(KeySentryMiddleware, sentry=_sentry(), permissions=PERMISSIONS)
+    return app
+
+
+def starlette_floor() -> Any:
+    """The same app behind the hand-written floor of ``benchmarks/floor.py`` (not
+    keysentry): the key's digest comes from ``KEYSENTRY_BENCH_DIGEST``."""
+    from benchmarks.floor import FloorMiddleware, floor_keys
+    from benchmarks.world import HUGE
+
+    app = _starlette()
+    keys = floor_keys(os.environ["KEYSENTRY_BENCH_DIGEST"], HUGE)
+    app.add_middleware(FloorMiddleware, keys=keys, required={"/users/": "users:read"})
     return app
 
 

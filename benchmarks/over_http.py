@@ -10,11 +10,14 @@ Reported per pair: requests per second (as µs per request, so speed = protected
 throughput), the p99 latency, and the **server's CPU time per request**, read from
 ``/proc`` for the server and its workers. On a 2-core machine the load generator takes one
 core and the server the other, so throughput moves with whatever else runs; CPU time per
-request is the steadier measure of what the middleware costs.
+request is the steadier measure of what the middleware costs. The uvicorn pair also serves
+the app behind the hand-written floor of ``benchmarks/floor.py`` (not keysentry), reported
+against the same bare server: how close a pure-Python middleware comes when served.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -209,6 +212,7 @@ def prepare(directory: Path) -> tuple[dict[str, str], str]:
         secret = bench_key(ks)
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "KEYSENTRY_BENCH_DB": database,
+           "KEYSENTRY_BENCH_DIGEST": hashlib.sha256(secret.encode()).hexdigest(),
            "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # fmt: skip
     return env, secret
 
@@ -220,33 +224,39 @@ def scenarios(rounds: int, seconds: float) -> list[Any]:
     pairs = [
         ("Starlette over HTTP (uvicorn)", _uvicorn("starlette_bare"),
          _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85,
-         ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", "bare Starlette")),
+         ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", "bare Starlette"),
+         _uvicorn("starlette_floor")),
         ("Flask over HTTP (gunicorn gthread)", _gunicorn("flask_bare"),
          _gunicorn("flask_protected"), ("gunicorn", "flask"), None,
-         ("Flask + KeySentryWSGIMiddleware (cache hit, 1 rule)", "bare Flask")),
+         ("Flask + KeySentryWSGIMiddleware (cache hit, 1 rule)", "bare Flask"), None),
     ]  # fmt: skip
     results: list[Any] = []
     with tempfile.TemporaryDirectory() as tmp:
         env, secret = prepare(Path(tmp))
         auth = [f"Authorization: Bearer {secret}"]
-        for name, bare_cmd, ours_cmd, needs, target, labels in pairs:
+        for name, bare_cmd, ours_cmd, needs, target, labels, floor_cmd in pairs:
             absent = _missing(*needs)
             if absent:
                 print(f"  skipped {name}: {absent} not installed; pip install -e '.[bench]'")
                 continue
-            servers = [Server(bare_cmd, env), Server(ours_cmd, env)]
+            commands = [bare_cmd, ours_cmd] + ([floor_cmd] if floor_cmd else [])
+            servers = [Server(command, env) for command in commands]
             try:
                 for server in servers:  # warm up: imports, caches, the key's first lookup
                     load(server, auth, min(1.0, seconds))
-                measured: list[list[Load]] = [[], []]
+                measured: list[list[Load]] = [[] for _ in servers]
                 for round_ in range(rounds):
-                    order = (0, 1) if round_ % 2 == 0 else (1, 0)
+                    order = range(len(servers)) if round_ % 2 == 0 else range(len(servers))[::-1]
                     for index in order:
                         measured[index].append(load(servers[index], auth, seconds))
             finally:
                 for server in servers:
                     server.stop()
             results += _results(Result, name, labels, measured[0], measured[1], target)
+            if floor_cmd:
+                floor_labels = ("Starlette + benchmarks/floor.py (same work, minimal)", labels[1])
+                results += _results(Result, f"{name}, the floor (not keysentry)", floor_labels,
+                                    measured[0], measured[2], None)  # fmt: skip
     return results
 
 

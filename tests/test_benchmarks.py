@@ -3,6 +3,7 @@ written from the results and say the same thing. Timing is never asserted here."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from benchmarks import over_http, run
 from benchmarks.run import Result, compare
+from benchmarks.world import HUGE
 
 
 def test_compare_times_both_sides_and_reports_speed() -> None:
@@ -88,7 +90,8 @@ def test_the_floor_does_the_work_it_is_measured_for() -> None:
 
     secret = generate_key("sk_live").secret
     app = _app()
-    app.add_middleware(FloorMiddleware, keys=floor_keys(secret, 2),
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    app.add_middleware(FloorMiddleware, keys=floor_keys(digest, 2),
                        required={"/users/": "users:read"})  # fmt: skip
     client = TestClient(app)
     first = client.get("/users/1", headers={"Authorization": f"Bearer {secret}"})
@@ -114,3 +117,18 @@ def test_instructions_are_counted_per_request() -> None:
     assert 10_000 < counts["bare"] < 10_000_000  # a Starlette request is about 85,000
     with pytest.raises(RuntimeError, match="callgrind failed for nothing"):
         instructions.count("nothing", 1)
+
+
+def test_the_served_floor_knows_the_benchmark_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the over-HTTP floor is given the key's digest, not the key: the same key must pass it
+    from benchmarks import http_apps
+    from starlette.testclient import TestClient
+
+    env, secret = over_http.prepare(tmp_path)
+    monkeypatch.setenv("KEYSENTRY_BENCH_DIGEST", env["KEYSENTRY_BENCH_DIGEST"])
+    client = TestClient(http_apps.starlette_floor())
+    answer = client.get("/users/7", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+    assert answer.headers["x-ratelimit-limit"] == str(HUGE)
