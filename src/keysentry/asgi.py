@@ -30,6 +30,7 @@ from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["ApiKeyUser", "KeySentryMiddleware", "PermissionScopes", "attach", "scope_facts"]
 
 logger = logging.getLogger("keysentry")
+_new = tuple.__new__  # builds the RequestFacts of each request (see core.pipeline)
 
 
 class PermissionScopes(list[str]):
@@ -180,7 +181,8 @@ def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[Requ
         elif name == b"origin" or name == b"access-control-request-method":
             preflight_headers += 1
     client = scope.get("client")
-    facts = RequestFacts(method, path, authorization, api_key, client[0] if client else None)
+    client_ip = client[0] if client else None
+    facts = _new(RequestFacts, (method, path, authorization, api_key, client_ip))
     return facts, preflight_headers >= 2 and method == "OPTIONS"
 
 

@@ -131,9 +131,9 @@ class Identity:
         several microseconds on every rate-limited request (benchmarks/asgi.py).
         """
         clone = object.__new__(Identity)
-        state = clone.__dict__
-        state.update(self.__dict__)
+        state = self.__dict__.copy()
         state["rate_limits"] = rate_limits
+        object.__setattr__(clone, "__dict__", state)  # one dict, not an empty one then filled
         return clone
 
     @property

@@ -127,7 +127,11 @@ def window(limit: Limit, now_ms: int) -> tuple[int, int]:
     return now_ms - now_ms % length, length
 
 
-# Counter and Outcome are NamedTuples: built for every rate-limited request.
+# Counter and Outcome are NamedTuples: built for every rate-limited request (with
+# tuple.__new__ and every field, as in core.pipeline).
+_new = tuple.__new__
+
+
 class Counter(NamedTuple):
     """A counter's state as a limiter read it: counts in the current and previous window."""
 
@@ -196,9 +200,9 @@ def evaluate(
         used += length
     remaining = (cap - used) // length if used < cap else 0
     if allowed:
-        return Outcome(limit, True, remaining, length - elapsed)
+        return _new(Outcome, (limit, True, remaining, length - elapsed, 0))
     retry = _retry_ms(limit, current, previous, elapsed, length)
-    return Outcome(limit, False, remaining, length - elapsed, retry)
+    return _new(Outcome, (limit, False, remaining, length - elapsed, retry))
 
 
 def decide_limits(
