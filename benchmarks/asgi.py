@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from benchmarks.floor import FloorMiddleware, floor_keys
-from benchmarks.world import HUGE, bench_key
+from benchmarks.floor import add_floor
+from benchmarks.world import bench_key
 from keysentry import KeySentry
 from keysentry.asgi import KeySentryMiddleware
 
@@ -63,22 +63,29 @@ def _caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
     return run
 
 
+def runner(variant: str, ks: KeySentry, secret: str) -> Any:
+    """The ``run(n)`` of the app "bare", behind "keysentry" (*ks*), or behind the "floor",
+    each sent requests carrying *secret*."""
+    app = _app()
+    if variant == "keysentry":
+        app.add_middleware(
+            KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
+        )
+    elif variant == "floor":
+        add_floor(app, hashlib.sha256(secret.encode()).hexdigest())
+    elif variant != "bare":
+        raise ValueError(f"unknown variant {variant!r}")
+    headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
+               (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
+    return _caller(app, headers)
+
+
 def scenarios(compare: Any, rounds: int) -> list[Any]:
     ks = KeySentry("memory://", usage_interval=None)
     secret = bench_key(ks)  # one rule on the in-process limiter
-    headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
-               (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
-    protected = _app()
-    protected.add_middleware(
-        KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
-    )
-    floor = _app()
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    floor.add_middleware(FloorMiddleware, keys=floor_keys(digest, HUGE),
-                         required={"/users/": "users:read"})  # fmt: skip
-    bare_run = _caller(_app(), headers)
-    protected_run = _caller(protected, headers)
-    floor_run = _caller(floor, headers)
+    bare_run = runner("bare", ks, secret)
+    protected_run = runner("keysentry", ks, secret)
+    floor_run = runner("floor", ks, secret)
     raw = secret.encode()
     return [
         compare(

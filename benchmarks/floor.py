@@ -119,6 +119,15 @@ class FloorMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+def add_floor(app: Any, digest: str) -> None:
+    """Put *app* (Starlette) behind the floor as every benchmark measures it: the key whose
+    SHA-256 is *digest*, ``users:read`` required under ``/users/``, a quota no run reaches."""
+    from benchmarks.world import HUGE
+
+    keys = floor_keys(digest, HUGE)
+    app.add_middleware(FloorMiddleware, keys=keys, required={"/users/": "users:read"})
+
+
 def floor_keys(digest: str, limit: int) -> dict[str, FloorKey]:
     """The floor's cache: the key whose SHA-256 is *digest*, with ``users:read`` and
     *limit* requests a minute."""

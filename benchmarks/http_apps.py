@@ -55,12 +55,10 @@ def starlette_protected() -> Any:
 def starlette_floor() -> Any:
     """The same app behind the hand-written floor of ``benchmarks/floor.py`` (not
     keysentry): the key's digest comes from ``KEYSENTRY_BENCH_DIGEST``."""
-    from benchmarks.floor import FloorMiddleware, floor_keys
-    from benchmarks.world import HUGE
+    from benchmarks.floor import add_floor
 
     app = _starlette()
-    keys = floor_keys(os.environ["KEYSENTRY_BENCH_DIGEST"], HUGE)
-    app.add_middleware(FloorMiddleware, keys=keys, required={"/users/": "users:read"})
+    add_floor(app, os.environ["KEYSENTRY_BENCH_DIGEST"])
     return app
 
 

@@ -31,32 +31,15 @@ _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 def _serve(variant: str) -> Any:
     """The ``run(n)`` of *variant*'s app (see ``benchmarks/asgi.py``)."""
-    from hashlib import sha256
-
-    from benchmarks.asgi import _app, _caller
-    from benchmarks.floor import FloorMiddleware, floor_keys
-    from benchmarks.world import HUGE, bench_key
+    from benchmarks.asgi import runner
+    from benchmarks.world import bench_key
     from keysentry import KeySentry
-    from keysentry.asgi import KeySentryMiddleware
 
     ks = KeySentry("memory://", usage_interval=None, sync_interval=None)
-    secret = bench_key(ks)
-    headers = [(b"host", b"localhost"), (b"user-agent", b"bench"), (b"accept", b"*/*"),
-               (b"authorization", f"Bearer {secret}".encode())]  # fmt: skip
-    app = _app()
-    if variant == "keysentry":
-        app.add_middleware(
-            KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
-        )
-    elif variant == "floor":
-        keys = floor_keys(sha256(secret.encode()).hexdigest(), HUGE)
-        app.add_middleware(FloorMiddleware, keys=keys, required={"/users/": "users:read"})
-    return _caller(app, headers)
+    return runner(variant, ks, bench_key(ks))
 
 
 def _child(variant: str, requests: int) -> None:
-    if variant not in VARIANTS:
-        raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
     run = _serve(variant)
     run(50)  # warm: every cache filled, every lazy import done
     if requests:
