@@ -62,7 +62,7 @@ def starlette_app(ks: KeySentry, **options: Any) -> Starlette:
     ])  # fmt: skip
     app.add_middleware(
         KeySentryMiddleware, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
-        api_key_header="X-API-Key", **options,
+        api_key_header="X-API-Key", read_authorization=True, **options,
     )  # fmt: skip
     return app
 
@@ -81,7 +81,7 @@ def flask_app(ks: KeySentry, **options: Any) -> Flask:
 
     app.wsgi_app = KeySentryWSGIMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, sentry=ks, exclude=["/health"], permissions=PERMISSIONS,
-        api_key_header="X-API-Key", **options,
+        api_key_header="X-API-Key", read_authorization=True, **options,
     )  # fmt: skip
     return app
 

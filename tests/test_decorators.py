@@ -190,6 +190,20 @@ def test_require_and_depends_read_an_api_key_header_when_asked(ks: KeySentry) ->
     async def without(n: int) -> Any:
         return {"n": n}
 
+    @app.get("/users/either/{n}")
+    @ks.require("users:read", api_key_header="X-API-Key", read_authorization=True)
+    async def with_either(n: int) -> Any:
+        return {"n": n}
+
+    @app.get("/users/either-depends/{n}")
+    async def either_depends(
+        n: int,
+        key: Identity = Depends(  # noqa: B008
+            ks.depends("users:read", api_key_header="X-API-Key", read_authorization=True)
+        ),
+    ) -> Any:
+        return {"n": n}
+
     @app.get("/users/depends/{n}")
     async def depends(
         n: int,
@@ -204,12 +218,20 @@ def test_require_and_depends_read_an_api_key_header_when_asked(ks: KeySentry) ->
         depended = client.get("/users/depends/2", headers=header).json()
         assert depended == {"n": 2, "key": issued.key.id}
         assert client.get("/users/plain2/3", headers=header).status_code == 401  # not asked to
+        # the app's own bearer token beside the key: Authorization is the app's, not read
+        apps_own = {**header, "Authorization": "Bearer the-apps-own-session-token"}
+        assert client.get("/users/header/1", headers=apps_own).json() == {"n": 1}
+        assert client.get("/users/depends/2", headers=apps_own).status_code == 200
+        bearer_only = {"Authorization": f"Bearer {issued.secret}"}
+        assert client.get("/users/header/1", headers=bearer_only).status_code == 401
+        assert client.get("/users/either/1", headers=bearer_only).json() == {"n": 1}
         disagreeing = {**header, "Authorization": "Bearer sk_live_" + "0" * 38}
-        assert client.get("/users/header/1", headers=disagreeing).status_code == 401
+        assert client.get("/users/either/1", headers=disagreeing).status_code == 401
         spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["ApiKeyHeader"]["name"] == "X-API-Key"
+    assert spec["paths"]["/users/depends/{n}"]["get"]["security"] == [{"ApiKeyHeader": []}]
     either = [{"ApiKey": []}, {"ApiKeyHeader": []}]  # OpenAPI: one of them suffices
-    assert spec["paths"]["/users/depends/{n}"]["get"]["security"] == either
+    assert spec["paths"]["/users/either-depends/{n}"]["get"]["security"] == either
 
 
 def test_flask_require_reads_an_api_key_header_when_asked(ks: KeySentry) -> None:

@@ -15,7 +15,7 @@ from keysentry.core.patterns import (
     parse_resource_template,
     pattern_problem,
 )
-from keysentry.core.pipeline import Policy
+from keysentry.core.pipeline import Policy, path_problem
 from keysentry.errors import ConfigurationError
 
 __all__ = ["AdapterConfig"]
@@ -37,7 +37,7 @@ def header_name(value: object, option: str = "api_key_header") -> str | None:
         raise ConfigurationError(f"{option} must be a header name such as 'X-API-Key'")
     if value.lower() in ("authorization", "cookie"):
         raise ConfigurationError(f"{option}: {value!r} cannot be used (Authorization is read "
-                                 "anyway; a key in a cookie is not supported)")  # fmt: skip
+                                 "by default; a key in a cookie is not supported)")  # fmt: skip
     return value.lower()
 
 
@@ -72,9 +72,13 @@ class AdapterConfig:
         exclude: path patterns that pass without a key (``"/health"``, ``"/docs*"``).
         permissions: endpoint pattern -> permissions required there; a request needs the
             permissions of every pattern it matches.
-        api_key_header: also accept the key in this header (e.g. ``"X-API-Key"``).
+        api_key_header: read the key from this header (e.g. ``"X-API-Key"``) instead of
+            ``Authorization``, which then stays the app's own (its bearer tokens pass
+            untouched).
+        read_authorization: also read ``Authorization: Bearer`` when *api_key_header* is
+            set (the two must then agree); without *api_key_header* it is always read.
         allow_preflight: let CORS preflight requests (``OPTIONS`` with ``Origin`` and
-            ``Access-Control-Request-Method``) through without a key.
+            ``Access-Control-Request-Method``) through without a key (default ``True``).
         trusted_proxies: addresses or networks (``"10.0.0.0/8"``) of the reverse proxies in
             front of the app. Only a request from one of them has its client address taken
             from ``X-Forwarded-For`` (the right-most address that is not a trusted proxy),
@@ -90,6 +94,7 @@ class AdapterConfig:
     allow_preflight: bool
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     resources: tuple[ResourceTemplate, ...] = ()
+    read_authorization: bool = True
     # (method, path) -> Policy for recently seen requests: matching every rule costs
     # microseconds, a dict hit a tenth of one. Bounded; cleared when full.
     _policies: dict[tuple[str, str], Policy] = field(
@@ -106,6 +111,7 @@ class AdapterConfig:
         allow_preflight: bool = True,
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
+        read_authorization: bool | None = None,
     ) -> AdapterConfig:
         """Validate and compile the options.
 
@@ -114,9 +120,13 @@ class AdapterConfig:
         """
         if isinstance(exclude, str):
             exclude = [exclude]
+        excluded = []
         for path in exclude:
             if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
                 raise ConfigurationError(f"exclude: {path!r} must be a path such as '/health'")
+            excluded.append(path)
+            if len(path) > 1 and not path.endswith(("/", "*")):
+                excluded.append(path + "/")  # "/health" covers "/health/" too
         rules = []
         for endpoint, perms in (permissions or {}).items():
             try:
@@ -125,6 +135,14 @@ class AdapterConfig:
                 raise ConfigurationError(f"permissions: {exc}") from None
             rules.append((pattern, _permission_list(endpoint, perms)))
         header = header_name(api_key_header)
+        if read_authorization is None:
+            read_authorization = header is None
+        elif not isinstance(read_authorization, bool):
+            raise ConfigurationError("read_authorization must be True, False or None")
+        elif not read_authorization and header is None:
+            raise ConfigurationError(
+                "read_authorization=False needs an api_key_header to read the key from"
+            )
         if isinstance(trusted_proxies, str):
             trusted_proxies = [trusted_proxies]
         networks = []
@@ -144,8 +162,8 @@ class AdapterConfig:
             except ValueError as exc:
                 raise ConfigurationError(f"resources: {exc}") from None
         return cls(
-            tuple(exclude), tuple(rules), header, allow_preflight, tuple(networks),
-            tuple(templates),
+            tuple(excluded), tuple(rules), header, allow_preflight, tuple(networks),
+            tuple(templates), read_authorization,
         )  # fmt: skip
 
     def is_trusted(self, address: str) -> bool:
@@ -168,9 +186,12 @@ class AdapterConfig:
                 return hop
         return peer
 
-    def unguarded(self, path: str, preflight: bool) -> bool:
+    def unguarded(self, method: str, path: str, preflight: bool) -> bool:
         """Whether the request passes without a key: an excluded path, or a CORS preflight
-        when those are allowed."""
+        when those are allowed. Never for a bad method or a path with dot or empty segments
+        (``/public/../admin``): those go on to verification, which refuses them with 400."""
+        if not method or (("//" in path or "." in path) and path_problem(path)):
+            return False
         if preflight and self.allow_preflight:
             return True
         exclude = self.exclude

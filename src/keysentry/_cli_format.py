@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from keysentry.models import ApiAuthApp, ApiKey, Event, IssuedKey, RateLimitScheme
+from keysentry.models import ApiAuthApp, ApiKey, Event, IssuedKey, RateLimitRule, RateLimitScheme
 
 __all__ = ["render"]
 
@@ -81,6 +81,13 @@ def _table(rows: Sequence[BaseModel]) -> str:
     )
 
 
+def _rule_text(rule: Any) -> str:
+    # a rule of an app, key or scheme; or one rule's state in a `keysentry verify` verdict
+    if isinstance(rule, RateLimitRule):
+        return rule.short
+    return f"{rule.policy}:{rule.remaining}/{rule.limit},reset={rule.reset}s"
+
+
 def _record(model: BaseModel) -> str:
     data = model.model_dump()
     if isinstance(model, ApiKey):
@@ -89,7 +96,7 @@ def _record(model: BaseModel) -> str:
     for name, value in data.items():
         if name == "rate_limits" or (isinstance(model, RateLimitScheme) and name == "rules"):
             rules = getattr(model, name)
-            shown = " ".join(r.short for r in rules) if rules else "-"
+            shown = " ".join(_rule_text(r) for r in rules) if rules else "-"
         elif isinstance(value, datetime):
             shown = _when(value)
         elif isinstance(value, list):

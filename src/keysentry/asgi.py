@@ -23,7 +23,7 @@ from starlette.authentication import AuthCredentials, BaseUser
 from keysentry._adapter import AdapterConfig, scope_header
 from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.core.patterns import Grants
-from keysentry.core.pipeline import RequestFacts
+from keysentry.core.pipeline import RequestFacts, normal_method
 from keysentry.service import KeySentry
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,8 +78,11 @@ class KeySentryMiddleware:
         exclude: path patterns served without a key, e.g. ``["/health", "/docs*"]``.
         permissions: endpoint pattern -> required permissions, e.g.
             ``{"GET /users/*": ["users:read"], "POST /users/*": ["users:write"]}``.
-        api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
-        allow_preflight: let CORS preflight requests through unauthenticated (default).
+        api_key_header: read the key from this header (e.g. ``"X-API-Key"``) instead of
+            ``Authorization``, which is then left to the app.
+        read_authorization: with *api_key_header*, also accept ``Authorization: Bearer``.
+        allow_preflight: let CORS preflight requests through unauthenticated (default
+            ``True``).
         trusted_proxies: addresses or networks of your reverse proxies; requests from them
             take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
         resources: route -> resource template, e.g. ``{"/users/{user_id}/*":
@@ -100,6 +103,7 @@ class KeySentryMiddleware:
         allow_preflight: bool = True,
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
+        read_authorization: bool | None = None,
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -110,8 +114,10 @@ class KeySentryMiddleware:
             allow_preflight=allow_preflight,
             trusted_proxies=trusted_proxies,
             resources=resources,
+            read_authorization=read_authorization,
         )
         self._api_key_header = scope_header(self.config.api_key_header)
+        self._read_authorization = self.config.read_authorization
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -120,9 +126,9 @@ class KeySentryMiddleware:
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
-        facts, preflight = scope_facts(scope, self._api_key_header)
+        facts, preflight = scope_facts(scope, self._api_key_header, self._read_authorization)
         config = self.config
-        if config.unguarded(facts.path, preflight):
+        if config.unguarded(facts.method, facts.path, preflight):
             await self.app(scope, receive, send)
             return
         try:
@@ -162,19 +168,28 @@ class KeySentryMiddleware:
         return send_closing
 
 
-def scope_facts(scope: Scope, api_key_header: bytes | None = None) -> tuple[RequestFacts, bool]:
+def scope_facts(
+    scope: Scope, api_key_header: bytes | None = None, read_authorization: bool = True
+) -> tuple[RequestFacts, bool]:
     """Gather what verification needs from an HTTP or WebSocket scope, in one pass over the
-    headers. Returns the facts and whether the request is a CORS preflight."""
+    headers. Returns the facts and whether the request is a CORS preflight.
+
+    The method is upper-cased here, in the scope too, so that the app routes the request
+    by the method that was checked (``delete`` is checked and served as ``DELETE``).
+    """
     path: str = scope["path"]
     root = scope.get("root_path")
     if root and path.startswith(root):  # the path as the router sees it
         path = path[len(root) :] or "/"
-    method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
+    raw_method: str = scope.get("method", "GET")  # a WebSocket handshake is a GET
+    method = normal_method(raw_method)
+    if method is not raw_method and method:
+        scope["method"] = method
     authorization: tuple[str, ...] = ()
     api_key: tuple[str, ...] = ()
     preflight_headers = 0
     for name, value in scope["headers"]:
-        if name == b"authorization":
+        if name == b"authorization" and read_authorization:
             authorization += (value.decode("latin-1"),)
         elif name == api_key_header:
             api_key += (value.decode("latin-1"),)

@@ -47,6 +47,15 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _count(text: str) -> int:
+    # int() also reads "٣" and "²"; a number on our command line is ASCII digits
+    value = text.strip()
+    digits = value[1:] if value[:1] == "-" else value
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    return int(value)
+
+
 def _rule(text: str) -> RateLimitRule | dict[str, Any]:
     # a JSON object is validated by the service along with the rest, and named rules.N
     if text.lstrip().startswith("{"):
@@ -256,7 +265,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.add_argument(
         "--grace-seconds",
-        type=int,
+        type=_count,
         default=0,
         help="keep the old secret valid this long (default 0)",
     )
@@ -265,8 +274,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="COMMAND", required=True
     )
     p = leaf(events, "list", lambda ks, a: ks.list_events(a.after, a.limit), "list events")
-    p.add_argument("--after", type=int, default=0, metavar="SEQ")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--after", type=_count, default=0, metavar="SEQ")
+    p.add_argument("--limit", type=_count, default=100)
 
     admin_keys = groups.add_parser("admin-key", help="keys for the admin HTTP API").add_subparsers(
         metavar="COMMAND", required=True
@@ -288,11 +297,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(command=_serve)
     p.add_argument("--host", default=os.environ.get("KEYSENTRY_HOST", "127.0.0.1"),
                    help="default: $KEYSENTRY_HOST, else 127.0.0.1")  # fmt: skip
-    p.add_argument("--port", type=int, default=os.environ.get("KEYSENTRY_PORT", "8080"),
+    p.add_argument("--port", type=_count, default=os.environ.get("KEYSENTRY_PORT", "8080"),
                    help="default: $KEYSENTRY_PORT, else 8080")  # fmt: skip
     p.add_argument("--limiter-url", default=os.environ.get(LIMITER_URL_ENV),
                    help=f"memory:// or redis://… (default: ${LIMITER_URL_ENV})")  # fmt: skip
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=_count, default=1)
     p.add_argument(
         "--open-verification",
         action="store_true",
@@ -303,7 +312,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = groups.add_parser("demo", help="serve an example API on a throw-away store")
     p.set_defaults(command=_demo)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, help="default 8000 (with --check: a free port)")
+    p.add_argument("--port", type=_count, help="default 8000 (with --check: a free port)")
     p.add_argument(
         "--check",
         action="store_true",
@@ -349,6 +358,19 @@ def _demo(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with *argv* (default: ``sys.argv[1:]``) and return the exit status."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it would print
+    except BrokenPipeError:
+        # the reader went away (`keysentry keys list APP | head`): stop quietly, as a filter
+        # killed by SIGPIPE would; later writes to stdout go nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

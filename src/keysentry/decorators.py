@@ -51,6 +51,7 @@ class Guard:
         permissions: Sequence[str],
         resource: str | None = None,
         api_key_header: str | None = None,
+        read_authorization: bool | None = None,
     ) -> None:
         for permission in permissions:
             problem = pattern_problem(permission)
@@ -62,7 +63,16 @@ class Guard:
         self.permissions = tuple(permissions)
         self.resource = resource
         self.api_key_header = header_name(api_key_header)
-        """Also read the key from this header (lower-case), as the middleware option does."""
+        """Read the key from this header (lower-case), as the middleware option does."""
+        if read_authorization is None:
+            read_authorization = self.api_key_header is None
+        elif not isinstance(read_authorization, bool) or (
+            not read_authorization and self.api_key_header is None
+        ):
+            raise ConfigurationError(
+                "read_authorization must be True, or False with an api_key_header"
+            )
+        self.read_authorization = read_authorization
         self._scope_header = scope_header(self.api_key_header)
         self._environ_var = environ_var(self.api_key_header)
 
@@ -75,11 +85,15 @@ class Guard:
         if isinstance(request, HTTPConnection):
             identity = request.scope.get("state", {}).get("api_key")
             params: dict[str, Any] = dict(request.path_params)
-            facts, _ = scope_facts(request.scope, self._scope_header)
+            facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
         else:  # a Flask request
             identity = request.environ.get(ENVIRON_KEY)  # type: ignore[attr-defined]
             params = dict(request.view_args or {})  # type: ignore[attr-defined]
-            facts, _ = environ_facts(request.environ, self._environ_var)  # type: ignore[attr-defined]
+            facts, _ = environ_facts(
+                request.environ,  # type: ignore[attr-defined]
+                self._environ_var,
+                self.read_authorization,
+            )
         try:
             resource = self._resource(params, facts.path)
         except (KeyError, IndexError, ValueError) as exc:
@@ -190,9 +204,10 @@ def require(
     permissions: Sequence[str],
     resource: str | None,
     api_key_header: str | None = None,
+    read_authorization: bool | None = None,
 ) -> Callable[[F], F]:
     """Build the decorator behind :meth:`KeySentry.require`."""
-    guard = Guard(sentry, permissions, resource, api_key_header)
+    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization)
 
     def decorate(func: F) -> F:
         if _is_async(func):

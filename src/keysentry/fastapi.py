@@ -51,9 +51,10 @@ def dependency(
     permissions: Sequence[str],
     resource: str | None = None,
     api_key_header: str | None = None,
+    read_authorization: bool | None = None,
 ) -> Callable[..., Awaitable[Identity]]:
     """Build the dependency behind :meth:`KeySentry.depends`."""
-    guard = Guard(sentry, permissions, resource, api_key_header)
+    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization)
 
     async def check(request: Request, response: Response) -> Identity:
         decision = await guard.acheck(request)
@@ -82,12 +83,23 @@ def dependency(
         description=f"An API key issued by keysentry: `{api_key_header}: <key>`.",
     )  # fmt: skip
 
+    if not guard.read_authorization:
+
+        async def api_key_header_only(
+            request: Request,
+            response: Response,
+            # a default, not Annotated: this module's annotations are strings, which FastAPI
+            # evaluates in the module's namespace, where header_scheme is not
+            _header: str | None = Security(header_scheme),
+        ) -> Identity:
+            return await check(request, response)
+
+        return api_key_header_only
+
     async def api_key_or_header(
         request: Request,
         response: Response,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        # a default, not Annotated: this module's annotations are strings, which FastAPI
-        # evaluates in the module's namespace, where header_scheme is not
         _header: str | None = Security(header_scheme),
     ) -> Identity:
         return await check(request, response)

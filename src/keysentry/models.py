@@ -9,6 +9,7 @@ an :class:`ApiKey`, which has no such field.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar, get_args
@@ -121,8 +122,36 @@ def _check_patterns(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))  # drop repeats, keep order
 
 
+MAX_DEPTH = 32
+
+
+def value_problem(value: object, max_depth: int = MAX_DEPTH) -> str | None:
+    """What no store can hold the same way, in a value and everything nested in it: a NUL
+    character (PostgreSQL refuses it), NaN or infinity (not JSON; SQLite would answer
+    ``null``), or nesting deeper than *max_depth*. Iterative: a value nested a thousand
+    levels deep gets an answer, not a ``RecursionError``."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "must be a finite number (not NaN or infinity)"
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                return f"is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                stack.extend((k, depth + 1) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
 def _check_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    size = len(json.dumps(value, separators=(",", ":")).encode())
+    size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
     return value
@@ -161,6 +190,15 @@ KeyPrefix = Annotated[
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        # before pydantic's own validation, which would recurse into a deep value
+        problem = value_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class RateLimitRule(_Model):

@@ -8,6 +8,7 @@ session, so a call that raises has written nothing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -52,8 +53,8 @@ from keysentry.models import (
 from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
 from keysentry.stores import KeyStore, StoreSession, store_from_url
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown, key_rules
-from keysentry.stores.notify import RedisChanges
-from keysentry.stores.usage import UsageRecorder
+from keysentry.stores.notify import RedisChanges, channel_name
+from keysentry.stores.usage import UsageRecorder, install_stop_handler
 
 __all__ = ["KeySentry"]
 
@@ -85,15 +86,35 @@ _APP_UPDATABLE = frozenset(
 )
 _SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
 _LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
+# a key's permission lists, each capped by its app's grants: a key never grants more
+_GRANTED_FIELDS = ("permissions", "org_role_permissions", "workspace_role_permissions")
 MAX_GRACE_SECONDS = 7 * 86_400
 _USED = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_DENIED})
 logger = logging.getLogger("keysentry")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# a whole key (prefix, "_", 38 base62 characters) anywhere in the text
+_KEY_SHAPED = re.compile(r"(?<![0-9A-Za-z_])[a-z][a-z0-9_]{1,31}_[0-9A-Za-z]{38}(?![0-9A-Za-z])")
+MAX_ID_LENGTH = 200
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def _require_str(value: object, field: str) -> str:
+    """An id or slug given to look something up; checked before any store sees it."""
     if not isinstance(value, str) or not value:
         raise ValidationError.single(field, "must be a non-empty string")
+    if _KEY_SHAPED.search(value):
+        # a secret pasted where an id goes: refuse it without ever repeating it
+        raise ValidationError.single(
+            field, "this looks like an API key, not a key id (ids look like 'key_…'); "
+            "it was not used and is not shown here",
+        )  # fmt: skip
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        # NUL and control characters: no stored id has them (PostgreSQL cannot even hold NUL)
+        raise ValidationError.single(
+            field, f"is not a valid id: at most {MAX_ID_LENGTH} printable characters"
+        )
     return value
 
 
@@ -163,8 +184,12 @@ class KeySentry:
         max_stale: while the store is unreachable, a key verified before keeps verifying for
             at most this many seconds after it was last confirmed; unknown keys get 503.
         usage_interval: seconds between batched writes of the keys' ``last_used_at`` (a
-            background thread; also written at :meth:`close`). ``None``: only at
-            :meth:`close` and ``usage.flush()``.
+            background thread; also written at :meth:`close`, at exit and on SIGTERM).
+            ``None``: only then and at ``usage.flush()``.
+        redis_namespace: what this deployment's names on Redis start with: the counters
+            (``keysentry:rl:…``) and the invalidation channel (``keysentry:changes:0``, the
+            database number added). Two deployments that share a Redis need different
+            namespaces or database numbers.
 
     Raises:
         ConfigurationError: an unsupported URL, or both *database_url* and *store*.
@@ -189,6 +214,7 @@ class KeySentry:
         max_stale: float = 60.0,
         rate_limit_algorithm: Algorithm = "sliding_window",
         usage_interval: float | None = 10.0,
+        redis_namespace: str = "keysentry",
     ) -> None:
         if store is not None and database_url is not None:
             raise ConfigurationError("pass database_url or store, not both")
@@ -206,6 +232,10 @@ class KeySentry:
             raise ConfigurationError("usage_interval must be a number of seconds > 0, or None")
         if limiter is not None and limiter_url is not None:
             raise ConfigurationError("pass limiter_url or limiter, not both")
+        if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
+            raise ConfigurationError(
+                "redis_namespace must be 1-64 of a-z, A-Z, 0-9, '_', '-' and '.'"
+            )
         self.limiter_url = check_limiter_url(limiter_url)
         check_on_error(on_limiter_error)
         self.limiter: Limiter
@@ -217,12 +247,17 @@ class KeySentry:
             from keysentry.limiters.redis import RedisLimiter
 
             self.limiter = RedisLimiter(
-                self.limiter_url, timeout=limiter_timeout, on_error=on_limiter_error
-            )
+                self.limiter_url, timeout=limiter_timeout, on_error=on_limiter_error,
+                key_prefix=f"{redis_namespace}:rl:",
+            )  # fmt: skip
         self.store: KeyStore = store or store_from_url(database_url or DEFAULT_DATABASE_URL)
         changes = None
         if self.limiter_url is not None and not self.limiter_url.startswith("memory:"):
-            changes = RedisChanges(self.limiter_url, timeout=max(limiter_timeout, 1.0))
+            changes = RedisChanges(
+                self.limiter_url,
+                channel=channel_name(self.limiter_url, redis_namespace),
+                timeout=max(limiter_timeout, 1.0),
+            )
         self._clock = clock
         self._token_factory = token_factory
         self.cache = CachedKeyStore(
@@ -236,6 +271,7 @@ class KeySentry:
         )
         self.usage = UsageRecorder(self.store, interval=usage_interval)
         """``last_used_at`` write-behind; :meth:`UsageRecorder.flush` writes it now."""
+        install_stop_handler()  # werkzeug's server and waitress would lose it on SIGTERM
 
     def __enter__(self) -> KeySentry:
         return self
@@ -394,7 +430,8 @@ class KeySentry:
             FieldError("permissions", f"would no longer grant {p!r}, held by key {k.id!r}")
             for k in session.list_keys(app.id)
             if k.revoked_at is None
-            for p in _ungranted(app.permissions, k.permissions)
+            for field in _GRANTED_FIELDS
+            for p in _ungranted(app.permissions, getattr(k, field))
         ]
         if orphaned:
             raise ValidationError(orphaned)
@@ -559,18 +596,14 @@ class KeySentry:
             )
             if record.expires_at is not None and record.expires_at <= now:
                 raise ValidationError.single("expires_at", "is not in the future")
-            denied = _ungranted(app.permissions, record.permissions)
+            grants = f"grants only {app.permissions}" if app.permissions else "grants none"
+            denied = [
+                FieldError(field, f"{p!r} is not granted by app {app.app_slug!r}, which {grants}")
+                for field in _GRANTED_FIELDS
+                for p in _ungranted(app.permissions, getattr(record, field))
+            ]
             if denied:
-                grants = f"grants only {app.permissions}" if app.permissions else "grants none"
-                raise ValidationError(
-                    [
-                        FieldError(
-                            "permissions",
-                            f"{p!r} is not granted by app {app.app_slug!r}, which {grants}",
-                        )
-                        for p in denied
-                    ]
-                )
+                raise ValidationError(denied)
             if record.rate_limit_scheme_slug is not None:
                 _rules(session, record.rate_limit_scheme_slug, "rate_limit_scheme_slug")
             session.add_key(record)
@@ -811,29 +844,39 @@ class KeySentry:
 
     # ------------------------------------------------------------ adapters
     def require(
-        self, *permissions: str, resource: str | None = None, api_key_header: str | None = None
+        self,
+        *permissions: str,
+        resource: str | None = None,
+        api_key_header: str | None = None,
+        read_authorization: bool | None = None,
     ) -> Callable[[F], F]:
         """Decorate a Starlette, FastAPI or Flask handler (sync or async) so that it runs
         only for a key holding every one of *permissions* (and *resource*, a template such
         as ``"users/{user_id}"`` filled from the path parameters). With *api_key_header*
-        (e.g. ``"X-API-Key"``) the key may also come in that header.
+        (e.g. ``"X-API-Key"``) the key is read from that header instead of
+        ``Authorization``; *read_authorization=True* accepts either.
 
         Raises:
             ConfigurationError: a malformed permission or header name.
         """
         from keysentry.decorators import require
 
-        return require(self, permissions, resource, api_key_header)
+        return require(self, permissions, resource, api_key_header, read_authorization)
 
     def depends(
-        self, *permissions: str, resource: str | None = None, api_key_header: str | None = None
+        self,
+        *permissions: str,
+        resource: str | None = None,
+        api_key_header: str | None = None,
+        read_authorization: bool | None = None,
     ) -> Callable[..., Any]:
         """A FastAPI dependency returning the verified :class:`Identity`; use it as
-        ``Depends(ks.depends("users:read"))``. With *api_key_header* the key may also come
-        in that header (declared in OpenAPI too). Needs ``keysentry[fastapi]``."""
+        ``Depends(ks.depends("users:read"))``. With *api_key_header* the key is read from
+        that header instead of ``Authorization`` (declared in OpenAPI too);
+        *read_authorization=True* accepts either. Needs ``keysentry[fastapi]``."""
         from keysentry.fastapi import dependency
 
-        return dependency(self, permissions, resource, api_key_header)
+        return dependency(self, permissions, resource, api_key_header, read_authorization)
 
     # -------------------------------------------------------------- events
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from keysentry._adapter import AdapterConfig, environ_var
 from keysentry.core.decision import Decision, Reason
-from keysentry.core.pipeline import RequestFacts
+from keysentry.core.pipeline import RequestFacts, normal_method
 from keysentry.service import KeySentry
 from keysentry.types import StartResponse, WSGIApp
 
@@ -39,8 +39,11 @@ class KeySentryWSGIMiddleware:
         sentry: the :class:`~keysentry.KeySentry` that verifies keys.
         exclude: path patterns served without a key, e.g. ``["/health"]``.
         permissions: endpoint pattern -> required permissions.
-        api_key_header: also accept the key from this header (e.g. ``"X-API-Key"``).
-        allow_preflight: let CORS preflight requests through unauthenticated (default).
+        api_key_header: read the key from this header (e.g. ``"X-API-Key"``) instead of
+            ``Authorization``, which is then left to the app.
+        read_authorization: with *api_key_header*, also accept ``Authorization: Bearer``.
+        allow_preflight: let CORS preflight requests through unauthenticated (default
+            ``True``).
         trusted_proxies: addresses or networks of your reverse proxies; requests from them
             take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
         resources: route -> resource template, e.g. ``{"/users/{user_id}/*":
@@ -61,6 +64,7 @@ class KeySentryWSGIMiddleware:
         allow_preflight: bool = True,
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
+        read_authorization: bool | None = None,
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -71,12 +75,14 @@ class KeySentryWSGIMiddleware:
             allow_preflight=allow_preflight,
             trusted_proxies=trusted_proxies,
             resources=resources,
+            read_authorization=read_authorization,
         )
         self._api_key_var = environ_var(self.config.api_key_header)
+        self._read_authorization = self.config.read_authorization
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        facts, preflight = environ_facts(environ, self._api_key_var)
-        if self.config.unguarded(facts.path, preflight):
+        facts, preflight = environ_facts(environ, self._api_key_var, self._read_authorization)
+        if self.config.unguarded(facts.method, facts.path, preflight):
             return self.app(environ, start_response)
         method, path = facts.method, facts.path
         try:
@@ -97,11 +103,18 @@ class KeySentryWSGIMiddleware:
 
 
 def environ_facts(
-    environ: dict[str, Any], api_key_var: str | None = None
+    environ: dict[str, Any], api_key_var: str | None = None, read_authorization: bool = True
 ) -> tuple[RequestFacts, bool]:
-    """Gather what verification needs from a WSGI environ; also: is it a CORS preflight?"""
-    method = environ.get("REQUEST_METHOD", "GET")
-    authorization = environ.get("HTTP_AUTHORIZATION")
+    """Gather what verification needs from a WSGI environ; also: is it a CORS preflight?
+
+    The method is upper-cased here, in the environ too, so that the app serves the request
+    by the method that was checked (werkzeug upper-cases it only later).
+    """
+    raw_method = environ.get("REQUEST_METHOD", "GET")
+    method = normal_method(raw_method)
+    if method is not raw_method and method:
+        environ["REQUEST_METHOD"] = method
+    authorization = environ.get("HTTP_AUTHORIZATION") if read_authorization else None
     api_key = environ.get(api_key_var) if api_key_var else None
     facts = RequestFacts(
         method=method,

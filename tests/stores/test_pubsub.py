@@ -107,6 +107,6 @@ def test_keysentry_with_redis_publishes_by_default(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/k.db"
     with KeySentry(url, limiter_url=REDIS_URL) as ks:
         assert ks.cache.changes is not None
-        assert ks.cache.changes.channel == "keysentry:changes"
+        assert ks.cache.changes.channel == "keysentry:changes:0"
     with KeySentry(url) as ks:
         assert ks.cache.changes is None  # no Redis: the event log alone

@@ -35,6 +35,10 @@ class Outage:
         self._gate()
         return self.inner.find_keys(prefix, suffix)
 
+    def find_candidates(self, prefix: str, suffix: str) -> Any:
+        self._gate()
+        return self.inner.find_candidates(prefix, suffix)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -148,6 +152,44 @@ def test_in_process_revocation_is_not_undone_by_the_stale_copy(world: World) -> 
     world.store.down = True
     world.timer.now += 1.1
     assert world.status(issued.secret) == 503  # not the stale 200
+
+
+@pytest.mark.parametrize("change", ["revoke", "rotate"])
+def test_a_change_reaches_every_copy_whatever_the_cache_history(
+    sql_url: str, change: str
+) -> None:
+    # A small cache and TTL: entries leave the TTL cache while their outage copies stay,
+    # and the key-id index is rebuilt many times over. A revoke or rotate made by another
+    # process, arriving through the event log, must still reach the outage copy.
+    timer = Timer()
+    ks, other = KeySentry(sql_url), KeySentry(sql_url)
+    store = Outage(ks.store)
+    ks.cache = CachedKeyStore(store, maxsize=4, ttl=5.0, sync_interval=1.0, timer=timer)
+    try:
+        keys = [issue_key(ks, app_slug=f"app-{i % 3}") for i in range(13)]
+        target = keys[0]
+        assert ks.verify(target.secret).status == 200
+        timer.now += 6  # its TTL entry has expired; the outage copy is all that is left
+        for _ in range(2):
+            for issued in keys[1:]:
+                store.down = True
+                timer.now += 1.1
+                assert ks.verify(target.secret).status == 200  # the outage copy, in use
+                store.down = False
+                timer.now += 1.1
+                assert ks.verify(issued.secret).status == 200  # loads and indexes another
+        if change == "revoke":
+            other.revoke_api_key(target.key.id)
+        else:
+            other.rotate_api_key(target.key.id)
+        timer.now += 1.1
+        assert ks.verify(keys[1].secret).status == 200  # reads the event log: evicts
+        store.down = True
+        timer.now += 1.1
+        assert ks.verify(target.secret).status == 503  # never the old 200
+    finally:
+        ks.close()
+        other.close()
 
 
 @pytest.mark.parametrize("value", [-1, "60", True])

@@ -10,6 +10,7 @@ service's methods, run in Starlette's thread pool; their errors become Wacht's
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_admin_app"]
 
+logger = logging.getLogger("keysentry")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 OPENAPI_PATH = "/api-auth/openapi.json"
@@ -42,7 +44,8 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    # ASCII digits only: str.isdigit() is also true of "²" and "٣"
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not low <= int(text) <= high:
         raise HTTPProblem(400, f"must be an integer from {low} to {high}", field=name)
     return int(text)
 
@@ -231,6 +234,9 @@ def guarded(ks: KeySentry, permission: str, handler: Handler) -> Handler:
             return await handler(request)
         except (HTTPProblem, KeySentryError) as exc:
             return problem_response(exc)
+        except Exception:  # a bug must not become a 500: logged, answered as unavailable
+            logger.exception("keysentry admin: %s %s failed", request.method, request.url.path)
+            return error_response(503, [("The request could not be handled; try again.", None)])
 
     return endpoint
 

@@ -34,7 +34,7 @@ from keysentry.admin.auth import VERIFY_PERMISSION, authenticate
 from keysentry.admin.http import HTTPProblem, problem_response, read_body
 from keysentry.core.decision import Decision, Identity
 from keysentry.core.patterns import pattern_problem
-from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.core.pipeline import Policy, RequestFacts, normal_method
 from keysentry.errors import KeySentryError, ValidationError
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _forward_facts(request: Request) -> tuple[RequestFacts, Policy, bool]:
             raise HTTPProblem(400, f"{permission!r} {problem}", field="permission")
     api_key_header = query.get("api_key_header")
     facts = RequestFacts(
-        (method or request.method).upper(),
+        normal_method(method or request.method),
         path if path.startswith("/") else "/" + path,
         tuple(headers.getlist("authorization")),
         tuple(headers.getlist(api_key_header)) if api_key_header else (),
@@ -155,7 +155,7 @@ def authz_routes(
             return problem_response(exc)
         resource = body.resource
         facts = RequestFacts(
-            body.method.upper(),
+            normal_method(body.method),
             resource if resource.startswith("/") else "/" + resource,
             (body.principal.value,),
             (),

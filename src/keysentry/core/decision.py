@@ -35,6 +35,7 @@ class Reason(StrEnum):
     RESOURCE_DENIED = "resource_denied"
     RATE_LIMITED = "rate_limited"
     INVALID_PATH = "invalid_path"
+    INVALID_METHOD = "invalid_method"
     UNAVAILABLE = "unavailable"
 
     @property
@@ -60,6 +61,7 @@ _STATUS = {
     Reason.RESOURCE_DENIED: 403,
     Reason.RATE_LIMITED: 429,
     Reason.INVALID_PATH: 400,
+    Reason.INVALID_METHOD: 400,
     Reason.UNAVAILABLE: 503,
 }
 _MESSAGE = {
@@ -74,6 +76,7 @@ _MESSAGE = {
     Reason.RESOURCE_DENIED: "This API key may not access this resource.",
     Reason.RATE_LIMITED: "Too many requests.",
     Reason.INVALID_PATH: "The request path has empty or dot segments.",
+    Reason.INVALID_METHOD: "The request method is not a valid HTTP method.",
     Reason.UNAVAILABLE: "API key verification is temporarily unavailable.",
 }
 

@@ -22,6 +22,7 @@ generator twice costs about 0.5 µs, a tenth of the whole budget of a cached ver
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from hashlib import sha256
 from typing import Any, Final, NamedTuple
@@ -41,6 +42,7 @@ __all__ = [
     "after_lookup",
     "authorize",
     "begin",
+    "normal_method",
     "path_problem",
     "select_candidate",
 ]
@@ -59,6 +61,12 @@ _DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
 MAX_VERDICTS: Final = 64
 _OK: Final = Reason.OK  # a module global: Reason.OK goes through the enum's metaclass
 _INVALID_PATH: Final = Decision.deny(Reason.INVALID_PATH)
+_INVALID_METHOD: Final = Decision.deny(Reason.INVALID_METHOD)
+# RFC 9110 section 9.1: a method is a token
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
+_COMMON_METHODS: Final = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
 _INVALID_KEY: Final = Decision.deny(Reason.INVALID_KEY)
 # the store failed with nothing usable cached, or the limiter failed and on_limiter_error is
 # "closed": a 503 that says when to come back (a failing store is asked again after 1 s)
@@ -77,7 +85,8 @@ class RequestFacts(NamedTuple):
     """The parts of a request verification looks at, gathered by an adapter.
 
     Attributes:
-        method: the HTTP method, upper-case.
+        method: the HTTP method as :func:`normal_method` gives it (upper-case; ``""`` for a
+            method that is not an HTTP token, which is refused).
         path: the path as the router sees it (relative to the mount point), with leading ``/``.
         authorization: every ``Authorization`` header value, latin-1 decoded.
         api_key: every ``X-API-Key`` value (empty unless the adapter reads that header).
@@ -140,6 +149,20 @@ class Hit(NamedTuple):
 LookupResult = KeyEntry | None | _Unavailable
 
 
+def normal_method(method: str) -> str:
+    """The request method as every check sees it: upper-case, or ``""`` when it is not an
+    RFC 9110 token (then :func:`begin` refuses with 400).
+
+    Servers and frameworks upper-case the method only after the middleware has run, so
+    ``delete`` must meet the ``DELETE`` rules here, before any pattern sees it.
+    """
+    if method in _COMMON_METHODS:
+        return method
+    if not isinstance(method, str) or not method.isascii() or not _TOKEN.fullmatch(method):
+        return ""
+    return method.upper()
+
+
 def path_problem(path: str) -> bool:
     """Whether *path* has empty (``//``) or dot (``.``, ``..``) segments."""
     if "//" in path:
@@ -168,10 +191,12 @@ def select_candidate(digest: str, candidates: Sequence[tuple[str, str | None]]) 
 
 
 def begin(request: RequestFacts) -> Decision | LookupKey:
-    """Steps 1-3: the path, the credential, the key's format and checksum.
+    """Steps 1-3: the method and path, the credential, the key's format and checksum.
 
     Returns the refusal, or the lookup to perform.
     """
+    if not request.method:
+        return _INVALID_METHOD  # normal_method() found no HTTP token
     path = request.path
     if ("//" in path or "." in path) and path_problem(path):
         return _INVALID_PATH

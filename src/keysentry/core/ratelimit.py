@@ -280,10 +280,18 @@ def _seconds(ms: int) -> int:
     return max(1, -(-ms // 1000))  # ceil, at least 1
 
 
+def _reset(outcome: Outcome) -> int:
+    """A rule's ``t`` (draft-11: seconds until its quota has room again): for a rule that
+    refused, when a lone retry is admitted, which a sliding window can put past the end of
+    the current window; else when the current window ends."""
+    return _seconds(outcome.reset_ms if outcome.allowed else outcome.retry_ms)
+
+
 def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str, str], ...]:
     """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-11), the
     common ``X-RateLimit-*`` for the most restrictive rule, and ``Retry-After`` on a refusal:
-    whole seconds, at least 1, never before a lone retry would be admitted."""
+    whole seconds, at least 1, never before a lone retry would be admitted, and equal to the
+    ``t`` of the refusing rule that waits longest."""
     if not outcomes:
         return ()
     tightest = outcomes[0]
@@ -300,16 +308,16 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
         )
     if len(outcomes) == 1:
         limit = tightest.limit
-        reset = _seconds(tightest.reset_ms)
+        reset = _reset(tightest)
         policy = limit.policy_item
         current = f"{limit.header_name};r={tightest.remaining};t={reset}"
     else:
         policy = ", ".join(o.limit.policy_item for o in outcomes)
         current = ", ".join(
-            f"{o.limit.header_name};r={o.remaining};t={_seconds(o.reset_ms)}" for o in outcomes
+            f"{o.limit.header_name};r={o.remaining};t={_reset(o)}" for o in outcomes
         )
         tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
-        reset = _seconds(tightest.reset_ms)
+        reset = _reset(tightest)
     headers = (
         ("ratelimit-policy", policy),
         ("ratelimit", current),
@@ -319,5 +327,5 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
     )
     if not refused:
         return headers
-    wait = max(o.retry_ms for o in outcomes if not o.allowed)
-    return (*headers, ("retry-after", str(_seconds(wait))))
+    wait = max(_reset(o) for o in outcomes if not o.allowed)
+    return (*headers, ("retry-after", str(wait)))

@@ -16,14 +16,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
 
-__all__ = ["SCHEMA_VERSION", "KeyStore", "StoreSession"]
+__all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession"]
 
 #: Version of the stored layout; a store refuses a database written by another version.
 SCHEMA_VERSION = 1
+
+
+class Candidate(NamedTuple):
+    """What a cache miss reads first: a key whose ``(prefix, suffix)`` matched, as little of
+    it as the hash comparison needs. The whole record is read only when a hash matched, so
+    an unknown key and a wrong secret for a real prefix and suffix cost the same."""
+
+    key_id: str
+    key_hash: str
+    previous_key_hash: str | None
 
 
 class StoreSession(Protocol):
@@ -110,6 +120,9 @@ class KeyStore(Protocol):
         """Candidates for a presented key: keys whose current ``(key_prefix, key_suffix)``
         match, or whose previous secret (kept during a rotation grace period) does. The
         caller compares hashes; the store never sees a secret."""
+
+    def find_candidates(self, key_prefix: str, key_suffix: str) -> list[Candidate]:
+        """:meth:`find_keys`, but only the id and the hashes of each key."""
 
     def record_usage(self, used: Mapping[str, datetime]) -> None:
         """Set each key's ``last_used_at`` to the given time unless it already holds a

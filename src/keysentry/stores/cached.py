@@ -40,13 +40,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
 from typing import Final
 
 from cachetools import LRUCache, TTLCache
 
 from keysentry.core.decision import Identity, KeyEntry
+from keysentry.core.patterns import covers
 from keysentry.core.pipeline import LookupKey, select_candidate
 from keysentry.core.ratelimit import Algorithm, compile_limits
 from keysentry.errors import StoreError
@@ -82,6 +83,20 @@ def key_rules(
     return app, list(scheme.rules) if scheme else []
 
 
+def capped(granted: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """*wanted* within what the app grants: a pattern the app covers stays; a broader one
+    (``*`` under an app granting ``users:read``) becomes the app's patterns it covers.
+    Create and update refuse both cases; this holds for records written before that rule
+    or behind the service's back."""
+    kept: list[str] = []
+    for pattern in wanted:
+        if any(covers(g, pattern) for g in granted):
+            kept.append(pattern)
+        else:
+            kept.extend(g for g in granted if covers(pattern, g))
+    return kept
+
+
 def compile_entry(
     record: KeyRecord,
     app: ApiAuthApp,
@@ -89,10 +104,10 @@ def compile_entry(
     algorithm: Algorithm = "sliding_window",
 ) -> KeyEntry:
     """Turn a stored key, its app and its rules into what verification needs."""
-    granted = record.permissions or app.permissions
-    permissions = tuple(
-        dict.fromkeys([*granted, *record.org_role_permissions, *record.workspace_role_permissions])
-    )
+    own = record.permissions or app.permissions
+    roles = [*record.org_role_permissions, *record.workspace_role_permissions]
+    granted = app.permissions
+    permissions = tuple(dict.fromkeys([*capped(granted, own), *capped(granted, roles)]))
     identity = Identity(
         key_id=record.id,
         key_name=record.name,
@@ -256,14 +271,17 @@ class CachedKeyStore:
         return entry
 
     def _read(self, effect: LookupKey) -> KeyEntry | None:
-        candidates = self.store.find_keys(effect.prefix, effect.suffix)
-        index = select_candidate(
-            effect.digest, [(c.key_hash, c.previous_key_hash) for c in candidates]
-        )
+        # Only ids and hashes until a hash matches: what a wrong secret makes the store
+        # build, an unknown key makes it build too, so the time tells neither apart.
+        digest = effect.digest
+        candidates = self.store.find_candidates(effect.prefix, effect.suffix)
+        index = select_candidate(digest, [(c.key_hash, c.previous_key_hash) for c in candidates])
         if index is None:
             return None
-        record = candidates[index]
         with self.store.read() as session:
+            record = session.get_key(candidates[index].key_id)
+            if record is None or digest not in (record.key_hash, record.previous_key_hash):
+                return None  # rotated or removed between the two reads
             app, rules = key_rules(session, record)
         return None if app is None else compile_entry(record, app, rules, self._algorithm)
 
@@ -279,11 +297,18 @@ class CachedKeyStore:
         raise error
 
     def _index(self, digest: str, entry: KeyEntry) -> None:
-        if len(self._digests) > 2 * self._positive.maxsize:
+        # The caches drop entries without telling us, so the index is pruned now and then
+        # by rebuilding it from every copy that can still be served: the TTL cache and the
+        # outage copies, which outlive their TTL entry. An entry missing here could not be
+        # evicted, and a revoked key would be served while the store is down. At most
+        # 2 x maxsize digests remain indexed, so rebuilds come maxsize inserts apart.
+        if len(self._digests) > 3 * self._positive.maxsize:
             self._digests.clear()
             self._keys.clear()
             for cached_digest, cached in list(self._positive.items()):
                 self._index_one(cached_digest, cached)
+            for cached_digest, (kept, _) in list(self._stale.items()):
+                self._index_one(cached_digest, kept)
         self._index_one(digest, entry)
 
     def _index_one(self, digest: str, entry: KeyEntry) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
+from keysentry.stores.base import Candidate
 
 __all__ = ["MemoryKeyStore"]
 
@@ -157,6 +158,13 @@ class MemoryKeyStore:
                 if k.key_prefix == key_prefix
                 and key_suffix in (k.key_suffix, k.previous_key_suffix)
             ]
+
+    def find_candidates(self, key_prefix: str, key_suffix: str) -> list[Candidate]:
+        """The id and hashes of the keys :meth:`find_keys` would return."""
+        return [
+            Candidate(k.id, k.key_hash, k.previous_key_hash)
+            for k in self.find_keys(key_prefix, key_suffix)
+        ]
 
     def record_usage(self, used: Mapping[str, datetime]) -> None:
         """Move each key's ``last_used_at`` forward to the given time."""

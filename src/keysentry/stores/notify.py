@@ -19,10 +19,26 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHANNEL", "RedisChanges"]
+__all__ = ["CHANNEL", "RedisChanges", "channel_name"]
 
 logger = logging.getLogger("keysentry")
 CHANNEL = "keysentry:changes"
+"""The channel's name before :func:`channel_name` adds the database number."""
+
+
+def channel_name(url: str, namespace: str = "keysentry") -> str:
+    """The invalidation channel of the deployment that uses *namespace* on the database of
+    *url*: ``keysentry:changes:0``. Redis pub/sub ignores database numbers (a message
+    published on db 1 reaches subscribers on db 0), so the number is in the name."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)  # redis://host:6379/2, unix:///run/redis.sock?db=2
+    database = parse_qs(parts.query).get("db", [""])[0]
+    if not database and parts.scheme != "unix":
+        database = parts.path.strip("/")
+    return f"{namespace}:changes:{database or 0}"
+
+
 Apply = Callable[[str, str], None]
 """Called with ``("key", key_id)``, ``("app", app_slug)`` or ``("all", "")``."""
 
@@ -32,13 +48,14 @@ class RedisChanges:
 
     Args:
         url: the Redis URL (the limiter's).
-        channel: the pub/sub channel; processes sharing a store must share it.
+        channel: the pub/sub channel; processes sharing a store must share it, and only
+            they (default: :func:`channel_name` of *url*).
         timeout: seconds to wait for Redis when publishing or connecting.
     """
 
-    def __init__(self, url: str, *, channel: str = CHANNEL, timeout: float = 1.0) -> None:
+    def __init__(self, url: str, *, channel: str | None = None, timeout: float = 1.0) -> None:
         self.url = url
-        self.channel = channel
+        self.channel = channel_name(url) if channel is None else channel
         self.timeout = timeout
         self._origin = secrets.token_hex(8)  # our own messages are already applied
         self._apply: Apply | None = None

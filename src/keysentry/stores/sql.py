@@ -29,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from keysentry.errors import ConfigurationError, ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
-from keysentry.stores.base import SCHEMA_VERSION
+from keysentry.stores.base import SCHEMA_VERSION, Candidate
 
 __all__ = ["SQLKeyStore"]
 
@@ -164,6 +164,13 @@ _events = sa.Table(
 # Statements on the verification path are built once: composing an expression costs more
 # than running the indexed query it describes (benchmarks/stores.py).
 _FIND_KEYS = sa.select(_keys).where(
+    _keys.c.key_prefix == sa.bindparam("prefix"),
+    sa.or_(
+        _keys.c.key_suffix == sa.bindparam("suffix"),
+        _keys.c.previous_key_suffix == sa.bindparam("suffix"),
+    ),
+)
+_FIND_CANDIDATES = sa.select(_keys.c.id, _keys.c.key_hash, _keys.c.previous_key_hash).where(
     _keys.c.key_prefix == sa.bindparam("prefix"),
     sa.or_(
         _keys.c.key_suffix == sa.bindparam("suffix"),
@@ -344,6 +351,7 @@ def _engine_for(url: str) -> Engine:
         parsed = parsed.update_query_dict({"options": options})
         return sa.create_engine(
             parsed,
+            hide_parameters=True,  # key hashes stay out of logs and error messages
             pool_pre_ping=True,
             pool_size=5,
             max_overflow=5,
@@ -354,6 +362,7 @@ def _engine_for(url: str) -> Engine:
         in_memory = parsed.database in (None, "", ":memory:")
         engine = sa.create_engine(
             parsed,
+            hide_parameters=True,
             # one shared connection, or every new connection would see a new empty database
             poolclass=StaticPool if in_memory else None,
             connect_args={"check_same_thread": False, "timeout": 5},
@@ -490,6 +499,13 @@ class SQLKeyStore:
         with self.read() as session:
             rows = session._all(_FIND_KEYS, prefix=key_prefix, suffix=key_suffix)
         return [KeyRecord.model_validate(r) for r in rows]
+
+    def find_candidates(self, key_prefix: str, key_suffix: str) -> list[Candidate]:
+        """The id and hashes of the keys :meth:`find_keys` would return."""
+        self._ensure_schema()
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(_FIND_CANDIDATES, {"prefix": key_prefix, "suffix": key_suffix})
+            return [Candidate(*row) for row in rows]
 
     def record_usage(self, used: Mapping[str, datetime]) -> None:
         """Move each key's ``last_used_at`` forward, in one transaction of one batched

@@ -3,9 +3,11 @@ writes what accumulated every ``interval`` seconds (DESIGN.md section 7), in one
 batch, never a write per request.
 
 What is pending is also written when the :class:`~keysentry.KeySentry` closes (application
-shutdown) and, as a last resort, when the interpreter exits. A store that cannot be reached
-keeps the pending times for the next attempt: usage is only ever late, never lost while the
-process lives, and never moves backwards (the store keeps the later of two times).
+shutdown), when the interpreter exits, and on SIGTERM under a server that leaves SIGTERM at
+its default (werkzeug's development server, waitress): see :func:`install_stop_handler`.
+A store that cannot be reached keeps the pending times for the next attempt: usage is only
+ever late, never lost while the process lives, and never moves backwards (the store keeps
+the later of two times).
 
 Fork-safe: the writer thread is started by the first use in each process; a child made by
 ``fork`` starts its own and does not write what its parent had noted.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
 import weakref
 from datetime import UTC, datetime
@@ -23,7 +26,7 @@ from datetime import UTC, datetime
 from keysentry.errors import StoreError
 from keysentry.stores.base import KeyStore
 
-__all__ = ["UsageRecorder"]
+__all__ = ["UsageRecorder", "install_stop_handler"]
 
 logger = logging.getLogger("keysentry")
 _live: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
@@ -135,6 +138,39 @@ def _flush_at_exit() -> None:
             recorder.flush()
         except Exception:  # exiting: report, never raise
             logger.exception("keysentry: could not write last_used_at at exit")
+
+
+_STOP_FLUSH_SECONDS = 5.0
+
+
+def _flush_then_terminate(signum: int, frame: object) -> None:
+    # In a thread: the interrupted main thread may hold a recorder's lock; bounded, so a
+    # stuck store cannot keep the process from stopping.
+    writer = threading.Thread(target=_flush_at_exit, name="keysentry-stop", daemon=True)
+    writer.start()
+    writer.join(_STOP_FLUSH_SECONDS)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)  # then stop exactly as the default would have
+
+
+def install_stop_handler() -> bool:
+    """Write pending ``last_used_at`` times on SIGTERM, where nothing else would.
+
+    A SIGTERM left at its default kills the process before :mod:`atexit` runs: that is the
+    case under werkzeug's server and waitress (gunicorn and uvicorn catch it and shut down
+    cleanly). Only a default SIGTERM, in the main thread, is replaced; the handler writes
+    for at most 5 seconds, then terminates the process as the default would. Returns
+    whether the handler was installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False  # the server's own, or ours already
+        signal.signal(signal.SIGTERM, _flush_then_terminate)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        return False
+    return True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
