@@ -27,6 +27,7 @@ from keysentry.core.pipeline import (
     after_hit,
     after_lookup,
     begin,
+    normal_method,
 )
 from keysentry.core.ratelimit import Algorithm
 from keysentry.errors import (
@@ -834,7 +835,7 @@ class KeySentry:
         if isinstance(permissions, str):
             permissions = (permissions,)
         facts = RequestFacts(
-            method=method.upper(),
+            method=normal_method(method),
             path=path if path.startswith("/") else "/" + path,
             authorization=(credential,) if credential is not None else (),
             api_key=(api_key,) if api_key is not None else (),

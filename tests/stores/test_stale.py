@@ -155,9 +155,7 @@ def test_in_process_revocation_is_not_undone_by_the_stale_copy(world: World) -> 
 
 
 @pytest.mark.parametrize("change", ["revoke", "rotate"])
-def test_a_change_reaches_every_copy_whatever_the_cache_history(
-    sql_url: str, change: str
-) -> None:
+def test_a_change_reaches_every_copy_whatever_the_cache_history(sql_url: str, change: str) -> None:
     # A small cache and TTL: entries leave the TTL cache while their outage copies stay,
     # and the key-id index is rebuilt many times over. A revoke or rotate made by another
     # process, arriving through the event log, must still reach the outage copy.

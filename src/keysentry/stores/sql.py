@@ -170,13 +170,25 @@ _FIND_KEYS = sa.select(_keys).where(
         _keys.c.previous_key_suffix == sa.bindparam("suffix"),
     ),
 )
-_FIND_CANDIDATES = sa.select(_keys.c.id, _keys.c.key_hash, _keys.c.previous_key_hash).where(
-    _keys.c.key_prefix == sa.bindparam("prefix"),
-    sa.or_(
+# Two index lookups (current suffix, grace-period suffix; an OR of the two would scan every
+# key of the prefix), left-joined to one constant row: a row of NULLs when no key matches, so
+# the database sends and the driver decodes the same either way and the time does not tell.
+_CANDIDATE_COLUMNS = (_keys.c.id, _keys.c.key_hash, _keys.c.previous_key_hash)
+_MATCHES = sa.union_all(
+    sa.select(*_CANDIDATE_COLUMNS).where(
+        _keys.c.key_prefix == sa.bindparam("prefix"),
         _keys.c.key_suffix == sa.bindparam("suffix"),
-        _keys.c.previous_key_suffix == sa.bindparam("suffix"),
     ),
-)
+    sa.select(*_CANDIDATE_COLUMNS).where(
+        _keys.c.key_prefix == sa.bindparam("prefix"),
+        _keys.c.previous_key_suffix == sa.bindparam("suffix"),
+        _keys.c.key_suffix != sa.bindparam("suffix"),
+    ),
+).subquery("matches")
+_ONE_ROW = sa.select(sa.literal(1).label("one")).subquery("one_row")
+_FIND_CANDIDATES = sa.select(
+    _MATCHES.c.id, _MATCHES.c.key_hash, _MATCHES.c.previous_key_hash
+).select_from(_ONE_ROW.outerjoin(_MATCHES, sa.true()))
 _GET_KEY = sa.select(_keys).where(_keys.c.id == sa.bindparam("key_id"))
 _GET_APP_BY_ID = sa.select(_apps).where(_apps.c.id == sa.bindparam("app_id"))
 _GET_SCHEME = sa.select(_schemes).where(_schemes.c.slug == sa.bindparam("slug"))
@@ -505,7 +517,7 @@ class SQLKeyStore:
         self._ensure_schema()
         with self._transaction(write=False) as conn:
             rows = conn.execute(_FIND_CANDIDATES, {"prefix": key_prefix, "suffix": key_suffix})
-            return [Candidate(*row) for row in rows]
+            return [Candidate(*row) for row in rows if row[0] is not None]
 
     def record_usage(self, used: Mapping[str, datetime]) -> None:
         """Move each key's ``last_used_at`` forward, in one transaction of one batched
