@@ -195,12 +195,13 @@ def test_require_and_depends_read_an_api_key_header_when_asked(ks: KeySentry) ->
     async def with_either(n: int) -> Any:
         return {"n": n}
 
+    either_dependency = ks.depends("users:read", api_key_header="X-API-Key",
+                                   read_authorization=True)  # fmt: skip
+
     @app.get("/users/either-depends/{n}")
     async def either_depends(
         n: int,
-        key: Identity = Depends(  # noqa: B008
-            ks.depends("users:read", api_key_header="X-API-Key", read_authorization=True)
-        ),
+        key: Identity = Depends(either_dependency),  # noqa: B008
     ) -> Any:
         return {"n": n}
 

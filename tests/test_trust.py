@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import math
-from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
@@ -209,7 +208,8 @@ def test_role_permissions_stored_past_the_cap_are_intersected_at_verification(
     assert ks.verify(issued.secret, permissions=["users:read"]).allowed
     denied = ks.verify(issued.secret, permissions=["billing:delete"])
     assert denied.reason == "permission_denied"
-    assert denied.identity is not None and denied.identity.permissions == ("users:read",)
+    assert denied.identity is not None
+    assert denied.identity.permissions == ("users:read",)
 
 
 # -------------------------------------------------- a secret where an id goes (hole 8)
@@ -312,9 +312,9 @@ class Admin:
 
 
 @pytest.fixture
-def admin(ks: KeySentry) -> Iterator[Admin]:
+def admin(ks: KeySentry) -> Admin:
     ks.create_api_auth_app("shop", "Shop", "sk_shop", permissions=["users:*"])
-    yield Admin(ks)
+    return Admin(ks)
 
 
 def _field(response: Any) -> str | None:
