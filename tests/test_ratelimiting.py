@@ -42,7 +42,10 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
     from keysentry.limiters.redis import RedisLimiter
 
     prefix = request.getfixturevalue("redis_prefix")
-    redis_limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False)
+    # "closed", and a timeout no busy machine reaches: a Redis connect slowed past it must
+    # fail the request (and the test) loudly, never admit it uncounted as "open" would
+    redis_limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False, timeout=10,
+                                 on_error="closed")  # fmt: skip
     yield redis_limiter
     redis_limiter.close()
 

@@ -14,12 +14,7 @@ from flask import Flask, jsonify
 from keysentry import KeySentry
 from keysentry.flask import current_api_key
 from keysentry.wsgi import KeySentryWSGIMiddleware
-
-PERMISSIONS = {
-    "GET /users/*": ["users:read"],
-    "POST /users/*": ["users:write"],
-    "DELETE /users/*": ["users:delete"],
-}
+from tests.servers import PERMISSIONS
 
 ks = KeySentry(os.environ["KEYSENTRY_DATABASE_URL"], usage_interval=3600)
 flask_app = Flask(__name__)

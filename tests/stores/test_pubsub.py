@@ -110,3 +110,44 @@ def test_keysentry_with_redis_publishes_by_default(tmp_path: Path) -> None:
         assert ks.cache.changes.channel == "keysentry:changes:0"
     with KeySentry(url) as ks:
         assert ks.cache.changes is None  # no Redis: the event log alone
+
+
+@pytest.mark.parametrize(
+    ("url_a", "url_b", "namespace_b"),
+    [
+        (REDIS_URL.rsplit("/", 1)[0] + "/1", REDIS_URL.rsplit("/", 1)[0] + "/2", "keysentry"),
+        (REDIS_URL, REDIS_URL, "other-deployment"),
+    ],
+    ids=["other-database", "other-namespace"],
+)
+def test_deployments_on_one_redis_do_not_evict_each_other(
+    tmp_path: Path, url_a: str, url_b: str, namespace_b: str
+) -> None:
+    require_redis()
+    ours = KeySentry(f"sqlite:///{tmp_path}/a.db", limiter_url=url_a)
+    theirs = KeySentry(f"sqlite:///{tmp_path}/b.db", limiter_url=url_b,
+                       redis_namespace=namespace_b)  # fmt: skip
+    try:
+        assert ours.cache.changes is not None and theirs.cache.changes is not None
+        assert ours.cache.changes.channel != theirs.cache.changes.channel
+        for ks in (ours, theirs):
+            ks.create_api_auth_app("shop", "Shop", "sk_shop")
+        secret = theirs.create_api_key("shop", "k").secret
+        assert theirs.verify(secret).allowed  # cached, and its subscriber running
+        ours.verify("sk_shop_" + "0" * 38)  # start ours too
+        deadline = time.monotonic() + 5
+        probe = KeySentry(f"sqlite:///{tmp_path}/b.db", limiter_url=url_b,
+                          redis_namespace=namespace_b)  # fmt: skip
+        while theirs.cache.changes.received == 0 and time.monotonic() < deadline:
+            probe.update_api_auth_app("shop", name="Shop")  # a real message on their channel
+            time.sleep(0.05)
+        probe.close()
+        seen = theirs.cache.changes.received
+        assert seen > 0  # their channel works ...
+        ours.update_api_auth_app("shop", description="ours")
+        ours.cache.clear(announce=True)
+        time.sleep(0.5)
+        assert theirs.cache.changes.received == seen  # ... and ours does not reach them
+    finally:
+        ours.close()
+        theirs.close()
