@@ -128,7 +128,8 @@ def test_deployments_on_one_redis_do_not_evict_each_other(
     theirs = KeySentry(f"sqlite:///{tmp_path}/b.db", limiter_url=url_b,
                        redis_namespace=namespace_b)  # fmt: skip
     try:
-        assert ours.cache.changes is not None and theirs.cache.changes is not None
+        assert ours.cache.changes is not None
+        assert theirs.cache.changes is not None
         assert ours.cache.changes.channel != theirs.cache.changes.channel
         for ks in (ours, theirs):
             ks.create_api_auth_app("shop", "Shop", "sk_shop")
