@@ -1,6 +1,6 @@
 """``python -m benchmarks.propagation [--changes N]``: how long a revocation or rotation made in
 one process takes to reach 4 uvicorn workers on PostgreSQL, with Redis pub/sub and with the
-event log alone, and 4 workers sharing a SQLite file (event log alone). DESIGN.md 7; the
+event log alone, and 4 workers sharing a SQLite file (event log alone). docs/design.md §7; the
 issue's targets: p99 <= 100 ms with Redis, max <= sync_interval + 1 s without. Needs the
 PostgreSQL and Redis of the test suite; run from the repository root."""
 

@@ -38,7 +38,7 @@ class Result:
     """(max - min) / median of our rounds, in percent."""
     baseline_spread_pct: float
     target: float | None = None
-    """The speed this scenario should reach (issue 7), if it has one."""
+    """The speed this scenario should reach, if it has one."""
     detail: str = ""
     """What else was measured (p99 latency, the load generator)."""
 

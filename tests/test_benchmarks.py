@@ -1,4 +1,4 @@
-"""The benchmark runner's outputs (issue 7): the table, JSON, Markdown and the chart are
+"""The benchmark runner's outputs: the table, JSON, Markdown and the chart are
 written from the results and say the same thing. Timing is never asserted here."""
 
 from __future__ import annotations

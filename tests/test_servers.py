@@ -173,7 +173,7 @@ def test_bad_inputs_over_real_http_never_500(served: Served) -> None:
 
 
 def test_two_rules_on_two_endpoints_over_real_http(served: Served) -> None:
-    # issue 4's check: a scheme of two rules on different endpoints, through a real server:
+    # a scheme of two rules on different endpoints, through a real server:
     # 429 exactly at each limit, the headers on every verified answer, and a client that
     # waits what Retry-After says is admitted
     ks, port = served.ks, served.port

@@ -1,4 +1,4 @@
-"""The management API of DESIGN.md section 2, used as written there, on every store."""
+"""The management API of docs/design.md §2, used as written there, on every store."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PostgreSQL stopped under a served app (DESIGN.md 7, issue 5): our own ``postgres`` on a
+"""PostgreSQL stopped under a served app (docs/design.md §7): our own ``postgres`` on a
 spare port, stopped by its pid while uvicorn serves requests. A key verified before keeps
 verifying for at most ``max_stale``; a cache miss answers 503 with ``Retry-After`` within the
 store timeout; nothing answers 500 and no unknown key gets a 200; exact service, revocation

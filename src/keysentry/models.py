@@ -432,7 +432,7 @@ EventKind = Literal[
 class Event(_Model):
     """One entry of the event log: the audit trail and the change feed for caches.
 
-    ``scheme_slug`` is keysentry's addition to DESIGN.md's ``seq, at, kind, app_slug,
+    ``scheme_slug`` is keysentry's addition to docs/design.md's ``seq, at, kind, app_slug,
     key_id``: scheme changes touch every key that uses the scheme.
     """
 

@@ -1,5 +1,5 @@
 """Invalidations over Redis pub/sub: another process's cache evicts within milliseconds,
-with the event log turned off to prove it (DESIGN.md 7)."""
+with the event log turned off to prove it (docs/design.md §7)."""
 
 from __future__ import annotations
 

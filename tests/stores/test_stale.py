@@ -1,5 +1,5 @@
 """While the store is unreachable: verified keys for at most max_stale, 503 for the rest,
-the store asked once per retry interval, exact service once it is back (DESIGN.md 7)."""
+the store asked once per retry interval, exact service once it is back (docs/design.md §7)."""
 
 from __future__ import annotations
 

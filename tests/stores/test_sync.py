@@ -1,4 +1,4 @@
-"""Changes made by another process reach this one through the event log (DESIGN.md 7)."""
+"""Changes made by another process reach this one through the event log (docs/design.md §7)."""
 
 from __future__ import annotations
 

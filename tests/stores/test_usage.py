@@ -1,4 +1,4 @@
-"""``last_used_at`` written behind (DESIGN.md 7): never a write per request, batched, moved
+"""``last_used_at`` written behind (docs/design.md §7): never a write per request, batched, moved
 only forward, written at close, kept for a retry when the store fails, and visible through
 the management API, the admin HTTP API and the CLI."""
 

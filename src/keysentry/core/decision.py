@@ -1,6 +1,6 @@
 """What a verification decides, and the values it decides with. Pure.
 
-:class:`Reason` is the stable reason code (DESIGN.md section 5) with its HTTP status;
+:class:`Reason` is the stable reason code (docs/design.md §5) with its HTTP status;
 :class:`Decision` is the verdict; :class:`Identity` is what an allowed request carries into the
 handler; :class:`KeyEntry` is a verified key compiled for the hot path (what the cache holds).
 Error bodies use Wacht's shape and are built once per reason, so every 401 for a request

@@ -1,4 +1,4 @@
-"""The verification pipeline (DESIGN.md section 5), as three pure steps. Pure.
+"""The verification pipeline (docs/design.md §5), as three pure steps. Pure.
 
 Verification needs I/O twice at most: to look the key up (cache, then store) and to count
 the request against its rate limits (in-process or Redis). The core does every check itself

@@ -1,4 +1,4 @@
-"""Rate-limit semantics (DESIGN.md section 6). Pure: times are integer milliseconds passed in.
+"""Rate-limit semantics (docs/design.md §6). Pure: times are integer milliseconds passed in.
 
 A :class:`Limit` is a compiled rule. Each request that a rule's endpoints match counts
 against one counter, named by the rule and its ``mode`` (per app, per key, per endpoint

@@ -1,4 +1,4 @@
-"""The in-process key cache in front of a store (DESIGN.md section 7).
+"""The in-process key cache in front of a store (docs/design.md §7).
 
 Verified keys are cached as compiled :class:`~keysentry.core.decision.KeyEntry` objects in a
 bounded :class:`cachetools.TTLCache`, keyed by the key's SHA-256 digest (never the secret).
@@ -25,7 +25,7 @@ and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us,
 may name digests that are gone; it is rebuilt from the cache when it grows past twice the
 cache's size.
 
-When the store is unreachable (DESIGN.md section 7): a key verified before keeps verifying
+When the store is unreachable (docs/design.md §7): a key verified before keeps verifying
 for at most ``max_stale`` seconds after it was last confirmed (loaded, or covered by a
 successful read of the event log), from the cache or, once its TTL has passed, from a
 bounded copy kept for this purpose; an unknown key, or one staler than that, is a

@@ -1,5 +1,5 @@
 """Cache invalidations over Redis pub/sub: a change made in one process reaches the caches
-of every other process within milliseconds (DESIGN.md section 7).
+of every other process within milliseconds (docs/design.md §7).
 
 The event log stays the source of truth: every process still reads it every
 ``sync_interval``, so a message lost while Redis was unreachable (pub/sub does not keep

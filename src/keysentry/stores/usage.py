@@ -1,5 +1,5 @@
 """``last_used_at``, written behind: requests note the time in memory, a background thread
-writes what accumulated every ``interval`` seconds (DESIGN.md section 7), in one statement
+writes what accumulated every ``interval`` seconds (docs/design.md §7), in one statement
 batch, never a write per request.
 
 What is pending is also written when the :class:`~keysentry.KeySentry` closes (application
