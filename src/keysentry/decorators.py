@@ -13,117 +13,27 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from keysentry._adapter import environ_var, header_name, scope_header
-from keysentry.asgi import attach, scope_facts
-from keysentry.core.decision import Decision, Reason
-from keysentry.core.patterns import pattern_problem
-from keysentry.core.pipeline import Policy, RequestFacts, authorize
-from keysentry.errors import ConfigurationError
-from keysentry.wsgi import ENVIRON_KEY, environ_facts, refusal_parts
+from keysentry.core.decision import Decision
+from keysentry.toolkit.guard import Guard
+from keysentry.toolkit.render import flask_refusal, refusal_response
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
+# Guard and refusal_response are the toolkit's, named here too
 __all__ = ["Guard", "refusal_response", "require"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-logger = logging.getLogger("keysentry")
 # FastAPI fills parameters from the signature; the wrapper adds this one to get the request.
 _REQUEST_PARAM = "keysentry_request"
 # ... and this one for the response whose headers FastAPI adds to what the handler returns
 _RESPONSE_PARAM = "keysentry_response"
-Plan = Decision | tuple[RequestFacts, Policy]
-
-
-class Guard:
-    """One handler's requirements, checked against a request of any supported framework."""
-
-    def __init__(
-        self,
-        sentry: KeySentry,
-        permissions: Sequence[str],
-        resource: str | None = None,
-        api_key_header: str | None = None,
-        read_authorization: bool | None = None,
-    ) -> None:
-        for permission in permissions:
-            problem = pattern_problem(permission)
-            if problem:
-                raise ConfigurationError(f"require({permission!r}): the permission {problem}")
-        if resource is not None and not isinstance(resource, str):
-            raise ConfigurationError("require(resource=...) must be a string template")
-        self.sentry = sentry
-        self.permissions = tuple(permissions)
-        self.resource = resource
-        self.api_key_header = header_name(api_key_header)
-        """Read the key from this header (lower-case), as the middleware option does."""
-        if read_authorization is None:
-            read_authorization = self.api_key_header is None
-        elif not isinstance(read_authorization, bool) or (
-            not read_authorization and self.api_key_header is None
-        ):
-            raise ConfigurationError(
-                "read_authorization must be True, or False with an api_key_header"
-            )
-        self.read_authorization = read_authorization
-        self._scope_header = scope_header(self.api_key_header)
-        self._environ_var = environ_var(self.api_key_header)
-
-    def _resource(self, params: dict[str, Any], path: str) -> str:
-        return path[1:] if self.resource is None else self.resource.format_map(params)
-
-    def plan(self, request: object) -> Plan:
-        """A finished decision (identity already attached, or a bad template), or the facts
-        and policy still to verify."""
-        if isinstance(request, HTTPConnection):
-            identity = request.scope.get("state", {}).get("api_key")
-            params: dict[str, Any] = dict(request.path_params)
-            facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
-        else:  # a Flask request
-            identity = request.environ.get(ENVIRON_KEY)  # type: ignore[attr-defined]
-            params = dict(request.view_args or {})  # type: ignore[attr-defined]
-            facts, _ = environ_facts(
-                request.environ,  # type: ignore[attr-defined]
-                self._environ_var,
-                self.read_authorization,
-            )
-        try:
-            resource = self._resource(params, facts.path)
-        except (KeyError, IndexError, ValueError) as exc:
-            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
-            return Decision.deny(Reason.UNAVAILABLE)
-        if identity is not None:
-            return authorize(identity, self.permissions, resource)
-        return facts, Policy(self.permissions, resource)
-
-    def check(self, request: object) -> Decision:
-        """Decide, verifying in this thread if needed."""
-        plan = self.plan(request)
-        decision = plan if isinstance(plan, Decision) else self.sentry.verify_request(*plan)
-        return _attached(decision, request)
-
-    async def acheck(self, request: object) -> Decision:
-        """Decide, for async handlers."""
-        plan = self.plan(request)
-        if isinstance(plan, Decision):
-            return _attached(plan, request)
-        return _attached(await self.sentry.averify_request(*plan), request)
-
-
-def _attached(decision: Decision, request: object) -> Decision:
-    if decision.allowed and decision.identity is not None:
-        if isinstance(request, HTTPConnection):
-            attach(request.scope, decision.identity)
-        else:
-            request.environ[ENVIRON_KEY] = decision.identity  # type: ignore[attr-defined]
-    return decision
 
 
 def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
@@ -138,19 +48,10 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
     return flask_request._get_current_object()  # type: ignore[attr-defined]
 
 
-def refusal_response(decision: Decision) -> Response:
-    """The Starlette response for a refused request: the middleware's status, headers and
-    JSON body."""
-    return Response(decision.body, decision.status, headers=dict(decision.headers))
-
-
 def _refusal(decision: Decision, request: object) -> Any:
     if isinstance(request, HTTPConnection):
         return refusal_response(decision)
-    from flask import Response as FlaskResponse
-
-    status, headers, body = refusal_parts(decision)
-    return FlaskResponse(body, status, headers)
+    return flask_refusal(decision)
 
 
 def _with_rate_headers(

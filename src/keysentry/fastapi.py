@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision, Identity
-from keysentry.decorators import Guard, refusal_response
+from keysentry.toolkit.guard import Guard
+from keysentry.toolkit.render import refusal_response
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry

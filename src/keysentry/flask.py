@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 from flask import request
 from werkzeug.local import LocalProxy
 
-from keysentry.wsgi import ENVIRON_KEY
+from keysentry.toolkit.identity import ENVIRON_KEY
 
 if TYPE_CHECKING:
     from keysentry.core.decision import Identity

@@ -6,29 +6,23 @@ success the identity is at ``environ["keysentry.api_key"]`` (and, in Flask,
 
     flask_app.wsgi_app = KeySentryWSGIMiddleware(flask_app.wsgi_app, sentry=ks,
                                                  exclude=["/health"])
-
-A WSGI server joins repeated ``Authorization`` headers into one value with ``", "``; such a
-value has more than two words and is refused as ``invalid_key``, as two headers are in ASGI.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
-from http import HTTPStatus
 from typing import Any
 
-from keysentry._adapter import AdapterConfig, environ_var
-from keysentry.core.decision import Decision, Reason
-from keysentry.core.pipeline import RequestFacts, normal_method
 from keysentry.service import KeySentry
+from keysentry.toolkit.config import AdapterConfig
+from keysentry.toolkit.facts import environ_facts, environ_var
+from keysentry.toolkit.guard import unexpected_failure
+from keysentry.toolkit.identity import ENVIRON_KEY
+from keysentry.toolkit.render import refusal_parts, refuse_wsgi, with_wsgi_headers
 from keysentry.types import StartResponse, WSGIApp
 
+# ENVIRON_KEY, environ_facts and refusal_parts are the toolkit's, named here too
 __all__ = ["ENVIRON_KEY", "KeySentryWSGIMiddleware", "environ_facts", "refusal_parts"]
-
-#: Where the identity of a verified request is put in the WSGI environ.
-ENVIRON_KEY = "keysentry.api_key"
-logger = logging.getLogger("keysentry")
 
 
 class KeySentryWSGIMiddleware:
@@ -79,6 +73,7 @@ class KeySentryWSGIMiddleware:
         )
         self._api_key_var = environ_var(self.config.api_key_header)
         self._read_authorization = self.config.read_authorization
+        self._verify = sentry.verify_request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         facts, preflight = environ_facts(environ, self._api_key_var, self._read_authorization)
@@ -90,64 +85,12 @@ class KeySentryWSGIMiddleware:
                 forwarded = environ.get("HTTP_X_FORWARDED_FOR")
                 client_ip = self.config.client_ip(facts.client_ip, [forwarded] if forwarded else [])
                 facts = facts._replace(client_ip=client_ip)
-            decision = self.sentry.verify_request(facts, self.config.policy(method, path))
-        except Exception:  # a bug must not become a 500 or an open door: refuse, log
-            logger.exception("keysentry: verification failed unexpectedly; answering 503")
-            decision = Decision.deny(Reason.UNAVAILABLE)
+            decision = self._verify(facts, self.config.policy(method, path))
+        except Exception:  # a bug must not become a 500 or an open door
+            decision = unexpected_failure()
         if decision.allowed:
             environ[ENVIRON_KEY] = decision.identity
             if decision.headers:
-                start_response = _with_headers(start_response, list(decision.headers))
+                start_response = with_wsgi_headers(start_response, list(decision.headers))
             return self.app(environ, start_response)
-        return _refuse(decision, method, start_response)
-
-
-def environ_facts(
-    environ: dict[str, Any], api_key_var: str | None = None, read_authorization: bool = True
-) -> tuple[RequestFacts, bool]:
-    """Gather what verification needs from a WSGI environ; also: is it a CORS preflight?
-
-    The method is upper-cased here, in the environ too, so that the app serves the request
-    by the method that was checked (werkzeug upper-cases it only later).
-    """
-    raw_method = environ.get("REQUEST_METHOD", "GET")
-    method = normal_method(raw_method)
-    if method is not raw_method and method:
-        environ["REQUEST_METHOD"] = method
-    authorization = environ.get("HTTP_AUTHORIZATION") if read_authorization else None
-    api_key = environ.get(api_key_var) if api_key_var else None
-    facts = RequestFacts(
-        method=method,
-        path=environ.get("PATH_INFO") or "/",
-        authorization=(authorization,) if authorization is not None else (),
-        api_key=(api_key,) if api_key is not None else (),
-        client_ip=environ.get("REMOTE_ADDR"),
-    )
-    preflight = (
-        method == "OPTIONS"
-        and "HTTP_ORIGIN" in environ
-        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
-    )
-    return facts, preflight
-
-
-def _with_headers(start_response: StartResponse, extra: list[tuple[str, str]]) -> StartResponse:
-    """Add the rate-limit headers to the app's response."""
-
-    def start_with_headers(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
-        return start_response(status, [*headers, *extra], *args)
-
-    return start_with_headers
-
-
-def refusal_parts(decision: Decision) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Status line, headers and body of a refusal, for WSGI and Flask."""
-    status = HTTPStatus(decision.status)
-    headers = [*decision.headers, ("content-length", str(len(decision.body)))]
-    return f"{status.value} {status.phrase}", headers, decision.body
-
-
-def _refuse(decision: Decision, method: str, start_response: StartResponse) -> list[bytes]:
-    status, headers, body = refusal_parts(decision)
-    start_response(status, headers)
-    return [b""] if method == "HEAD" else [body]
+        return refuse_wsgi(decision, method, start_response)

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 import pytest
 from starlette.testclient import TestClient
 
-from keysentry import KeySentry, RateLimitRule
+from keysentry import ConfigurationError, KeySentry, RateLimitRule
 from keysentry.admin import create_admin_app, create_admin_key
 from keysentry.testing import FakeClock
 
@@ -28,7 +28,8 @@ class World:
         )  # fmt: skip
         self.key, self.key_id = issued.secret, issued.key.id
         self.admin = create_admin_key(ks).secret
-        self.client = TestClient(create_admin_app(ks))
+        # the proxy calls forward-auth from this machine, as nginx's auth_request does
+        self.client = TestClient(create_admin_app(ks), client=("127.0.0.1", 50000))
 
     def check(self, body: dict[str, Any], key: str | None = None) -> Any:
         headers = {"Authorization": f"Bearer {key or self.admin}"}
@@ -202,3 +203,40 @@ def test_forward_per_ip_limits_use_the_proxys_hop(world: World) -> None:
         response = world.forward(key=world.key, **{k.replace("-", "_"): v
                                                     for k, v in headers.items()})  # fmt: skip
         assert response.status_code == 200, ip
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Real-IP"])
+def test_forward_ignores_forwarding_headers_from_an_untrusted_caller(
+    world: World, header: str
+) -> None:
+    # a client that reaches forward-auth directly cannot pick a fresh address per request
+    world.ks.update_rate_limit_scheme(
+        "two", rules=[RateLimitRule(unit="minute", max_requests=1, mode="per_key_and_ip")]
+    )
+    direct = TestClient(create_admin_app(world.ks), client=("203.0.113.50", 40000))
+    statuses = [
+        direct.get("/v1/authz/forward", headers={
+            "Authorization": f"Bearer {world.key}", "X-Forwarded-Uri": "/orders/1",
+            header: f"198.51.100.{n}",
+        }).status_code
+        for n in (1, 2)
+    ]  # fmt: skip
+    assert statuses == [200, 429]
+
+
+def test_forward_trusts_the_proxies_it_is_given(world: World) -> None:
+    world.ks.update_rate_limit_scheme(
+        "two", rules=[RateLimitRule(unit="minute", max_requests=1, mode="per_key_and_ip")]
+    )
+    app = create_admin_app(world.ks, trusted_proxies=["10.0.0.0/8"])
+    proxy = TestClient(app, client=("10.1.2.3", 40000))
+    statuses = [
+        proxy.get("/v1/authz/forward", headers={
+            "Authorization": f"Bearer {world.key}", "X-Forwarded-Uri": "/orders/1",
+            "X-Real-IP": f"198.51.100.{n}",
+        }).status_code
+        for n in (1, 2)
+    ]  # fmt: skip
+    assert statuses == [200, 200]
+    with pytest.raises(ConfigurationError, match="trusted_proxies"):
+        create_admin_app(world.ks, trusted_proxies=["not-an-ip"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from keysentry.admin import schemas as s
 from keysentry.admin.auth import ADMIN_APP_SLUG, ADMIN_PERMISSION, authenticate
-from keysentry.admin.authz import authz_routes
+from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES, authz_routes
 from keysentry.admin.http import HTTPProblem, error_response, problem_response, read_body
 from keysentry.errors import ConflictError, KeySentryError
 
@@ -254,6 +254,7 @@ def create_admin_app(
     open_verification: bool = False,
     close_on_shutdown: bool = False,
     title: str = "keysentry admin API",
+    trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
 ) -> Starlette:
     """The admin API (and, with *verification*, the verification endpoints) as an ASGI app.
 
@@ -267,6 +268,8 @@ def create_admin_app(
         close_on_shutdown: close *ks* when the server shuts down (for a server that owns
             it, as ``keysentry serve`` does; not when mounted in an app that uses *ks* too).
         title: the OpenAPI document's title.
+        trusted_proxies: addresses or networks whose ``X-Forwarded-For`` / ``X-Real-IP``
+            forward-auth believes (default: this machine's loopback).
 
     Mount it in your app, or run it with ``keysentry serve``. The OpenAPI 3.1 document is at
     ``/api-auth/openapi.json``.
@@ -282,7 +285,9 @@ def create_admin_app(
             table.append(Route(path, handler, methods=[method.upper()], name=name))
             operations.setdefault(path, {})[method] = operation
     if verification:
-        authz, authz_operations = authz_routes(ks, open_verification=open_verification)
+        authz, authz_operations = authz_routes(
+            ks, open_verification=open_verification, trusted_proxies=trusted_proxies
+        )
         table.extend(authz)
         operations.update(authz_operations)
     document = s.openapi_document(operations, title=title, version=__version__)

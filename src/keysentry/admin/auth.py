@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keysentry.asgi import scope_facts
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import Policy
-from keysentry.decorators import refusal_response
 from keysentry.errors import ConflictError, NotFoundError
 from keysentry.models import IssuedKey
+from keysentry.toolkit.facts import scope_facts
+from keysentry.toolkit.render import refusal_response
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry

@@ -14,13 +14,16 @@ configuration: ``permission`` (repeatable), ``resource``, ``api_key_header`` (al
 key from this header), and ``compat=nginx``: nginx passes only 401 and 403 on, so every other
 refusal (429, 503, 400) is answered 403 then, the real status being in ``X-Keysentry-Status``.
 Every refusal carries ``X-Keysentry-Status``, ``X-Keysentry-Reason`` and ``X-Keysentry-Error``
-(the JSON body), for proxies that cannot pass a body on.
+(the JSON body), for proxies that cannot pass a body on. The client's address (per-IP rate
+limits) comes from ``X-Forwarded-For`` or ``X-Real-IP`` only when a trusted proxy calls
+(``trusted_proxies``; this machine's loopback by default), as in the middleware.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
@@ -36,14 +39,25 @@ from keysentry.core.decision import Decision, Identity
 from keysentry.core.patterns import pattern_problem
 from keysentry.core.pipeline import Policy, RequestFacts, normal_method
 from keysentry.errors import KeySentryError, ValidationError
+from keysentry.toolkit.guard import unexpected_failure
+from keysentry.toolkit.proxies import Network, client_ip, parse_proxies
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["CHECK_PATH", "FORWARD_PATH", "authz_routes", "identity_headers", "verdict"]
+__all__ = [
+    "CHECK_PATH",
+    "DEFAULT_TRUSTED_PROXIES",
+    "FORWARD_PATH",
+    "authz_routes",
+    "identity_headers",
+    "verdict",
+]
 
 CHECK_PATH = "/v1/authz/check"
 FORWARD_PATH = "/v1/authz/forward"
+#: Who may tell forward-auth the client's address: proxies on this machine.
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1")
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # printable ASCII but "%": header values are percent-encoded beyond that (no CR/LF ever)
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
@@ -98,19 +112,16 @@ def identity_headers(identity: Identity) -> list[tuple[str, str]]:
     return [(name, quote(value, safe=_SAFE)) for name, value in fields if value]
 
 
-def _client_ip(request: Request) -> str | None:
-    # The proxy in front appends the address it was called from: the right-most hop.
-    forwarded = request.headers.getlist("x-forwarded-for")
-    hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
-    if hops:
-        return hops[-1]
-    real = request.headers.get("x-real-ip")
-    if real:
-        return real.strip()
-    return request.client.host if request.client else None
+def _client_ip(request: Request, proxies: Sequence[Network]) -> str | None:
+    # the middleware's rule: forwarding headers count only when a trusted proxy sent them
+    headers = request.headers
+    peer = request.client.host if request.client else None
+    return client_ip(proxies, peer, headers.getlist("x-forwarded-for"), headers.get("x-real-ip"))
 
 
-def _forward_facts(request: Request) -> tuple[RequestFacts, Policy, bool]:
+def _forward_facts(
+    request: Request, proxies: Sequence[Network]
+) -> tuple[RequestFacts, Policy, bool]:
     headers = request.headers
     query = request.query_params
     method = headers.get("x-forwarded-method") or headers.get("x-original-method")
@@ -129,15 +140,27 @@ def _forward_facts(request: Request) -> tuple[RequestFacts, Policy, bool]:
         path if path.startswith("/") else "/" + path,
         tuple(headers.getlist("authorization")),
         tuple(headers.getlist(api_key_header)) if api_key_header else (),
-        _client_ip(request),
+        _client_ip(request, proxies),
     )
     return facts, Policy(permissions, query.get("resource")), query.get("compat") == "nginx"
 
 
 def authz_routes(
-    ks: KeySentry, *, open_verification: bool = False
+    ks: KeySentry,
+    *,
+    open_verification: bool = False,
+    trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
 ) -> tuple[list[BaseRoute], dict[str, dict[str, s.Operation]]]:
-    """The verification routes, and their entries for the OpenAPI document."""
+    """The verification routes, and their entries for the OpenAPI document.
+
+    Forward-auth takes the client's address (for per-IP rate limits) from
+    ``X-Forwarded-For`` / ``X-Real-IP`` only when the caller is one of *trusted_proxies*
+    (by default this machine's loopback, where nginx or Traefik usually call from).
+
+    Raises:
+        ConfigurationError: a trusted proxy that is not an address or network.
+    """
+    proxies = parse_proxies(trusted_proxies)
 
     async def check(request: Request) -> Response:
         if not open_verification:
@@ -161,15 +184,21 @@ def authz_routes(
             (),
             body.client_ip,
         )
-        decision = await ks.averify_request(facts, Policy(tuple(body.required_permissions)))
+        try:
+            decision = await ks.averify_request(facts, Policy(tuple(body.required_permissions)))
+        except Exception:  # a bug must not become a 500
+            decision = unexpected_failure()
         return Response(verdict(decision).model_dump_json(), media_type="application/json")
 
     async def forward(request: Request) -> Response:
         try:
-            facts, policy, nginx = _forward_facts(request)
+            facts, policy, nginx = _forward_facts(request, proxies)
         except HTTPProblem as exc:
             return problem_response(exc)
-        decision = await ks.averify_request(facts, policy)
+        try:
+            decision = await ks.averify_request(facts, policy)
+        except Exception:  # a bug must not become a 500 or an open door
+            decision = unexpected_failure()
         if decision.allowed:
             response = Response(status_code=200)
             assert decision.identity is not None

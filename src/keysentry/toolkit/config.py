@@ -1,8 +1,7 @@
-"""Adapter configuration, compiled once and shared by the ASGI and WSGI middleware."""
+"""Adapter options, checked and compiled once, shared by every middleware and decorator."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +16,9 @@ from keysentry.core.patterns import (
 )
 from keysentry.core.pipeline import Policy, path_problem
 from keysentry.errors import ConfigurationError
+from keysentry.toolkit.proxies import Network, client_ip, is_trusted, parse_proxies
 
-__all__ = ["AdapterConfig"]
+__all__ = ["AdapterConfig", "header_name", "key_sources"]
 
 _NO_REQUIREMENTS = Policy()
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
@@ -41,14 +41,26 @@ def header_name(value: object, option: str = "api_key_header") -> str | None:
     return value.lower()
 
 
-def scope_header(header: str | None) -> bytes | None:
-    """A checked header name as it appears in an ASGI scope's headers."""
-    return header.encode("latin-1") if header else None
+def key_sources(api_key_header: object, read_authorization: object) -> tuple[str | None, bool]:
+    """Check the two options that say where the key is read; return the header name
+    (lower-case) and whether ``Authorization`` is read too.
 
+    With a key header only that header is read unless *read_authorization* is ``True``;
+    without one, ``Authorization`` is always read.
 
-def environ_var(header: str | None) -> str | None:
-    """A checked header name as its WSGI environ variable (``HTTP_X_API_KEY``)."""
-    return "HTTP_" + header.upper().replace("-", "_") if header else None
+    Raises:
+        ConfigurationError: a bad header name, or ``read_authorization=False`` with no header.
+    """
+    header = header_name(api_key_header)
+    if read_authorization is None:
+        return header, header is None
+    if not isinstance(read_authorization, bool):
+        raise ConfigurationError("read_authorization must be True, False or None")
+    if not read_authorization and header is None:
+        raise ConfigurationError(
+            "read_authorization=False needs an api_key_header to read the key from"
+        )
+    return header, read_authorization
 
 
 def _permission_list(endpoint: str, value: object) -> tuple[str, ...]:
@@ -92,7 +104,7 @@ class AdapterConfig:
     rules: tuple[tuple[EndpointPattern, tuple[str, ...]], ...]
     api_key_header: str | None
     allow_preflight: bool
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
     resources: tuple[ResourceTemplate, ...] = ()
     read_authorization: bool = True
     # (method, path) -> Policy for recently seen requests: matching every rule costs
@@ -134,25 +146,8 @@ class AdapterConfig:
             except ValueError as exc:
                 raise ConfigurationError(f"permissions: {exc}") from None
             rules.append((pattern, _permission_list(endpoint, perms)))
-        header = header_name(api_key_header)
-        if read_authorization is None:
-            read_authorization = header is None
-        elif not isinstance(read_authorization, bool):
-            raise ConfigurationError("read_authorization must be True, False or None")
-        elif not read_authorization and header is None:
-            raise ConfigurationError(
-                "read_authorization=False needs an api_key_header to read the key from"
-            )
-        if isinstance(trusted_proxies, str):
-            trusted_proxies = [trusted_proxies]
-        networks = []
-        for proxy in trusted_proxies:
-            try:
-                networks.append(ipaddress.ip_network(proxy, strict=False))
-            except (TypeError, ValueError):
-                raise ConfigurationError(
-                    f"trusted_proxies: {proxy!r} is not an IP address or network"
-                ) from None
+        header, read_authorization = key_sources(api_key_header, read_authorization)
+        networks = parse_proxies(trusted_proxies)
         if resources is not None and not isinstance(resources, Mapping):
             raise ConfigurationError("resources must map routes to resource templates")
         templates = []
@@ -162,29 +157,17 @@ class AdapterConfig:
             except ValueError as exc:
                 raise ConfigurationError(f"resources: {exc}") from None
         return cls(
-            tuple(excluded), tuple(rules), header, allow_preflight, tuple(networks),
+            tuple(excluded), tuple(rules), header, allow_preflight, networks,
             tuple(templates), read_authorization,
         )  # fmt: skip
 
     def is_trusted(self, address: str) -> bool:
         """Whether *address* is one of the trusted proxies."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted_proxies)
+        return is_trusted(self.trusted_proxies, address)
 
     def client_ip(self, peer: str | None, forwarded_for: Sequence[str]) -> str | None:
-        """The client's address: *peer*, unless *peer* is a trusted proxy; then the
-        right-most ``X-Forwarded-For`` hop that is not one (each proxy appends the address
-        it was called from, so everything left of that was written by the client)."""
-        if peer is None or not forwarded_for or not self.is_trusted(peer):
-            return peer
-        hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
-        for hop in reversed(hops):
-            if hop and not self.is_trusted(hop):
-                return hop
-        return peer
+        """The client's address by the trusted-proxy rule (:func:`.proxies.client_ip`)."""
+        return client_ip(self.trusted_proxies, peer, forwarded_for)
 
     def unguarded(self, method: str, path: str, preflight: bool) -> bool:
         """Whether the request passes without a key: an excluded path, or a CORS preflight

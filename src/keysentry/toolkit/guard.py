@@ -1,0 +1,119 @@
+"""One handler's requirements checked against a request of any supported framework
+(:class:`Guard`, behind ``ks.require`` and ``ks.depends``), and the rule every adapter keeps
+when verification itself fails: refuse with 503, log, never a 500 and never an open door."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+
+from keysentry.core.decision import Decision, Reason
+from keysentry.core.patterns import pattern_problem
+from keysentry.core.pipeline import Policy, RequestFacts, authorize
+from keysentry.errors import ConfigurationError
+from keysentry.toolkit.config import key_sources
+from keysentry.toolkit.facts import environ_facts, environ_var, scope_facts, scope_header
+from keysentry.toolkit.identity import ENVIRON_KEY, attach, attach_environ
+
+if TYPE_CHECKING:
+    from keysentry.service import KeySentry
+
+__all__ = ["Guard", "Plan", "unexpected_failure"]
+
+logger = logging.getLogger("keysentry")
+_UNAVAILABLE = Decision.deny(Reason.UNAVAILABLE)
+Plan = Decision | tuple[RequestFacts, Policy]
+
+
+def unexpected_failure() -> Decision:
+    """Log the exception being handled and return the 503 verdict (call it in ``except``)."""
+    logger.exception("keysentry: verification failed unexpectedly; answering 503")
+    return _UNAVAILABLE
+
+
+class Guard:
+    """One handler's requirements, checked against a Starlette or Flask request.
+
+    Raises:
+        ConfigurationError: a malformed permission, resource template or header option.
+    """
+
+    def __init__(
+        self,
+        sentry: KeySentry,
+        permissions: Sequence[str],
+        resource: str | None = None,
+        api_key_header: str | None = None,
+        read_authorization: bool | None = None,
+    ) -> None:
+        for permission in permissions:
+            problem = pattern_problem(permission)
+            if problem:
+                raise ConfigurationError(f"require({permission!r}): the permission {problem}")
+        if resource is not None and not isinstance(resource, str):
+            raise ConfigurationError("require(resource=...) must be a string template")
+        self.sentry = sentry
+        self.permissions = tuple(permissions)
+        self.resource = resource
+        self.api_key_header, self.read_authorization = key_sources(
+            api_key_header, read_authorization
+        )
+        """Read the key from this header (lower-case), as the middleware option does."""
+        self._scope_header = scope_header(self.api_key_header)
+        self._environ_var = environ_var(self.api_key_header)
+
+    def _resource(self, params: dict[str, Any], path: str) -> str:
+        return path[1:] if self.resource is None else self.resource.format_map(params)
+
+    def plan(self, request: Any) -> Plan:
+        """A finished decision (identity already attached, or a bad template), or the facts
+        and policy still to verify."""
+        if isinstance(request, HTTPConnection):
+            identity = request.scope.get("state", {}).get("api_key")
+            params: dict[str, Any] = dict(request.path_params)
+            facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
+        else:  # a Flask request
+            identity = request.environ.get(ENVIRON_KEY)
+            params = dict(request.view_args or {})
+            facts, _ = environ_facts(request.environ, self._environ_var, self.read_authorization)
+        try:
+            resource = self._resource(params, facts.path)
+        except (KeyError, IndexError, ValueError) as exc:
+            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
+            return _UNAVAILABLE
+        if identity is not None:
+            return authorize(identity, self.permissions, resource)
+        return facts, Policy(self.permissions, resource)
+
+    def check(self, request: Any) -> Decision:
+        """Decide, verifying in this thread if needed; attach the identity if allowed."""
+        plan = self.plan(request)
+        if not isinstance(plan, Decision):
+            try:
+                plan = self.sentry.verify_request(*plan)
+            except Exception:
+                plan = unexpected_failure()
+        return _attached(plan, request)
+
+    async def acheck(self, request: Any) -> Decision:
+        """:meth:`check`, for async handlers (a store read runs in a worker thread)."""
+        plan = self.plan(request)
+        if not isinstance(plan, Decision):
+            try:
+                plan = await self.sentry.averify_request(*plan)
+            except Exception:
+                plan = unexpected_failure()
+        return _attached(plan, request)
+
+
+def _attached(decision: Decision, request: Any) -> Decision:
+    identity = decision.identity
+    if decision.allowed and identity is not None:
+        if isinstance(request, HTTPConnection):
+            attach(request.scope, identity)
+        else:
+            attach_environ(request.environ, identity)
+    return decision

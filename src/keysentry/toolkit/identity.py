@@ -1,0 +1,82 @@
+"""Where a verified identity goes: ``request.state.api_key`` and Starlette's
+``scope["auth"]`` / ``scope["user"]`` in ASGI, ``environ["keysentry.api_key"]`` in WSGI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.authentication import AuthCredentials, BaseUser
+
+from keysentry.core.decision import Identity
+from keysentry.core.patterns import Grants
+from keysentry.types import Scope
+
+__all__ = ["ENVIRON_KEY", "ApiKeyUser", "PermissionScopes", "attach", "attach_environ"]
+
+#: Where the identity of a verified request is put in the WSGI environ.
+ENVIRON_KEY = "keysentry.api_key"
+
+
+class PermissionScopes(list[str]):
+    """The key's permission patterns; ``"users:read" in scopes`` matches by glob."""
+
+    def __init__(self, identity: Identity) -> None:
+        super().__init__(identity.permissions)
+        self._identity = identity
+
+    def __contains__(self, permission: object) -> bool:
+        return isinstance(permission, str) and self._identity.has_permission(permission)
+
+
+class ApiKeyUser(BaseUser):
+    """Starlette's ``request.user`` for a request made with an API key."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.api_key = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.api_key.key_name
+
+    @property
+    def identity(self) -> str:
+        return self.api_key.key_id
+
+
+def _credentials(identity: Identity) -> AuthCredentials:
+    credentials = AuthCredentials()
+    credentials.scopes = PermissionScopes(identity)  # AuthCredentials copies to a plain list
+    return credentials
+
+
+# Starlette's auth objects for each key, built once. They are keyed by the identity's
+# compiled grants, which every per-request copy of one cached identity shares and which a
+# changed key replaces, so "is" tells a stale pair apart.
+_attached: dict[str, tuple[Grants, AuthCredentials]] = {}
+_ATTACHED_MAX = 10_000
+
+
+def attach(scope: Scope, identity: Identity) -> None:
+    """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
+    cached = _attached.get(identity.key_id)
+    if cached is None or cached[0] is not identity.grants:
+        if len(_attached) >= _ATTACHED_MAX:
+            _attached.clear()
+        cached = (identity.grants, _credentials(identity))
+        _attached[identity.key_id] = cached
+    state = scope.get("state")
+    if state is None:
+        scope["state"] = {"api_key": identity}
+    else:
+        state["api_key"] = identity
+    scope["auth"] = cached[1]
+    scope["user"] = ApiKeyUser(identity)
+
+
+def attach_environ(environ: dict[str, Any], identity: Identity) -> None:
+    """Put a verified identity where ``current_api_key`` and ``ks.require`` look for it."""
+    environ[ENVIRON_KEY] = identity
