@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import runpy
 import subprocess
@@ -60,9 +61,17 @@ def test_readme_cli_lines_parse() -> None:
         assert help_run.returncode == 0, line
 
 
-def test_runpy_example_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runpy_example_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(ROOT / "examples" / "quickstart.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    refused = [line for line in out.splitlines() if line.startswith("refused:")]
+    assert refused == [
+        "refused: permissions: 'admin' is not granted by app 'internal-api', which grants "
+        "only ['users:read', 'users:write']"
+    ]
 
 
 def readme_block(heading: str) -> str:
@@ -74,15 +83,30 @@ def readme_block(heading: str) -> str:
     return match.group(1)
 
 
+def setup_commands() -> str:
+    """The README's shell block that makes the app and key the examples use."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("The examples below need an app and a key")
+    match = re.search(r"```sh\n(.*?)```", readme[start:], re.S)
+    assert match, "README.md lost the examples' setup block"
+    return match.group(1)
+
+
 def run_block(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:  # type: ignore[type-arg]
-    """Execute a README block as a module would be, in a fresh directory; set up a key."""
+    """Run the README's setup commands in a fresh directory, as a reader would, then
+    execute the README block there as a module would be."""
     monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("KEYSENTRY_DATABASE_URL", None)
+    shell = subprocess.run(
+        ["bash", "-ec", setup_commands() + 'echo "KEY=$KEY"'],
+        capture_output=True, text=True, timeout=120, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stdout + shell.stderr
     namespace: dict = {"__name__": "readme_example"}  # type: ignore[type-arg]
     exec(compile(readme_block(heading), "README.md", "exec"), namespace)  # noqa: S102
-    ks = namespace["ks"]
-    ks.create_api_auth_app(app_slug="internal-api", name="Internal API", key_prefix="sk_live",
-                           permissions=["users:*"], resources=["users/*", "me"])  # fmt: skip
-    namespace["secret"] = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    namespace["secret"] = shell.stdout.strip().splitlines()[-1].removeprefix("KEY=")
+    assert namespace["secret"].startswith("sk_live_")
     return namespace
 
 
@@ -119,9 +143,11 @@ def test_readme_decorator_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     ns = run_block("**One handler, no middleware**", tmp_path, monkeypatch)
     with TestClient(ns["app"]) as client:
-        me = client.get("/me", headers={"Authorization": f"Bearer {ns['secret']}"}).json()
-        assert me["permissions"] == ["users:read"]
-        assert client.get("/me").json()["errors"][0]["reason"] == "missing_key"
+        auth = {"Authorization": f"Bearer {ns['secret']}"}
+        me = client.get("/users/me", headers=auth)
+        assert me.status_code == 200, me.text
+        assert me.json()["permissions"] == ["users:read"]
+        assert client.get("/users/me").json()["errors"][0]["reason"] == "missing_key"
     ns["ks"].close()
 
 
