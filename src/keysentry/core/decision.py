@@ -13,10 +13,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, final
 
 from keysentry.core.patterns import Grants
-from keysentry.core.ratelimit import Limit, static_checks
+from keysentry.core.ratelimit import Limit, Outcome, static_checks
 
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 
@@ -116,7 +116,7 @@ class Identity:
     organization_id: str | None = None
     workspace_id: str | None = None
     expires_at: float | None = None
-    rate_limits: tuple[Any, ...] = ()
+    rate_limits: tuple[Outcome, ...] = ()
     """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``):
     ``limit``, ``allowed``, ``remaining``, ``reset_ms``."""
     # Compiled once per key when the cache entry is built, shared by the per-request copies.
@@ -127,7 +127,7 @@ class Identity:
         object.__setattr__(self, "_permissions", Grants(self.permissions))
         object.__setattr__(self, "_resources", Grants(self.resources))
 
-    def with_rate_limits(self, rate_limits: tuple[Any, ...]) -> Identity:
+    def with_rate_limits(self, rate_limits: tuple[Outcome, ...]) -> Identity:
         """A copy carrying this request's rate-limit outcomes.
 
         Copies the instance dict: ``dataclasses.replace`` would run ``__init__`` and cost
@@ -154,6 +154,7 @@ class Identity:
         return self._resources.allows(resource)
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
     """A stored key compiled for verification; what the in-process cache holds.
@@ -193,6 +194,7 @@ class KeyEntry:
         object.__setattr__(self, "checks", checks)
 
 
+@final
 class Decision(NamedTuple):
     """The verdict on one request.
 

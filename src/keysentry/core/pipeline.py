@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from enum import Enum
 from hashlib import sha256
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple, final
 
 from keysentry.core.credentials import extract_credential
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match
-from keysentry.core.ratelimit import Limit, plan_checks, rate_headers
+from keysentry.core.ratelimit import Limit, Outcome, plan_checks, rate_headers
 
 __all__ = [
     "UNAVAILABLE",
     "Hit",
+    "LimiterAnswer",
     "LookupKey",
     "Policy",
     "RequestFacts",
@@ -48,14 +50,17 @@ __all__ = [
 ]
 
 
-class _Unavailable:
+class _Unavailable(Enum):
+    # an enum member, so that "result is UNAVAILABLE" narrows the type for mypy
+    UNAVAILABLE = "UNAVAILABLE"
+
     def __repr__(self) -> str:
         return "UNAVAILABLE"
 
 
 #: The answer to a lookup when the store could not be asked and nothing was cached, and to
 #: a hit when the limiter failed and the policy is to refuse ("closed").
-UNAVAILABLE: Final = _Unavailable()
+UNAVAILABLE: Final = _Unavailable.UNAVAILABLE
 _DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
 #: How many (permissions, resource) verdicts a cached key remembers (see :func:`after_lookup`).
 MAX_VERDICTS: Final = 64
@@ -113,6 +118,7 @@ class Policy(NamedTuple):
     resource: str | None = None
 
 
+@final
 class LookupKey(NamedTuple):
     """Step 1's request: "find the key whose SHA-256 is *digest*".
 
@@ -135,6 +141,7 @@ class LookupKey(NamedTuple):
         return f"LookupKey(prefix={self.prefix!r}, suffix={self.suffix!r})"
 
 
+@final
 class Hit(NamedTuple):
     """Step 2's request: "count this request against these counters, if all admit it".
 
@@ -147,6 +154,8 @@ class Hit(NamedTuple):
 
 
 LookupResult = KeyEntry | None | _Unavailable
+#: A limiter's answer to a hit: ``(allowed, outcomes)``, or :data:`UNAVAILABLE` (refuse, 503).
+LimiterAnswer = tuple[bool, tuple[Outcome, ...]] | _Unavailable
 
 
 def normal_method(method: str) -> str:
@@ -230,17 +239,17 @@ def after_lookup(
     resource = policy.resource
     if resource is None:
         resource = request.path[1:]
-    if not policy.permissions and not entry.identity.resources:
-        decision = entry.allowed  # nothing to check
-    else:
+    decision = entry.allowed  # when there is nothing to check
+    if policy.permissions or entry.identity.resources:
         # the same key asks for the same few things again and again: remember the verdicts
         verdicts = entry.verdicts
         asked = (policy.permissions, resource)
-        decision = verdicts.get(asked)  # type: ignore[assignment]
-        if decision is None:
-            decision = authorize(entry.identity, policy.permissions, resource, entry.allowed)
+        remembered = verdicts.get(asked)
+        if remembered is None:
+            remembered = authorize(entry.identity, policy.permissions, resource, decision)
             if len(verdicts) < MAX_VERDICTS:
-                verdicts[asked] = decision
+                verdicts[asked] = remembered
+        decision = remembered
     if not decision.allowed or not entry.limits:
         return decision
     checks = entry.checks
@@ -255,7 +264,7 @@ def after_lookup(
     return _new(Hit, (checks, int(now * 1000), entry.identity))
 
 
-def after_hit(hit: Hit, result: tuple[bool, tuple[Any, ...]] | _Unavailable) -> Decision:
+def after_hit(hit: Hit, result: LimiterAnswer) -> Decision:
     """Step 7's verdict from the limiter's answer to *hit*."""
     if type(result) is not tuple:
         return _UNAVAILABLE  # the limiter failed and the policy is "closed"

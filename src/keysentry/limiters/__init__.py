@@ -6,7 +6,23 @@ imported only when a Redis URL is configured (``redis`` is an optional extra).
 
 from __future__ import annotations
 
-from keysentry.limiters.base import Limiter
+from keysentry.limiters.base import Limiter, OnError
 from keysentry.limiters.memory import MemoryLimiter
 
-__all__ = ["Limiter", "MemoryLimiter"]
+__all__ = ["Limiter", "MemoryLimiter", "limiter_from_url"]
+
+
+def limiter_from_url(
+    url: str | None,
+    *,
+    timeout: float = 0.1,
+    on_error: OnError = "open",
+    key_prefix: str = "keysentry:rl:",
+) -> Limiter:
+    """The limiter a checked URL names: ``None`` or ``memory://`` for this process, a
+    ``redis://`` URL for counters shared through Redis (needs ``keysentry[redis]``)."""
+    if url is None or url.startswith("memory:"):
+        return MemoryLimiter()
+    from keysentry.limiters.redis import RedisLimiter
+
+    return RedisLimiter(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
+from keysentry.core.pipeline import LimiterAnswer
 from keysentry.core.ratelimit import Limit
 from keysentry.errors import ConfigurationError
 
@@ -34,7 +35,7 @@ class Limiter(Protocol):
 
     remote: bool
 
-    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         """Decide one request against every ``(limit, counter_key)`` pair.
 
         If every limit admits it, count it against all of them; otherwise count it against
@@ -44,7 +45,7 @@ class Limiter(Protocol):
         503 because the limiter failed.
         """
 
-    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         """:meth:`hit` for async callers."""
 
     def close(self) -> None:

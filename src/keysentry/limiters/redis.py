@@ -40,7 +40,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
-from keysentry.core.pipeline import UNAVAILABLE
+from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
 from keysentry.limiters.base import OnError, check_on_error
@@ -418,7 +418,7 @@ class RedisLimiter:
             allowed = not allowed
         return allowed, outcomes
 
-    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    def hit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         """Check and count one request against every ``(limit, counter)`` in one round trip.
 
         Returns ``(allowed, outcomes)``, or on a Redis failure what *on_error* says.
@@ -432,7 +432,7 @@ class RedisLimiter:
         self._recovered()
         return self._outcomes(checks, reply)
 
-    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         """:meth:`hit` on the running event loop, with redis-py's asyncio client."""
         if time.monotonic() < self._down_until:
             return self._fallback(checks, now_ms)
@@ -444,7 +444,9 @@ class RedisLimiter:
         return self._outcomes(checks, reply)
 
     # ------------------------------------------------------------ failure
-    def _failed(self, exc: BaseException, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    def _failed(
+        self, exc: BaseException, checks: Sequence[tuple[Limit, str]], now_ms: int
+    ) -> LimiterAnswer:
         if self._down_until == 0.0:
             logger.warning(
                 "keysentry: the Redis limiter failed (%s: %s); on_limiter_error=%r until it "
@@ -461,7 +463,7 @@ class RedisLimiter:
             self._down_until = 0.0
             logger.warning("keysentry: the Redis limiter answers again")
 
-    def _fallback(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> Any:
+    def _fallback(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         if self.on_error == "local":
             return self._local.hit(checks, now_ms)
         if self.on_error == "closed":

@@ -18,9 +18,17 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
-from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
+from keysentry.models import (
+    ApiAuthApp,
+    Event,
+    EventKind,
+    KeyRecord,
+    RateLimitRule,
+    RateLimitScheme,
+    effective_scheme_slug,
+)
 
-__all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession"]
+__all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession", "key_rules"]
 
 #: Version of the stored layout; a store refuses a database written by another version.
 SCHEMA_VERSION = 1
@@ -132,3 +140,13 @@ class KeyStore(Protocol):
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""
+
+
+def key_rules(
+    session: StoreSession, record: KeyRecord
+) -> tuple[ApiAuthApp | None, list[RateLimitRule]]:
+    """The key's app (deleted or not) and the rules that apply to the key."""
+    app = session.get_app_by_id(record.app_id)
+    slug = effective_scheme_slug(record, app)
+    scheme = session.get_scheme(slug) if slug else None
+    return app, list(scheme.rules) if scheme else []

@@ -22,8 +22,8 @@ callers. Every eviction bumps a generation counter; a load that started before
 an eviction does not put what it read back (it may have read the record before the change).
 Evicting one key or app costs O(its keys), not O(cache): cached digests are indexed by key id
 and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us, so the index
-may name digests that are gone; it is rebuilt from the cache when it grows past twice the
-cache's size.
+may name digests that are gone; it is rebuilt from every copy the cache can serve when it
+grows past three times the cache's size.
 
 When the store is unreachable (docs/design.md §7): a key verified before keeps verifying
 for at most ``max_stale`` seconds after it was last confirmed (loaded, or covered by a
@@ -37,100 +37,42 @@ read from where it stopped, so changes made meanwhile are applied).
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from types import MappingProxyType
+from collections.abc import Callable
 from typing import Final
 
 from cachetools import LRUCache, TTLCache
 
-from keysentry.core.decision import Identity, KeyEntry
-from keysentry.core.patterns import covers
+from keysentry.core.decision import KeyEntry
 from keysentry.core.pipeline import LookupKey, select_candidate
-from keysentry.core.ratelimit import Algorithm, compile_limits
+from keysentry.core.ratelimit import Algorithm
 from keysentry.errors import StoreError
-from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule, effective_scheme_slug
+from keysentry.models import KeyRecord
 from keysentry.stores.base import KeyStore, StoreSession
 from keysentry.stores.notify import RedisChanges
+from keysentry.verification.entries import EntryBuilder
 
-__all__ = ["MISS", "CachedKeyStore", "StillDown", "compile_entry", "key_rules"]
+__all__ = ["MISS", "CachedKeyStore", "EntryLoader", "StillDown"]
+
+#: Builds a key's entry from its record, reading its app and rules in the same session.
+EntryLoader = Callable[[StoreSession, KeyRecord], KeyEntry | None]
 
 logger = logging.getLogger("keysentry")
 
 
-class _Miss:
+class _Miss(enum.Enum):
+    # an enum member, so that "entry is MISS" narrows the type for mypy
+    MISS = "MISS"
+
     def __repr__(self) -> str:
         return "MISS"
 
 
 #: Returned by :meth:`CachedKeyStore.get` when the cache does not know the digest.
-MISS: Final = _Miss()
-
-
-def _ts(value: object) -> float | None:
-    return value.timestamp() if value is not None else None  # type: ignore[attr-defined]
-
-
-def key_rules(
-    session: StoreSession, record: KeyRecord
-) -> tuple[ApiAuthApp | None, list[RateLimitRule]]:
-    """The key's app (deleted or not) and the rules that apply to the key."""
-    app = session.get_app_by_id(record.app_id)
-    slug = effective_scheme_slug(record, app)
-    scheme = session.get_scheme(slug) if slug else None
-    return app, list(scheme.rules) if scheme else []
-
-
-def capped(granted: Sequence[str], wanted: Sequence[str]) -> list[str]:
-    """*wanted* within what the app grants: a pattern the app covers stays; a broader one
-    (``*`` under an app granting ``users:read``) becomes the app's patterns it covers.
-    Create and update refuse both cases; this holds for records written before that rule
-    or behind the service's back."""
-    kept: list[str] = []
-    for pattern in wanted:
-        if any(covers(g, pattern) for g in granted):
-            kept.append(pattern)
-        else:
-            kept.extend(g for g in granted if covers(pattern, g))
-    return kept
-
-
-def compile_entry(
-    record: KeyRecord,
-    app: ApiAuthApp,
-    rules: list[RateLimitRule],
-    algorithm: Algorithm = "sliding_window",
-) -> KeyEntry:
-    """Turn a stored key, its app and its rules into what verification needs."""
-    own = record.permissions or app.permissions
-    roles = [*record.org_role_permissions, *record.workspace_role_permissions]
-    granted = app.permissions
-    permissions = tuple(dict.fromkeys([*capped(granted, own), *capped(granted, roles)]))
-    identity = Identity(
-        key_id=record.id,
-        key_name=record.name,
-        app_slug=record.app_slug,
-        permissions=permissions,
-        resources=tuple(app.resources),
-        metadata=MappingProxyType(dict(record.metadata)),
-        owner_user_id=record.owner_user_id,
-        organization_id=record.organization_id,
-        workspace_id=record.workspace_id,
-        expires_at=_ts(record.expires_at),
-    )
-    return KeyEntry(
-        digest=record.key_hash,
-        identity=identity,
-        revoked=record.revoked_at is not None,
-        active=record.is_active,
-        app_active=app.is_active and app.deleted_at is None,
-        expires_at=_ts(record.expires_at),
-        previous_digest=record.previous_key_hash,
-        previous_until=_ts(record.previous_expires_at),
-        limits=compile_limits(rules, algorithm),
-    )
+MISS: Final = _Miss.MISS
 
 
 class StillDown(StoreError):
@@ -158,6 +100,8 @@ class CachedKeyStore:
         retry_after: seconds to leave a failing store alone before asking it again.
         changes: Redis pub/sub for invalidations: this cache's changes are published, and
             other processes' changes evict here within milliseconds.
+        entries: turns a stored key into its entry, reading what else it needs in the
+            same session (default: :class:`~keysentry.verification.entries.EntryBuilder`).
     """
 
     def __init__(
@@ -173,6 +117,7 @@ class CachedKeyStore:
         max_stale: float = 60.0,
         retry_after: float = 1.0,
         changes: RedisChanges | None = None,
+        entries: EntryLoader | None = None,
     ) -> None:
         self.store = store
         self.changes = changes
@@ -184,7 +129,7 @@ class CachedKeyStore:
         self._synced_at = float("-inf")  # when the event log was last read successfully
         # digest -> (entry, when it was loaded): what may be served while the store is down
         self._stale: LRUCache[str, tuple[KeyEntry, float]] = LRUCache(maxsize)
-        self._algorithm: Algorithm = algorithm
+        self._entries = entries or EntryBuilder(algorithm)
         self._timer = timer
         self._sync_interval = sync_interval
         self._next_sync = 0.0  # due at once: the first lookup records where the log stands
@@ -214,14 +159,7 @@ class CachedKeyStore:
                 # another one is sent after a second
                 self._sync_claimed_until = now + 1.0
                 return MISS
-        with self._lock:
-            try:
-                return self._positive[digest]  # not .get(): 3x slower on a TTLCache
-            except KeyError:
-                pass
-            if digest in self._negative:
-                return None
-        return MISS
+        return self._cached(digest)
 
     def _sync_due(self) -> bool:
         return self._sync_interval is not None and self._timer() >= self._next_sync
@@ -229,7 +167,7 @@ class CachedKeyStore:
     def _cached(self, digest: str) -> KeyEntry | _Miss | None:
         with self._lock:
             try:
-                return self._positive[digest]
+                return self._positive[digest]  # not .get(): 3x slower on a TTLCache
             except KeyError:
                 pass
             if digest in self._negative:
@@ -282,8 +220,7 @@ class CachedKeyStore:
             record = session.get_key(candidates[index].key_id)
             if record is None or digest not in (record.key_hash, record.previous_key_hash):
                 return None  # rotated or removed between the two reads
-            app, rules = key_rules(session, record)
-        return None if app is None else compile_entry(record, app, rules, self._algorithm)
+            return self._entries(session, record)
 
     def _stale_entry(self, digest: str, error: StoreError) -> KeyEntry:
         """The store failed: a verified key confirmed within ``max_stale``, else *error*."""

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHANNEL", "RedisChanges", "channel_name"]
+__all__ = ["CHANNEL", "RedisChanges", "changes_from_url", "channel_name"]
 
 logger = logging.getLogger("keysentry")
 CHANNEL = "keysentry:changes"
@@ -163,3 +163,12 @@ class RedisChanges:
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
+
+
+def changes_from_url(
+    url: str | None, namespace: str = "keysentry", timeout: float = 0.1
+) -> RedisChanges | None:
+    """The invalidation channel for a limiter URL: on Redis, its pub/sub; else none."""
+    if url is None or url.startswith("memory:"):
+        return None
+    return RedisChanges(url, channel=channel_name(url, namespace), timeout=max(timeout, 1.0))

@@ -1,0 +1,150 @@
+"""Apps: the containers that own keys and cap what their keys may be granted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from keysentry.errors import ConflictError, FieldError, ValidationError
+from keysentry.management._common import (
+    APP_UPDATABLE,
+    GRANTED_FIELDS,
+    ManagementBase,
+    scheme_rules,
+    ungranted,
+    update_fields,
+)
+from keysentry.models import ApiAuthApp, build
+from keysentry.stores.base import StoreSession
+
+__all__ = ["AppManagement"]
+
+
+class AppManagement(ManagementBase):
+    """Create, read, update and delete apps."""
+
+    def create_api_auth_app(
+        self,
+        app_slug: str,
+        name: str,
+        key_prefix: str,
+        *,
+        description: str | None = None,
+        is_active: bool = True,
+        permissions: Sequence[str] | None = None,
+        resources: Sequence[str] | None = None,
+        rate_limit_scheme_slug: str | None = None,
+        user_id: str | int | None = None,
+        organization_id: str | int | None = None,
+        workspace_id: str | int | None = None,
+    ) -> ApiAuthApp:
+        """Create an API auth app: the container that owns keys.
+
+        ``permissions`` and ``resources`` are glob patterns (``users:*``, ``users/*``) that
+        cap what the app's keys may be granted. When ``user_id`` is set they must be empty
+        (Wacht's rule).
+
+        Raises:
+            ValidationError: a field is malformed, or the scheme does not exist.
+            ConflictError: a live app already has this ``app_slug``.
+        """
+        now = self._now()
+        app = build(
+            ApiAuthApp,
+            {
+                "id": self._new_id("app", now),
+                "app_slug": app_slug,
+                "name": name,
+                "key_prefix": key_prefix,
+                "description": description,
+                "is_active": is_active,
+                "permissions": permissions or [],
+                "resources": resources or [],
+                "rate_limit_scheme_slug": rate_limit_scheme_slug,
+                "user_id": user_id,
+                "organization_id": organization_id,
+                "workspace_id": workspace_id,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        with self.store.write() as session:
+            if session.get_app(app.app_slug) is not None:
+                raise ConflictError(f"an app {app.app_slug!r} already exists", field="app_slug")
+            rules = scheme_rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            session.add_app(app)
+            session.append_event("app.created", now, app_slug=app.app_slug)
+        return app.model_copy(update={"rate_limits": rules})
+
+    def list_api_auth_apps(self) -> list[ApiAuthApp]:
+        """Return the live apps, oldest first, each with its resolved ``rate_limits``."""
+        with self.store.read() as session:
+            schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
+            apps = session.list_apps()
+        return [
+            a.model_copy(update={"rate_limits": schemes.get(a.rate_limit_scheme_slug or "", [])})
+            for a in apps
+        ]
+
+    def get_api_auth_app(self, app_slug: str) -> ApiAuthApp:
+        """Return the live app with this slug.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+        """
+        with self.store.read() as session:
+            app = self._live_app(session, app_slug)
+            rules = scheme_rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+        return app.model_copy(update={"rate_limits": rules})
+
+    def update_api_auth_app(self, app_slug: str, /, **fields: Any) -> ApiAuthApp:
+        """Change some of an app's fields; the others keep their values.
+
+        ``app_slug`` cannot change. Narrowing ``permissions`` is refused while a live key
+        holds a permission the new list would no longer grant.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+            ValidationError: an unknown, immutable or malformed field.
+        """
+        changes = update_fields(fields, APP_UPDATABLE)
+        now = self._now()
+        with self.store.write() as session:
+            current = self._live_app(session, app_slug)
+            data = current.model_dump(exclude={"rate_limits"}) | changes | {"updated_at": now}
+            app = build(ApiAuthApp, data)
+            rules = scheme_rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            if "permissions" in changes:
+                self._check_keys_still_granted(session, app)
+            session.save_app(app)
+            session.append_event("app.updated", now, app_slug=app.app_slug)
+        self.cache.evict_app(app.app_slug, announce=True)
+        return app.model_copy(update={"rate_limits": rules})
+
+    def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
+        """Soft-delete an app. Its keys stop verifying at once; its slug may be reused by a
+        new app, whose keys are unrelated.
+
+        Raises:
+            NotFoundError: no live app has this slug.
+        """
+        now = self._now()
+        with self.store.write() as session:
+            app = self._live_app(session, app_slug)
+            app = app.model_copy(update={"deleted_at": now, "updated_at": now})
+            session.save_app(app)
+            session.append_event("app.deleted", now, app_slug=app.app_slug)
+        self.cache.evict_app(app.app_slug, announce=True)
+        return app
+
+    @staticmethod
+    def _check_keys_still_granted(session: StoreSession, app: ApiAuthApp) -> None:
+        orphaned = [
+            FieldError("permissions", f"would no longer grant {p!r}, held by key {k.id!r}")
+            for k in session.list_keys(app.id)
+            if k.revoked_at is None
+            for field in GRANTED_FIELDS
+            for p in ungranted(app.permissions, getattr(k, field))
+        ]
+        if orphaned:
+            raise ValidationError(orphaned)
