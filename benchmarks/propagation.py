@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.servers.propagation import measure
-from tests.test_processes import uvicorn
+from tests.system.test_processes import uvicorn
 
 from keysentry import KeySentry
 

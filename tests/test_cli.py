@@ -248,6 +248,7 @@ def test_the_secret_appears_only_in_create_and_rotate_output(
             assert secret_text[8:].encode() not in path.read_bytes()
 
 
+@pytest.mark.system  # starts processes
 def test_console_script_runs_as_a_subprocess(tmp_path: Path) -> None:
     env = {"KEYSENTRY_DATABASE_URL": f"sqlite:///{tmp_path}/k.db", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(

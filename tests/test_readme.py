@@ -39,6 +39,7 @@ def test_readme_quick_start_runs_twice_in_a_fresh_directory(
     assert (tmp_path / "keysentry.db").exists()
 
 
+@pytest.mark.system  # starts processes
 def test_readme_cli_lines_parse() -> None:
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"## The CLI\n\n```sh\n(.*?)```", readme, re.S)
@@ -110,6 +111,7 @@ def run_block(heading: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return namespace
 
 
+@pytest.mark.system  # starts processes
 def test_readme_fastapi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from starlette.testclient import TestClient
 
@@ -126,6 +128,7 @@ def test_readme_fastapi_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ns["ks"].close()
 
 
+@pytest.mark.system  # starts processes
 def test_readme_flask_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from werkzeug.test import Client
 
@@ -138,6 +141,7 @@ def test_readme_flask_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ns["ks"].close()
 
 
+@pytest.mark.system  # starts processes
 def test_readme_decorator_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from starlette.testclient import TestClient
 
@@ -201,7 +205,7 @@ def test_front_door_commands() -> None:
     commands = [line for line in block.group(1).splitlines() if line.startswith("python3")]
     assert len(commands) == 2
     demo, tests = commands
-    # the first runs the checked demo tour (tests/test_demo.py runs it as a subprocess)
+    # the first runs the checked demo tour (tests/system/test_demo.py runs it as a subprocess)
     assert demo.endswith("pip install -e '.[serve]' && keysentry demo --check")
     # the second is exactly what CI runs after making its venv
     assert tests.endswith("&& pip install -e '.[dev]' && pytest")

@@ -156,6 +156,7 @@ def _hammer(prefix: str, seconds: float, threads: int, out: Any) -> None:
     out.put(dict(admitted))
 
 
+@pytest.mark.system  # starts processes
 def test_8_processes_x_25_threads_admit_exactly_100_per_window(redis_prefix: str) -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

@@ -1,5 +1,5 @@
 """Measure how long a revocation or rotation made in one process takes to reach every worker
-of a running server (tests/test_propagation.py asserts the bound; benchmarks/propagation.py
+of a running server (tests/system/test_propagation.py asserts the bound; benchmarks/propagation.py
 reports the distribution over 200 changes).
 
 While busy clients keep every worker serving (and caching) the keys, the measuring process
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from keysentry import KeySentry
-from tests.test_processes import reply as call
+from tests.system.test_processes import reply as call
 
 
 @dataclass

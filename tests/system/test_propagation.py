@@ -16,7 +16,7 @@ import pytest
 from keysentry import KeySentry
 from tests.conftest import REDIS_URL, require_redis
 from tests.servers.propagation import measure
-from tests.test_processes import uvicorn
+from tests.system.test_processes import uvicorn
 
 BOUND = 1.0 + 0.3  # sync_interval, plus a lookup under load
 

@@ -28,7 +28,7 @@ from keysentry import KeySentry, RateLimitRule
 from keysentry.admin import create_admin_app
 from keysentry.server import free_port, running
 
-DOC = Path(__file__).parent.parent / "docs" / "http-api.md"
+DOC = Path(__file__).parents[2] / "docs" / "http-api.md"
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
 )

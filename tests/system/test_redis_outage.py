@@ -21,7 +21,7 @@ from keysentry import KeySentry
 from keysentry.core.decision import Decision
 from keysentry.limiters.redis import RedisLimiter
 from tests.own_services import OwnRedis
-from tests.test_processes import uvicorn
+from tests.system.test_processes import uvicorn
 
 pytestmark = pytest.mark.redis
 

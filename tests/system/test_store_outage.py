@@ -18,7 +18,7 @@ import pytest
 from keysentry import KeySentry
 from keysentry.core.keys import generate_key
 from tests.own_services import OwnPostgres
-from tests.test_processes import uvicorn
+from tests.system.test_processes import uvicorn
 
 pytestmark = pytest.mark.postgres
 MAX_STALE = 4.0

@@ -21,7 +21,7 @@ import pytest
 from keysentry import KeySentry
 from tests.conftest import REDIS_URL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SYNC_INTERVAL = 1.0  # the default
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from keysentry import KeySentry, RateLimitRule
 from tests.conftest import REDIS_URL, require_redis
-from tests.test_processes import uvicorn
+from tests.system.test_processes import uvicorn
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 LIMIT = 50

@@ -25,9 +25,9 @@ from keysentry import KeySentry, RateLimitRule
 from keysentry.asgi import KeySentryMiddleware
 from keysentry.server import free_port
 from tests.servers import PERMISSIONS
-from tests.test_servers import _uvicorn, request
+from tests.system.test_servers import _uvicorn, request
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SERVERS = ["werkzeug", "waitress", "gunicorn", "uvicorn-h11", "uvicorn-httptools"]
 # these answer 400 themselves to a method that is not upper-case; werkzeug's server and h11
 # pass it on, which is where the case once slipped past the rules
@@ -146,7 +146,7 @@ def test_a_method_that_is_not_a_token_is_400(served: Served, method: str) -> Non
     secret = served.ks.create_api_key("internal-api", "k").secret
     raw = (f"{method} /users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
            f"Authorization: Bearer {secret}\r\n\r\n").encode("latin-1")  # fmt: skip
-    from tests.test_servers import send_raw
+    from tests.system.test_servers import send_raw
 
     # either the server refuses it itself or keysentry does; never 200, never 500
     assert send_raw(served.port, raw).status == 400, served.kind

@@ -115,7 +115,7 @@ def test_reference_examples_with_curl(server: Server) -> None:
 
 
 def test_the_docs_httpx_example(server: Server) -> None:
-    doc = (Path(__file__).parent.parent / "docs" / "http-api.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "http-api.md").read_text()
     match = re.search(r"With httpx:\n\n```python\n(.*?)```", doc, re.S)
     assert match
     code = match.group(1).replace("http://127.0.0.1:8080", server.base)
