@@ -34,6 +34,7 @@ from keysentry.core.patterns import parse_endpoint, pattern_problem
 from keysentry.errors import FieldError, ValidationError
 
 __all__ = [
+    "MAX_GRACE_SECONDS",
     "MODES",
     "UNITS",
     "ApiAuthApp",
@@ -122,6 +123,8 @@ def _check_patterns(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))  # drop repeats, keep order
 
 
+#: The longest a rotated key's old secret may keep working: 7 days.
+MAX_GRACE_SECONDS = 7 * 86_400
 MAX_DEPTH = 32
 
 

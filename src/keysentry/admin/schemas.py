@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from keysentry.core.keys import PREFIX_PATTERN
 from keysentry.models import (
     APP_SLUG_PATTERN,
+    MAX_GRACE_SECONDS,
     SCHEME_SLUG_PATTERN,
     ApiAuthApp,
     ApiKey,
@@ -128,7 +129,7 @@ class RotateKeyRequest(_Body):
     period during which the old secret still verifies)."""
 
     api_key_id: Str
-    grace_seconds: StrictInt = Field(default=0, ge=0, le=604_800)
+    grace_seconds: StrictInt = Field(default=0, ge=0, le=MAX_GRACE_SECONDS)
 
 
 class CreateSchemeRequest(_Body):

@@ -180,10 +180,8 @@ class EndpointPattern:
 
     def matches(self, method: str, path: str) -> bool:
         """Return whether a request with *method* and *path* falls under this pattern."""
-        if self.method is not None:
-            request_method = "GET" if method == "HEAD" else method
-            if request_method != self.method:
-                return False
+        if self.method is not None and route_method(method) != self.method:
+            return False
         return self._path.allows(path)
 
 
@@ -194,7 +192,13 @@ def _split_method(text: str) -> tuple[str | None, str]:
     method, _, path = text.partition(" ")
     if not _METHOD.fullmatch(method):
         raise ValueError(f"{text!r}: the method must be an uppercase HTTP method such as GET")
-    return ("GET" if method == "HEAD" else method), path
+    return route_method(method), path
+
+
+def route_method(method: str) -> str:
+    """The method endpoint patterns compare: HEAD counts as GET (it is a GET without a
+    body), every other method as itself."""
+    return "GET" if method == "HEAD" else method
 
 
 def parse_endpoint(text: object) -> EndpointPattern:
@@ -242,7 +246,7 @@ class ResourceTemplate:
     def fill(self, method: str, path: str) -> str | None:
         """The resource of a request to *method* *path*, or ``None`` if the route does not
         match it."""
-        if self.method is not None and ("GET" if method == "HEAD" else method) != self.method:
+        if self.method is not None and route_method(method) != self.method:
             return None
         match = self._regex.fullmatch(path)
         return None if match is None else self.resource.format_map(match.groupdict())

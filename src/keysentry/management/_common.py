@@ -11,7 +11,13 @@ from typing import Any, Protocol
 from keysentry.core.keys import TokenFactory, base62
 from keysentry.core.patterns import covers
 from keysentry.errors import FieldError, NotFoundError, ValidationError
-from keysentry.models import ApiAuthApp, KeyRecord, RateLimitRule, RateLimitScheme
+from keysentry.models import (
+    MAX_GRACE_SECONDS,
+    ApiAuthApp,
+    KeyRecord,
+    RateLimitRule,
+    RateLimitScheme,
+)
 from keysentry.stores.base import KeyStore, StoreSession, key_rules
 
 __all__ = ["MAX_GRACE_SECONDS", "Invalidation", "ManagementBase"]
@@ -34,7 +40,6 @@ SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
 LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
 # a key's permission lists, each capped by its app's grants: a key never grants more
 GRANTED_FIELDS = ("permissions", "org_role_permissions", "workspace_role_permissions")
-MAX_GRACE_SECONDS = 7 * 86_400
 
 
 # a whole key (prefix, "_", 38 base62 characters) anywhere in the text
