@@ -307,6 +307,11 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer /v1/authz/check without an admin key (trusted networks only)",
     )
+    p.add_argument(
+        "--trusted-proxy", action="append", metavar="ADDRESS",
+        help="a proxy whose X-Forwarded-For forward-auth believes (repeat for more; "
+        "default: $KEYSENTRY_TRUSTED_PROXIES, else this machine's loopback)",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info")
 
     p = groups.add_parser("demo", help="serve an example API on a throw-away store")
@@ -337,7 +342,7 @@ def _verify(ks: KeySentry, a: argparse.Namespace) -> Any:
 
 
 def _serve(a: argparse.Namespace) -> int:
-    from keysentry.server import serve
+    from keysentry.server import TRUSTED_PROXIES_ENV, serve
 
     url = database_url_from_env(getattr(a, "database_url", None))
     os.environ[DATABASE_URL_ENV] = url  # the workers build their service from these
@@ -345,6 +350,11 @@ def _serve(a: argparse.Namespace) -> int:
         os.environ[LIMITER_URL_ENV] = a.limiter_url
     if a.open_verification:
         os.environ["KEYSENTRY_OPEN_VERIFICATION"] = "1"
+    if a.trusted_proxy:
+        from keysentry.toolkit.proxies import parse_proxies
+
+        parse_proxies(a.trusted_proxy)  # a bad address fails here, not in every worker
+        os.environ[TRUSTED_PROXIES_ENV] = ",".join(a.trusted_proxy)
     KeySentry(url, limiter_url=a.limiter_url).close()  # bad URLs fail here, once; schema made
     serve(host=a.host, port=a.port, workers=a.workers, log_level=a.log_level)
     return 0

@@ -20,9 +20,18 @@ from typing import Any
 from keysentry.errors import ConfigurationError
 from keysentry.settings import LIMITER_URL_ENV, database_url_from_env
 
-__all__ = ["OPEN_VERIFICATION_ENV", "app_from_env", "free_port", "running", "serve"]
+__all__ = [
+    "OPEN_VERIFICATION_ENV",
+    "TRUSTED_PROXIES_ENV",
+    "app_from_env",
+    "free_port",
+    "running",
+    "serve",
+]
 
 OPEN_VERIFICATION_ENV = "KEYSENTRY_OPEN_VERIFICATION"
+#: Comma-separated addresses or networks whose forwarding headers forward-auth believes.
+TRUSTED_PROXIES_ENV = "KEYSENTRY_TRUSTED_PROXIES"
 
 
 def _uvicorn() -> ModuleType:
@@ -36,11 +45,18 @@ def _uvicorn() -> ModuleType:
 def app_from_env() -> Any:
     """Build the served app from the environment (uvicorn calls it in each worker)."""
     from keysentry.admin import create_admin_app
+    from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES
     from keysentry.service import KeySentry
 
     ks = KeySentry(database_url_from_env(), limiter_url=os.environ.get(LIMITER_URL_ENV) or None)
     open_verification = os.environ.get(OPEN_VERIFICATION_ENV, "") in ("1", "true", "yes")
-    return create_admin_app(ks, open_verification=open_verification, close_on_shutdown=True)
+    proxies = [p.strip() for p in os.environ.get(TRUSTED_PROXIES_ENV, "").split(",") if p.strip()]
+    return create_admin_app(
+        ks,
+        open_verification=open_verification,
+        close_on_shutdown=True,
+        trusted_proxies=proxies or DEFAULT_TRUSTED_PROXIES,
+    )
 
 
 def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -240,3 +241,36 @@ def test_forward_trusts_the_proxies_it_is_given(world: World) -> None:
     assert statuses == [200, 200]
     with pytest.raises(ConfigurationError, match="trusted_proxies"):
         create_admin_app(world.ks, trusted_proxies=["not-an-ip"])
+
+
+def test_keysentry_serve_reads_its_trusted_proxies_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keysentry.server import TRUSTED_PROXIES_ENV, app_from_env
+
+    url = f"sqlite:///{tmp_path / 'ks.db'}"
+    with KeySentry(url) as ks:
+        ks.create_rate_limit_scheme("one", "One", [RateLimitRule(
+            unit="minute", max_requests=1, mode="per_key_and_ip")])  # fmt: skip
+        ks.create_api_auth_app("shop", "Shop", "sk_shop", rate_limit_scheme_slug="one")
+        key = ks.create_api_key("shop", "k").secret
+    monkeypatch.setenv("KEYSENTRY_DATABASE_URL", url)
+    monkeypatch.setenv(TRUSTED_PROXIES_ENV, "10.0.0.0/8, 192.0.2.1")
+    with TestClient(app_from_env(), client=("10.9.9.9", 40000)) as proxy:
+        statuses = [
+            proxy.get("/v1/authz/forward", headers={
+                "Authorization": f"Bearer {key}", "X-Forwarded-For": f"198.51.100.{n}",
+            }).status_code
+            for n in (1, 2)
+        ]  # fmt: skip
+    assert statuses == [200, 200]  # two clients behind a trusted proxy: one request each
+
+
+def test_cli_serve_refuses_a_bad_trusted_proxy_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keysentry.cli import main
+
+    url = f"sqlite:///{tmp_path / 'ks.db'}"
+    assert main(["serve", "--database-url", url, "--trusted-proxy", "not-an-ip"]) == 1
+    assert "'not-an-ip' is not an IP address or network" in capsys.readouterr().err
