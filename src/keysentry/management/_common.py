@@ -4,6 +4,7 @@ update fields and granted permissions."""
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -114,17 +115,18 @@ class Invalidation(Protocol):
         """Forget everything (a scheme changed)."""
 
 
-class ManagementBase:
-    """The state every management call uses; the apps, schemes and keys mix it in."""
+class ManagementBase(ABC):
+    """The state every management call uses; the apps, schemes and keys mix it in. The
+    class that composes them (``KeySentry``) supplies :attr:`cache`."""
 
     store: KeyStore
     _clock: Callable[[], float]
     _token_factory: TokenFactory
 
     @property
+    @abstractmethod
     def cache(self) -> Invalidation:
         """Where a change is evicted from (the verification cache)."""
-        raise NotImplementedError
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
