@@ -517,9 +517,9 @@ def test_bad_checksum_costs_no_cache_and_no_store_call(call: Call, ks: KeySentry
     counts = {"cache": 0, "store": 0}
     real_get, real_find = ks.cache.get, ks.store.find_keys
 
-    def counted_get(digest: str) -> Any:
+    def counted_get(digest: str, *now: float) -> Any:
         counts["cache"] += 1
-        return real_get(digest)
+        return real_get(digest, *now)
 
     def counted_find(prefix: str, suffix: str) -> Any:
         counts["store"] += 1

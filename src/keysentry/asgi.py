@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from keysentry.core.decision import Decision
+from keysentry.core.ratelimit import rate_header_bytes
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_facts, scope_header
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ApiKeyUser, PermissionScopes, attach
-from keysentry.toolkit.render import asgi_headers, refuse_asgi, with_asgi_headers
+from keysentry.toolkit.render import refuse_asgi, with_asgi_headers
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 # ApiKeyUser, PermissionScopes, attach and scope_facts are the toolkit's, named here too
@@ -87,25 +89,28 @@ class KeySentryMiddleware:
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
-        facts, preflight = scope_facts(scope, self._api_key_header, self._read_authorization)
-        config = self.config
-        if config.unguarded(facts.method, facts.path, preflight):
-            await self.app(scope, receive, send)
-            return
+        decision: Decision | None = None
         try:
-            if config.trusted_proxies:
-                forwarded = [v.decode("latin-1") for k, v in scope["headers"]
-                             if k == b"x-forwarded-for"]  # fmt: skip
-                facts = facts._replace(client_ip=config.client_ip(facts.client_ip, forwarded))
-            policy = config.policy(facts.method, facts.path)
-            decision = await self._averify(facts, policy)
+            facts, preflight = scope_facts(scope, self._api_key_header, self._read_authorization)
+            config = self.config
+            policy = config.route(facts.method, facts.path, preflight)
+            if policy is not None:
+                if config.trusted_proxies:
+                    forwarded = [v.decode("latin-1") for k, v in scope["headers"]
+                                 if k == b"x-forwarded-for"]  # fmt: skip
+                    client = config.client_ip(facts.client_ip, forwarded)
+                    facts = facts._replace(client_ip=client)
+                decision = await self._averify(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door
             decision = unexpected_failure()
+        if decision is None:  # excluded, or a CORS preflight
+            await self.app(scope, receive, send)
+            return
         identity = decision.identity
         if decision.allowed and identity is not None:
             attach(scope, identity)
-            if decision.headers and kind == "http":
-                send = with_asgi_headers(send, asgi_headers(decision.headers))
+            if decision.rate_limits and kind == "http":
+                send = with_asgi_headers(send, rate_header_bytes(decision.rate_limits))
             await self.app(scope, receive, send)
         else:
             await refuse_asgi(decision, scope, send)

@@ -137,6 +137,7 @@ class KeySentry(Management):
             ttl=cache_ttl,
             sync_interval=sync_interval,
             max_stale=max_stale,
+            timer=clock,  # the clock of the checks: a request reads it once
             changes=changes_from_url(self.limiter_url, redis_namespace, limiter_timeout),
             entries=EntryBuilder(rate_limit_algorithm),
         )

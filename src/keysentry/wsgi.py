@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from keysentry.core.decision import Decision
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import environ_facts, environ_var
@@ -76,21 +77,24 @@ class KeySentryWSGIMiddleware:
         self._verify = sentry.verify_request
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        facts, preflight = environ_facts(environ, self._api_key_var, self._read_authorization)
-        if self.config.unguarded(facts.method, facts.path, preflight):
-            return self.app(environ, start_response)
-        method, path = facts.method, facts.path
+        decision: Decision | None = None
         try:
-            if self.config.trusted_proxies:
-                forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-                client_ip = self.config.client_ip(facts.client_ip, [forwarded] if forwarded else [])
-                facts = facts._replace(client_ip=client_ip)
-            decision = self._verify(facts, self.config.policy(method, path))
+            facts, preflight = environ_facts(environ, self._api_key_var, self._read_authorization)
+            config = self.config
+            policy = config.route(facts.method, facts.path, preflight)
+            if policy is not None:
+                if config.trusted_proxies:
+                    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+                    client = config.client_ip(facts.client_ip, [forwarded] if forwarded else [])
+                    facts = facts._replace(client_ip=client)
+                decision = self._verify(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door
             decision = unexpected_failure()
+        if decision is None:  # excluded, or a CORS preflight
+            return self.app(environ, start_response)
         if decision.allowed:
             environ[ENVIRON_KEY] = decision.identity
-            if decision.headers:
+            if decision.rate_limits:
                 start_response = with_wsgi_headers(start_response, list(decision.headers))
             return self.app(environ, start_response)
-        return refuse_wsgi(decision, method, start_response)
+        return refuse_wsgi(decision, environ.get("REQUEST_METHOD", "GET"), start_response)

@@ -55,13 +55,6 @@ def extract_credential(
         authorization: every ``Authorization`` header value (decoded as latin-1).
         api_key: every ``X-API-Key`` value, when that header is enabled; else empty.
     """
-    if len(authorization) == 1 and not api_key:
-        # the usual request, decided here without the general path below
-        value = authorization[0]
-        if value.startswith("Bearer ") and len(value) <= MAX_CREDENTIAL_LENGTH + 7:
-            token = value[7:]
-            if token and " " not in token and "\t" not in token:
-                return token
     found: str | None = None
     if authorization:
         if len(authorization) > 1:

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple, final
 
 from keysentry.core.patterns import Grants
-from keysentry.core.ratelimit import Limit, Outcome, static_checks
+from keysentry.core.ratelimit import Limit, Outcome, rate_headers, static_checks
 
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 
@@ -205,20 +205,33 @@ class Decision(NamedTuple):
         allowed: whether the request may reach the handler.
         reason: the stable reason code (``Reason.OK`` when allowed).
         identity: the key's identity when its secret verified (also on most 403s).
-        headers: response headers to send, lower-case names.
+        fixed_headers: the verdict's own response headers (content type,
+            ``WWW-Authenticate``, a 503's ``Retry-After``), lower-case names.
         body: the error body for a refusal (empty when allowed).
+        rate_limits: the outcome of each rate-limit rule this request counted against
+            (``core.ratelimit.Outcome``), from which :attr:`headers` adds the rate-limit
+            headers; adapters that want bytes render them from here directly.
     """
 
     allowed: bool
     reason: Reason
     identity: Identity | None = None
-    headers: tuple[tuple[str, str], ...] = ()
+    fixed_headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    rate_limits: tuple[Outcome, ...] = ()
 
     @property
     def status(self) -> int:
         """The HTTP status: 200 when allowed."""
         return self.reason.status
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every response header of this verdict: :attr:`fixed_headers`, then the
+        rate-limit headers (and a 429's ``Retry-After``) from :attr:`rate_limits`."""
+        if not self.rate_limits:
+            return self.fixed_headers
+        return self.fixed_headers + rate_headers(self.rate_limits, not self.allowed)
 
     @classmethod
     def allow(cls, identity: Identity) -> Decision:
@@ -232,17 +245,19 @@ class Decision(NamedTuple):
         identity: Identity | None = None,
         detail: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        rate_limits: tuple[Outcome, ...] = (),
     ) -> Decision:
         """A refused request; *detail* is appended to the message (only after the secret
-        verified, so it tells a probe nothing); *headers* are sent too (``Retry-After``)."""
-        if identity is None and detail is None and not headers:
+        verified, so it tells a probe nothing); *headers* are sent too (a 503's
+        ``Retry-After``), and so are the rate-limit headers of *rate_limits*."""
+        if identity is None and detail is None and not headers and not rate_limits:
             return _DENIALS[reason]  # built once per reason: every such 401 is one object
         body = _BODIES[reason] if detail is None else error_body(reason, detail)
-        return cls(False, reason, identity, _HEADERS[reason] + headers, body)
+        return cls(False, reason, identity, _HEADERS[reason] + headers, body, rate_limits)
 
 
 _DENIALS: dict[Reason, Decision] = {
-    reason: Decision(False, reason, None, _HEADERS[reason], _BODIES[reason])
+    reason: Decision(False, reason, None, _HEADERS[reason], _BODIES[reason], ())
     for reason in Reason
     if reason is not Reason.OK
 }

@@ -28,10 +28,10 @@ from enum import Enum
 from hashlib import sha256
 from typing import Final, NamedTuple, final
 
-from keysentry.core.credentials import extract_credential
+from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match
-from keysentry.core.ratelimit import Limit, Outcome, plan_checks, rate_headers
+from keysentry.core.ratelimit import Limit, Outcome, plan_checks
 
 __all__ = [
     "UNAVAILABLE",
@@ -73,6 +73,7 @@ _COMMON_METHODS: Final = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 )
 _INVALID_KEY: Final = Decision.deny(Reason.INVALID_KEY)
+_MAX_BEARER: Final = len("Bearer ") + MAX_CREDENTIAL_LENGTH
 # the store failed with nothing usable cached, or the limiter failed and on_limiter_error is
 # "closed": a 503 that says when to come back (a failing store is asked again after 1 s)
 _UNAVAILABLE: Final = Decision.deny(Reason.UNAVAILABLE, headers=(("retry-after", "1"),))
@@ -209,9 +210,21 @@ def begin(request: RequestFacts) -> Decision | LookupKey:
     path = request.path
     if ("//" in path or "." in path) and path_problem(path):
         return _INVALID_PATH
-    credential = extract_credential(request.authorization, request.api_key)
-    if type(credential) is Reason:
-        return Decision.deny(credential)
+    authorization = request.authorization
+    value = authorization[0] if len(authorization) == 1 else ""
+    credential: str | Reason
+    if (
+        value.startswith("Bearer ")
+        and not request.api_key
+        and len(value) <= _MAX_BEARER
+        and "\t" not in value
+        and " " not in value[7:]
+    ):
+        credential = value[7:]  # the usual request, without extract_credential's general path
+    else:
+        credential = extract_credential(authorization, request.api_key)
+        if type(credential) is Reason:
+            return Decision.deny(credential)
     prefix = check_key(credential)
     if prefix is None:
         return _INVALID_KEY
@@ -271,8 +284,8 @@ def after_hit(hit: Hit, result: LimiterAnswer) -> Decision:
     allowed, outcomes = result
     identity = hit.identity.with_rate_limits(outcomes)
     if allowed:
-        return _new(Decision, (True, _OK, identity, rate_headers(outcomes, False), b""))
-    return Decision.deny(Reason.RATE_LIMITED, identity, headers=rate_headers(outcomes, True))
+        return _new(Decision, (True, _OK, identity, (), b"", outcomes))
+    return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
 
 
 def refusal(entry: KeyEntry, now: float) -> Decision:

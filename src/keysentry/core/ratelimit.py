@@ -33,7 +33,9 @@ __all__ = [
     "compile_limits",
     "counter_key",
     "decide_limits",
+    "judge",
     "plan_checks",
+    "rate_header_bytes",
     "rate_headers",
     "static_checks",
     "window",
@@ -71,6 +73,9 @@ class Limit:
     limit_text: str = field(init=False, repr=False, compare=False)
     policy_header: tuple[str, str] = field(init=False, repr=False, compare=False)
     limit_header: tuple[str, str] = field(init=False, repr=False, compare=False)
+    raw_policy_header: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    raw_limit_header: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
+    raw_name: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = _sf_string(self.name)
@@ -80,6 +85,11 @@ class Limit:
         object.__setattr__(self, "policy_item", item)
         object.__setattr__(self, "policy_header", ("ratelimit-policy", item))
         object.__setattr__(self, "limit_header", ("x-ratelimit-limit", self.limit_text))
+        # the same, as ASGI sends them (the header name is ASCII: see _sf_string)
+        object.__setattr__(self, "raw_policy_header", (b"ratelimit-policy", item.encode()))
+        raw_limit = (b"x-ratelimit-limit", self.limit_text.encode())
+        object.__setattr__(self, "raw_limit_header", raw_limit)
+        object.__setattr__(self, "raw_name", name.encode())
 
     def matching_endpoint(self, method: str, path: str) -> EndpointPattern | None:
         """The first endpoint pattern of this rule that the request falls under."""
@@ -120,10 +130,12 @@ def _month_bounds(now_ms: int) -> tuple[int, int]:
 
 
 def window(limit: Limit, now_ms: int) -> tuple[int, int]:
-    """``(start_ms, length_ms)`` of the window of *limit* that contains *now_ms*."""
+    """``(start_ms, length_ms)`` of the window of *limit* that contains *now_ms*: the one
+    definition of a window in Python (the Redis script has its own, in Lua, checked against
+    this one by the tests)."""
     if limit.calendar == "month":
         return _month_bounds(now_ms)
-    length = limit.window_ms
+    length = limit.window_ms  # fixed lengths, calendar days included, align to the epoch
     return now_ms - now_ms % length, length
 
 
@@ -184,13 +196,20 @@ def evaluate(
     ``remaining`` assumes the request is counted if *counted* (default: if this rule admits
     it); a request refused by another rule is not counted here either.
     """
-    current, previous = counter
-    if limit.calendar is None:
-        length = limit.window_ms
-        elapsed = now_ms % length
-    else:
-        start, length = window(limit, now_ms)
-        elapsed = now_ms - start
+    start, length = window(limit, now_ms)
+    return judge(limit, counter[0], counter[1], now_ms - start, length, counted)
+
+
+def judge(
+    limit: Limit,
+    current: int,
+    previous: int,
+    elapsed: int,
+    length: int,
+    counted: bool | None = None,
+) -> Outcome:
+    """:func:`evaluate` for a caller that already has the window (``elapsed`` ms into a
+    window of ``length`` ms): the in-process limiter, which needs the window's start too."""
     used = current * length
     if limit.sliding and previous:
         used += previous * (length - elapsed)
@@ -329,3 +348,21 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
         return headers
     wait = max(_reset(o) for o in outcomes if not o.allowed)
     return (*headers, ("retry-after", str(wait)))
+
+
+def rate_header_bytes(outcomes: Sequence[Outcome]) -> list[tuple[bytes, bytes]]:
+    """:func:`rate_headers` of an admitted request, as ASGI sends them: for the usual one
+    rule, from the rule's encoded pieces (no str is built and encoded on each request)."""
+    if len(outcomes) != 1:
+        return [(n.encode(), v.encode()) for n, v in rate_headers(outcomes, False)]
+    outcome = outcomes[0]
+    limit = outcome.limit
+    left = b"%d" % outcome.remaining
+    resets = b"%d" % max(1, -(-outcome.reset_ms // 1000))  # _seconds(), inline
+    return [
+        limit.raw_policy_header,
+        (b"ratelimit", limit.raw_name + b";r=" + left + b";t=" + resets),
+        limit.raw_limit_header,
+        (b"x-ratelimit-remaining", left),
+        (b"x-ratelimit-reset", resets),
+    ]

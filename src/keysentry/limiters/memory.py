@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from keysentry.core.ratelimit import Limit, Outcome, decide_limits, evaluate, window
+from keysentry.core.ratelimit import Limit, Outcome, decide_limits, judge, window
 
 __all__ = ["MemoryLimiter"]
 
@@ -27,56 +27,54 @@ class MemoryLimiter:
     remote = False
 
     def __init__(self, max_counters: int = 100_000) -> None:
-        # key -> [window start ms, window length ms, count in that window, count before]
+        # key -> [window start ms, window length ms, count in that window, count before],
+        # counted in place
         self._counters: dict[str, list[int]] = {}
         self._lock = threading.Lock()
         self._max = max_counters
-
-    def _read(self, limit: Limit, key: str, now_ms: int) -> tuple[int, int, int, int]:
-        """``(window start, window length, count in it, count in the one before)`` of the
-        counter *key* under *limit* now. Call with the lock held."""
-        if limit.calendar is None:
-            length = limit.window_ms
-            start = now_ms - now_ms % length
-        else:
-            start, length = window(limit, now_ms)
-        stored = self._counters.get(key)
-        if stored is None:
-            return start, length, 0, 0
-        if stored[0] == start:
-            return start, length, stored[2], stored[3]
-        if stored[0] + stored[1] == start:  # the stored window is the one before
-            return start, length, 0, stored[2]
-        return start, length, 0, 0
-
-    def _count(self, key: str, start: int, length: int, current: int, previous: int,
-               now_ms: int) -> None:  # fmt: skip
-        """Count one more request in *key*'s window. Call with the lock held."""
-        self._counters[key] = [start, length, current + 1, previous]
-        if len(self._counters) > self._max:
-            self._shrink(now_ms)
 
     def hit(
         self, checks: Sequence[tuple[Limit, str]], now_ms: int
     ) -> tuple[bool, tuple[Outcome, ...]]:
         """Check and count one request against every ``(limit, key)``; see the port."""
-        if len(checks) == 1:  # the common case, without the lists
+        counters = self._counters
+        if len(checks) == 1:  # the common case, without decide_limits' lists
             ((limit, key),) = checks
+            start, length = window(limit, now_ms)
             with self._lock:
-                start, length, current, previous = self._read(limit, key, now_ms)
-                outcome = evaluate(limit, (current, previous), now_ms)
+                counter = counters.get(key)
+                if counter is None or counter[0] != start:
+                    counter = self._roll(key, counter, start, length)
+                outcome = judge(limit, counter[2], counter[3], now_ms - start, length)
                 if outcome.allowed:
-                    self._count(key, start, length, current, previous, now_ms)
-                return outcome.allowed, (outcome,)
+                    counter[2] += 1
+                if len(counters) > self._max:
+                    self._shrink(now_ms)
+            return outcome.allowed, (outcome,)
+        windows = [window(limit, now_ms) for limit, _ in checks]
         with self._lock:
-            states = [self._read(limit, key, now_ms) for limit, key in checks]
+            rolled = []
+            for (_, key), (start, length) in zip(checks, windows, strict=True):
+                counter = counters.get(key)
+                if counter is None or counter[0] != start:
+                    counter = self._roll(key, counter, start, length)
+                rolled.append(counter)
             allowed, outcomes = decide_limits(
-                [limit for limit, _ in checks], [(s[2], s[3]) for s in states], now_ms
+                [limit for limit, _ in checks], [(c[2], c[3]) for c in rolled], now_ms
             )
             if allowed:
-                for (_, key), state in zip(checks, states, strict=True):
-                    self._count(key, *state, now_ms)
-            return allowed, outcomes
+                for counter in rolled:
+                    counter[2] += 1
+            if len(counters) > self._max:
+                self._shrink(now_ms)
+        return allowed, outcomes
+
+    def _roll(self, key: str, counter: list[int] | None, start: int, length: int) -> list[int]:
+        """Move *key*'s counter to the window that begins at *start* (once per window; call
+        with the lock held): the count of the window before it carries over as "previous"."""
+        previous = counter[2] if counter is not None and counter[0] + counter[1] == start else 0
+        counter = self._counters[key] = [start, length, 0, previous]
+        return counter
 
     async def ahit(
         self, checks: Sequence[tuple[Limit, str]], now_ms: int

@@ -1,7 +1,7 @@
 """The in-process key cache in front of a store (docs/design.md §7).
 
 Verified keys are cached as compiled :class:`~keysentry.core.decision.KeyEntry` objects in a
-bounded :class:`cachetools.TTLCache`, keyed by the key's SHA-256 digest (never the secret).
+bounded dict, keyed by the key's SHA-256 digest (never the secret).
 Digests that matched nothing go to a small negative cache with a short TTL, so a flood of bad
 keys does not become a flood of queries.
 
@@ -132,11 +132,20 @@ class CachedKeyStore:
         self._entries = entries or EntryBuilder(algorithm)
         self._timer = timer
         self._sync_interval = sync_interval
-        self._next_sync = 0.0  # due at once: the first lookup records where the log stands
-        self._sync_claimed_until = 0.0  # a caller was sent to read the log; see get()
+        # due at once (the first lookup records where the log stands), or never
+        self._next_sync = float("-inf") if sync_interval is not None else float("inf")
+        self._sync_from = float("-inf")  # when _next_sync was set: a clock set back is due
+        self._sync_claimed_until = float("-inf")  # a caller was sent to read the log
         self._last_seq: int | None = None
         self._sync_lock = threading.Lock()
-        self._positive: TTLCache[str, KeyEntry] = TTLCache(maxsize, ttl, timer=timer)
+        # digest -> (entry, when it was loaded). A plain dict, not a cachetools.TTLCache: a
+        # hit is one dict read and one comparison with the caller's clock reading, with no
+        # lock (a dict read is atomic) and no Python-level __getitem__ and timer calls.
+        self._fresh: dict[str, tuple[KeyEntry, float]] = {}
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self.timer = timer
+        """The clock of the TTLs and the sync schedule (the driver passes its readings)."""
         self._negative: TTLCache[str, bool] = TTLCache(
             min(maxsize, 4096), negative_ttl, timer=timer
         )
@@ -145,31 +154,39 @@ class CachedKeyStore:
         self._digests: dict[str, set[str]] = {}  # key id -> cached digests (current, previous)
         self._keys: dict[str, set[str]] = {}  # app slug -> key ids with cached digests
 
-    def get(self, digest: str) -> KeyEntry | _Miss | None:
+    def get(self, digest: str, now: float | None = None) -> KeyEntry | _Miss | None:
         """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O.
 
-        Answers :data:`MISS` when the event log is due to be read, so that :meth:`load` runs;
-        to one caller at a time: the others keep being answered from the cache meanwhile
-        (under load, dozens of requests would otherwise wait for the same read).
+        *now* is the caller's reading of :attr:`timer` (read here when not given). Answers
+        :data:`MISS` when the event log is due to be read, so that :meth:`load` runs; to one
+        caller at a time: the others keep being answered from the cache meanwhile (under
+        load, dozens of requests would otherwise wait for the same read).
         """
-        if self._sync_interval is not None:
+        if now is None:
             now = self._timer()
-            if now >= self._next_sync and now >= self._sync_claimed_until:
-                # this caller reads the log; should it never do so (a cancelled request),
-                # another one is sent after a second
-                self._sync_claimed_until = now + 1.0
-                return MISS
-        return self._cached(digest)
+        # chained comparisons: a clock set back (a wall clock may be) reads as "due" and
+        # "expired", never as "fresh for longer"
+        if self._sync_from <= now < self._next_sync:
+            fresh = self._fresh.get(digest)
+            if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
+                return fresh[0]
+        elif not self._sync_claimed_until - 1.0 <= now < self._sync_claimed_until:
+            # this caller reads the log; should it never do so (a cancelled request),
+            # another one is sent after a second
+            self._sync_claimed_until = now + 1.0
+            return MISS
+        return self._cached(digest, now)
 
     def _sync_due(self) -> bool:
-        return self._sync_interval is not None and self._timer() >= self._next_sync
+        return self._sync_interval is not None and not (
+            self._sync_from <= self._timer() < self._next_sync
+        )
 
-    def _cached(self, digest: str) -> KeyEntry | _Miss | None:
+    def _cached(self, digest: str, now: float) -> KeyEntry | _Miss | None:
+        fresh = self._fresh.get(digest)
+        if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
+            return fresh[0]
         with self._lock:
-            try:
-                return self._positive[digest]  # not .get(): 3x slower on a TTLCache
-            except KeyError:
-                pass
             if digest in self._negative:
                 return None
         return MISS
@@ -186,10 +203,10 @@ class CachedKeyStore:
             self.sync()
         # the caller may have been sent only to read the log, or another thread may have
         # loaded this key meanwhile: the store is asked only for what is still missing
-        cached = self._cached(effect.digest)
+        started = self._timer()
+        cached = self._cached(effect.digest, started)
         if not isinstance(cached, _Miss):
             return cached
-        started = self._timer()
         if started < self._down_until:
             return self._stale_entry(effect.digest, StillDown("the store is unreachable"))
         generation = self._generation
@@ -203,10 +220,19 @@ class CachedKeyStore:
                 if entry is None:
                     self._negative[effect.digest] = True
                 else:
-                    self._positive[effect.digest] = entry
+                    self._keep(effect.digest, entry, started)
                     self._stale[effect.digest] = (entry, started)
                     self._index(effect.digest, entry)
         return entry
+
+    def _keep(self, digest: str, entry: KeyEntry, loaded_at: float) -> None:
+        # Call with the lock held. Every entry lives as long, so the least recently loaded
+        # is also the first to expire: it goes first when the cache is full.
+        fresh = self._fresh
+        fresh.pop(digest, None)  # re-inserted last
+        while len(fresh) >= self._maxsize and fresh:
+            del fresh[next(iter(fresh))]
+        fresh[digest] = (entry, loaded_at)
 
     def _read(self, effect: LookupKey) -> KeyEntry | None:
         # Only ids and hashes until a hash matches: what a wrong secret makes the store
@@ -239,10 +265,10 @@ class CachedKeyStore:
         # outage copies, which outlive their TTL entry. An entry missing here could not be
         # evicted, and a revoked key would be served while the store is down. At most
         # 2 x maxsize digests remain indexed, so rebuilds come maxsize inserts apart.
-        if len(self._digests) > 3 * self._positive.maxsize:
+        if len(self._digests) > 3 * self._maxsize:
             self._digests.clear()
             self._keys.clear()
-            for cached_digest, cached in list(self._positive.items()):
+            for cached_digest, (cached, _) in list(self._fresh.items()):
                 self._index_one(cached_digest, cached)
             for cached_digest, (kept, _) in list(self._stale.items()):
                 self._index_one(cached_digest, kept)
@@ -255,7 +281,7 @@ class CachedKeyStore:
 
     def _drop_key(self, key_id: str) -> None:
         for digest in self._digests.pop(key_id, ()):
-            self._positive.pop(digest, None)
+            self._fresh.pop(digest, None)
             self._stale.pop(digest, None)
 
     def evict_key(self, key_id: str, *, announce: bool = False) -> None:
@@ -280,7 +306,7 @@ class CachedKeyStore:
         """Forget everything (a scheme changed: its rules are compiled into entries)."""
         with self._lock:
             self._generation += 1
-            self._positive.clear()
+            self._fresh.clear()
             self._negative.clear()
             self._stale.clear()
             self._digests.clear()
@@ -297,8 +323,10 @@ class CachedKeyStore:
             self.clear()
 
     def _sync_soon(self) -> None:
-        self._next_sync = 0.0  # the next lookup reads the event log
-        self._sync_claimed_until = 0.0
+        if self._sync_interval is None:
+            return
+        self._next_sync = float("-inf")  # the next lookup reads the event log
+        self._sync_claimed_until = float("-inf")
 
     def sync(self) -> None:
         """Read the event log past the last event seen and evict what changed.
@@ -322,13 +350,14 @@ class CachedKeyStore:
                 if started - self._synced_at > self._max_stale:
                     self._expire_fresh()  # too stale to trust without the store
             if self._sync_interval is not None:
-                self._next_sync = self._timer() + self._sync_interval
+                self._sync_from = self._timer()
+                self._next_sync = self._sync_from + self._sync_interval
 
     def _expire_fresh(self) -> None:
         """Drop the TTL cache (the stale copies stay, each judged by its own age)."""
         with self._lock:
             self._generation += 1
-            self._positive.clear()
+            self._fresh.clear()
 
     def _read_events(self) -> None:
         with self.store.read() as session:

@@ -22,7 +22,7 @@ __all__ = ["AdapterConfig", "header_name", "key_sources"]
 
 _NO_REQUIREMENTS = Policy()
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
-_POLICY_CACHE_SIZE = 4096
+_ROUTE_CACHE_SIZE = 4096
 
 
 def header_name(value: object, option: str = "api_key_header") -> str | None:
@@ -107,9 +107,9 @@ class AdapterConfig:
     trusted_proxies: tuple[Network, ...] = ()
     resources: tuple[ResourceTemplate, ...] = ()
     read_authorization: bool = True
-    # (method, path) -> Policy for recently seen requests: matching every rule costs
-    # microseconds, a dict hit a tenth of one. Bounded; cleared when full.
-    _policies: dict[tuple[str, str], Policy] = field(
+    # (method, path) -> what route() answers, for recently seen requests: matching every
+    # pattern costs microseconds, a dict hit a tenth of one. Bounded; cleared when full.
+    _routes: dict[tuple[str, str], Policy | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -180,23 +180,30 @@ class AdapterConfig:
         exclude = self.exclude
         return bool(exclude) and any(matches(pattern, path) for pattern in exclude)
 
-    def policy(self, method: str, path: str) -> Policy:
-        """What a request to *method* *path* must satisfy."""
-        if not self.rules and not self.resources:
-            return _NO_REQUIREMENTS
-        policies = self._policies
-        policy = policies.get((method, path))
-        if policy is None:
-            required = self.required(method, path)
-            resource = self.resource(method, path)
-            if required or resource is not None:
-                policy = Policy(required, resource)
-            else:
-                policy = _NO_REQUIREMENTS
-            if len(policies) >= _POLICY_CACHE_SIZE:
-                policies.clear()  # a dict's operations are atomic: safe from any thread
-            policies[method, path] = policy
+    def route(self, method: str, path: str, preflight: bool = False) -> Policy | None:
+        """What a request to *method* *path* must satisfy, or ``None`` when it passes
+        without a key (:meth:`unguarded`). Remembered per ``(method, path)``."""
+        if preflight and self.unguarded(method, path, True):
+            return None
+        routes = self._routes
+        try:
+            return routes[method, path]
+        except KeyError:
+            pass
+        policy = None if self.unguarded(method, path, False) else self.policy(method, path)
+        if len(routes) >= _ROUTE_CACHE_SIZE:
+            routes.clear()  # a dict's operations are atomic: safe from any thread
+        routes[method, path] = policy
         return policy
+
+    def policy(self, method: str, path: str) -> Policy:
+        """What a request to *method* *path* must satisfy (not remembered: see
+        :meth:`route`)."""
+        required = self.required(method, path)
+        resource = self.resource(method, path)
+        if required or resource is not None:
+            return Policy(required, resource)
+        return _NO_REQUIREMENTS
 
     def resource(self, method: str, path: str) -> str | None:
         """The resource of a request to *method* *path* by the first matching template, or

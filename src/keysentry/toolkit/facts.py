@@ -43,12 +43,14 @@ def scope_facts(
     authorization: tuple[str, ...] = ()
     api_key: tuple[str, ...] = ()
     preflight_headers = 0
+    auth_name = b"authorization" if read_authorization else None
+    options = method == "OPTIONS"
     for name, value in scope["headers"]:
-        if name == b"authorization" and read_authorization:
+        if name == auth_name:
             authorization += (value.decode("latin-1"),)
         elif name == api_key_header:
             api_key += (value.decode("latin-1"),)
-        elif name == b"origin" or name == b"access-control-request-method":
+        elif options and (name == b"origin" or name == b"access-control-request-method"):
             preflight_headers += 1
     client = scope.get("client")
     client_ip = client[0] if client else None

@@ -8,7 +8,6 @@ from typing import Any
 from starlette.authentication import AuthCredentials, BaseUser
 
 from keysentry.core.decision import Identity
-from keysentry.core.patterns import Grants
 from keysentry.types import Scope
 
 __all__ = ["ENVIRON_KEY", "ApiKeyUser", "PermissionScopes", "attach", "attach_environ"]
@@ -54,19 +53,20 @@ def _credentials(identity: Identity) -> AuthCredentials:
 
 
 # Starlette's auth objects for each key, built once. They are keyed by the identity's
-# compiled grants, which every per-request copy of one cached identity shares and which a
+# permissions tuple, which every per-request copy of one cached identity shares and which a
 # changed key replaces, so "is" tells a stale pair apart.
-_attached: dict[str, tuple[Grants, AuthCredentials]] = {}
+_attached: dict[str, tuple[tuple[str, ...], AuthCredentials]] = {}
 _ATTACHED_MAX = 10_000
+_new_user = ApiKeyUser.__new__
 
 
 def attach(scope: Scope, identity: Identity) -> None:
     """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
     cached = _attached.get(identity.key_id)
-    if cached is None or cached[0] is not identity.grants:
+    if cached is None or cached[0] is not identity.permissions:
         if len(_attached) >= _ATTACHED_MAX:
             _attached.clear()
-        cached = (identity.grants, _credentials(identity))
+        cached = (identity.permissions, _credentials(identity))
         _attached[identity.key_id] = cached
     state = scope.get("state")
     if state is None:
@@ -74,7 +74,9 @@ def attach(scope: Scope, identity: Identity) -> None:
     else:
         state["api_key"] = identity
     scope["auth"] = cached[1]
-    scope["user"] = ApiKeyUser(identity)
+    user = _new_user(ApiKeyUser)  # __init__'s one assignment, without its Python call
+    user.api_key = identity
+    scope["user"] = user
 
 
 def attach_environ(environ: dict[str, Any], identity: Identity) -> None:

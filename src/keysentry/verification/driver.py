@@ -63,19 +63,36 @@ class Verifier:
         usage: UsageRecorder,
         clock: Callable[[], float],
     ) -> None:
-        self.cache = cache
         self.limiter = limiter
         self.usage = usage
         self.clock = clock
+        self.cache = cache
+
+    @property
+    def cache(self) -> CachedKeyStore:
+        """The key cache (and, behind it, the store)."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: CachedKeyStore) -> None:
+        self._cache = cache
+        # one clock reading serves the cache and the checks when they share the clock
+        self._cache_timer = None if cache.timer is self.clock else cache.timer
 
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
             return lookup
-        cached = self.cache.get(lookup.digest)
-        entry = self._load(lookup) if cached is MISS else cached
         now = self.clock()
+        timer = self._cache_timer
+        cached = self._cache.get(lookup.digest, now if timer is None else timer())
+        entry: LookupResult
+        if cached is MISS:
+            entry = self._load(lookup)
+            now = self.clock()  # the store may have taken a while
+        else:
+            entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
         if type(hit) is not Hit:
             self._note_refusal(hit, now)
@@ -89,9 +106,15 @@ class Verifier:
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
             return lookup
-        cached = self.cache.get(lookup.digest)
-        entry = await _run_in_thread(self._load, lookup) if cached is MISS else cached
         now = self.clock()
+        timer = self._cache_timer
+        cached = self._cache.get(lookup.digest, now if timer is None else timer())
+        entry: LookupResult
+        if cached is MISS:
+            entry = await _run_in_thread(self._load, lookup)
+            now = self.clock()
+        else:
+            entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
         if type(hit) is not Hit:
             self._note_refusal(hit, now)
@@ -109,7 +132,7 @@ class Verifier:
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:
-            return self.cache.load(lookup)
+            return self._cache.load(lookup)
         except StoreError as exc:
             # never the key itself: the message names the store and the driver's error; one
             # warning per failed attempt, not one per request while the store stays down
