@@ -27,15 +27,10 @@ def store_from_url(url: str) -> KeyStore:
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("database URL must be a non-empty string")
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "memory":
+    if url.split(":", 1)[0].lower() == "memory":
         return MemoryKeyStore()
-    if scheme.startswith(("sqlite", "postgres")):
-        # SQLAlchemy is imported here, not at package import: memory:// needs none of it.
-        from keysentry.stores.sql import SQLKeyStore
+    # every other URL is SQL's to judge (keysentry.stores._sql_engines, the one dispatch);
+    # SQLAlchemy is imported here, not at package import: memory:// needs none of it
+    from keysentry.stores.sql import SQLKeyStore
 
-        return SQLKeyStore(url)
-    raise ConfigurationError(
-        f"unsupported database URL scheme {scheme!r}: "
-        "use sqlite:///path.db, postgresql://... or memory://"
-    )
+    return SQLKeyStore(url)

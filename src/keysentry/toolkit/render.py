@@ -49,7 +49,7 @@ def with_asgi_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
 
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            message["headers"] = [*message.get("headers", ()), *extra]
         await send(message)
 
     return send_with_headers

@@ -1,0 +1,229 @@
+"""The SQL schema (tables, the statements built once, rows from records), shared by every
+SQL dialect keysentry runs on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from keysentry.models import ApiAuthApp, KeyRecord, RateLimitScheme
+
+__all__ = [
+    "APPS",
+    "EVENTS",
+    "EVENTS_AFTER",
+    "FIND_CANDIDATES",
+    "FIND_KEYS",
+    "GET_APP_BY_ID",
+    "GET_KEY",
+    "GET_SCHEME",
+    "ID",
+    "IDENT",
+    "KEYS",
+    "LAST_SEQ",
+    "META",
+    "METADATA",
+    "NOT_SAVED",
+    "RECORD_USAGE",
+    "SCHEMES",
+    "SLUG",
+    "UTCDateTime",
+    "app_row",
+    "key_row",
+    "scheme_row",
+]
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on SQLite (which keeps no offset) as on PostgreSQL."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+METADATA = sa.MetaData()
+ID = sa.String(64)
+SLUG = sa.String(64)
+IDENT = sa.String(128)
+
+META = sa.Table(
+    "keysentry_meta",
+    METADATA,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+APPS = sa.Table(
+    "keysentry_apps",
+    METADATA,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("app_slug", SLUG, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_prefix", sa.String(32), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("is_active", sa.Boolean, nullable=False),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("resources", sa.JSON, nullable=False),
+    sa.Column("rate_limit_scheme_slug", SLUG),
+    sa.Column("user_id", IDENT),
+    sa.Column("organization_id", IDENT),
+    sa.Column("workspace_id", IDENT),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("deleted_at", UTCDateTime),
+    # A slug is unique among live apps; a deleted app's slug may be reused, and its keys
+    # stay bound to the deleted app's id, so they never come back to life.
+    sa.Index(
+        "keysentry_apps_live_slug",
+        "app_slug",
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    ),
+)
+
+SCHEMES = sa.Table(
+    "keysentry_schemes",
+    METADATA,
+    sa.Column("slug", SLUG, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+KEYS = sa.Table(
+    "keysentry_keys",
+    METADATA,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("app_id", ID, sa.ForeignKey("keysentry_apps.id"), nullable=False, index=True),
+    sa.Column("app_slug", SLUG, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_prefix", sa.String(32), nullable=False),
+    sa.Column("key_suffix", sa.String(8), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("previous_key_hash", sa.String(64)),
+    sa.Column("previous_key_suffix", sa.String(8)),
+    sa.Column("previous_expires_at", UTCDateTime),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("environment", sa.String(64)),
+    sa.Column("rate_limit_scheme_slug", SLUG),
+    sa.Column("owner_user_id", IDENT),
+    sa.Column("organization_id", IDENT),
+    sa.Column("workspace_id", IDENT),
+    sa.Column("organization_membership_id", IDENT),
+    sa.Column("workspace_membership_id", IDENT),
+    sa.Column("org_role_permissions", sa.JSON, nullable=False),
+    sa.Column("workspace_role_permissions", sa.JSON, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("is_active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.Column("revoked_reason", sa.String(500)),
+    sa.Index("keysentry_keys_lookup", "key_prefix", "key_suffix"),
+    sa.Index("keysentry_keys_previous_lookup", "key_prefix", "previous_key_suffix"),
+)
+
+EVENTS = sa.Table(
+    "keysentry_events",
+    METADATA,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("app_slug", SLUG),
+    sa.Column("key_id", ID),
+    sa.Column("scheme_slug", SLUG),
+    sqlite_autoincrement=True,  # never reuse a seq, even after deletes
+)
+
+
+# Statements on the verification path are built once: composing an expression costs more
+# than running the indexed query it describes (benchmarks/stores.py).
+FIND_KEYS = sa.select(KEYS).where(
+    KEYS.c.key_prefix == sa.bindparam("prefix"),
+    sa.or_(
+        KEYS.c.key_suffix == sa.bindparam("suffix"),
+        KEYS.c.previous_key_suffix == sa.bindparam("suffix"),
+    ),
+)
+# Two index lookups (current suffix, grace-period suffix; an OR of the two would scan every
+# key of the prefix), left-joined to one constant row: a row of NULLs when no key matches, so
+# the database sends and the driver decodes the same either way and the time does not tell.
+_CANDIDATE_COLUMNS = (KEYS.c.id, KEYS.c.key_hash, KEYS.c.previous_key_hash)
+_MATCHES = sa.union_all(
+    sa.select(*_CANDIDATE_COLUMNS).where(
+        KEYS.c.key_prefix == sa.bindparam("prefix"),
+        KEYS.c.key_suffix == sa.bindparam("suffix"),
+    ),
+    sa.select(*_CANDIDATE_COLUMNS).where(
+        KEYS.c.key_prefix == sa.bindparam("prefix"),
+        KEYS.c.previous_key_suffix == sa.bindparam("suffix"),
+        KEYS.c.key_suffix != sa.bindparam("suffix"),
+    ),
+).subquery("matches")
+_ONE_ROW = sa.select(sa.literal(1).label("one")).subquery("one_row")
+FIND_CANDIDATES = sa.select(
+    _MATCHES.c.id, _MATCHES.c.key_hash, _MATCHES.c.previous_key_hash
+).select_from(_ONE_ROW.outerjoin(_MATCHES, sa.true()))
+GET_KEY = sa.select(KEYS).where(KEYS.c.id == sa.bindparam("key_id"))
+GET_APP_BY_ID = sa.select(APPS).where(APPS.c.id == sa.bindparam("app_id"))
+GET_SCHEME = sa.select(SCHEMES).where(SCHEMES.c.slug == sa.bindparam("slug"))
+# polled by every process once per sync_interval: an index range scan that is empty when
+# nothing changed
+EVENTS_AFTER = (
+    sa.select(EVENTS)
+    .where(EVENTS.c.seq > sa.bindparam("seq"))
+    .order_by(EVENTS.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0))
+
+
+_NOT_COLUMNS = frozenset({"rate_limits"})
+# last_used_at is the usage writer's (record_usage): a revocation must not undo it
+NOT_SAVED = frozenset({"rate_limits", "last_used_at"})
+
+
+def key_row(record: KeyRecord, skip: frozenset[str] = _NOT_COLUMNS) -> dict[str, Any]:
+    return {k: v for k, v in record.dump_all().items() if k not in skip}
+
+
+_used_at = sa.bindparam("used_at", type_=UTCDateTime())
+RECORD_USAGE = (
+    KEYS.update()
+    .where(KEYS.c.id == sa.bindparam("key_id"))
+    .where(sa.or_(KEYS.c.last_used_at.is_(None), KEYS.c.last_used_at < _used_at))
+    .values(last_used_at=_used_at)
+)
+
+
+def app_row(app: ApiAuthApp) -> dict[str, Any]:
+    return app.model_dump(exclude={"rate_limits"})
+
+
+def scheme_row(scheme: RateLimitScheme) -> dict[str, Any]:
+    return scheme.model_dump()
