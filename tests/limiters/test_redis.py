@@ -367,6 +367,6 @@ def test_commands_are_packed_as_redis_py_packs_them(args: list[str | int]) -> No
     # (redis-py splits a first argument at spaces, for "CONFIG GET": ours is always EVALSHA)
     from redis.connection import Connection
 
-    from keysentry.limiters.redis import _resp
+    from keysentry.limiters._redis_script import resp
 
-    assert _resp("EVALSHA", *args) == b"".join(Connection().pack_command("EVALSHA", *args))
+    assert resp("EVALSHA", *args) == b"".join(Connection().pack_command("EVALSHA", *args))

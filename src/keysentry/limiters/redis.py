@@ -12,7 +12,7 @@ names carry the app slug as a Redis Cluster hash tag (``keysentry:rl:{billing}:â
 counter one request touches lives in one slot, as a multi-key script requires.
 
 The script decides only *whether* to admit, with exact integer arithmetic (Lua numbers are
-doubles; :data:`_SCRIPT` multiplies in 16-bit halves so that 10^9 requests x a 31-day window
+doubles; :data:`SCRIPT` multiplies in 16-bit halves so that 10^9 requests x a 31-day window
 stays exact). It returns the counts it read, and the client computes remaining quota and
 ``Retry-After`` from them with :mod:`keysentry.core.ratelimit`, the code the in-process
 limiter uses: the two agree by construction, and a test checks them against one model.
@@ -31,7 +31,6 @@ the first request after that once Redis is back. Authentication never depends on
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
@@ -43,6 +42,7 @@ from typing import Any, Final
 from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
+from keysentry.limiters._redis_script import LOAD, SHA, resp, spec
 from keysentry.limiters.base import OnError, check_on_error
 from keysentry.limiters.memory import MemoryLimiter
 
@@ -52,113 +52,6 @@ logger = logging.getLogger("keysentry")
 
 #: Prepended to every counter name.
 KEY_PREFIX: Final = "keysentry:rl:"
-
-_SCRIPT: Final = """
--- keysentry rate limits: check every counter, then count against all of them, or none.
--- KEYS[i]: one string per counter, "s l c p" (s: window start ms, l: its length, c: count
---   in the window, p: count in the one before), expiring with its windows
--- ARGV[1]: the time in ms, or -1 to take it from Redis (the default: one clock for all)
--- ARGV[i + 1]: "window length ms, max requests, sliding 1/0, calendar month 1/0"
--- returns "now admitted current_1 previous_1 current_2 previous_2 ..." (admitted: 1/0)
--- (one string each way: redis-py packs and parses each element, which costs more than
--- the whole script)
-
--- a*b <= c*d, exactly, for a, c < 2^31 and b, d < 2^33 (doubles are exact below 2^53)
-local function mul_le(a, b, c, d)
-  local x1, x0 = a * math.floor(b / 65536), a * (b % 65536)
-  local y1, y0 = c * math.floor(d / 65536), c * (d % 65536)
-  x1, x0 = x1 + math.floor(x0 / 65536), x0 % 65536
-  y1, y0 = y1 + math.floor(y0 / 65536), y0 % 65536
-  if x1 ~= y1 then return x1 < y1 end
-  return x0 <= y0
-end
-
--- start and length (ms) of the UTC calendar month holding now (days_from_civil, H. Hinnant)
-local function month(now)
-  local days = math.floor(now / 86400000)
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local day = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  local len = 31
-  if m == 4 or m == 6 or m == 9 or m == 11 then len = 30
-  elseif m == 2 then
-    len = ((y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0) and 29 or 28
-  end
-  return (days - day + 1) * 86400000, len * 86400000
-end
-
-local now = tonumber(ARGV[1])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local out = {now, 1}
-local starts, lengths, currents, previous = {}, {}, {}, {}
--- one read for every counter; MGET answers nil for a missing key (and for a counter left
--- in another layout by an older version, which the SET below then replaces)
-local states = redis.call('MGET', unpack(KEYS))
-for i = 1, #KEYS do
-  local w, m, sliding, monthly = string.match(ARGV[i + 1], '(%d+),(%d+),(%d),(%d)')
-  local length, max = tonumber(w), tonumber(m)
-  local start
-  if monthly == '1' then start, length = month(now) else start = now - now % length end
-  local curr, prev = 0, 0
-  local state = states[i]
-  if state then
-    local s, l, c, p = string.match(state, '(%d+) (%d+) (%d+) (%d+)')
-    s, l, c = tonumber(s), tonumber(l), tonumber(c)
-    if s == start then
-      curr, prev = c, tonumber(p)
-    elseif s ~= nil and s + l == start then
-      prev = c
-    end
-  end
-  local room = max - curr - 1
-  if room < 0 or (sliding == '1' and prev > 0
-      and not mul_le(prev, length - (now - start), room, length)) then
-    out[2] = 0
-  end
-  starts[i], lengths[i], currents[i], previous[i] = start, length, curr, prev
-  out[2 * i + 1], out[2 * i + 2] = curr, prev
-end
-if out[2] == 1 then
-  for i = 1, #KEYS do
-    redis.call('SET', KEYS[i],
-      starts[i] .. ' ' .. lengths[i] .. ' ' .. (currents[i] + 1) .. ' ' .. previous[i],
-      'PX', 2 * lengths[i] + 1000)
-  end
-end
-return table.concat(out, ' ')  -- integers below 2^47: printed exactly (%.14g)
-"""
-
-
-_SHA: Final = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
-
-
-def _spec(limit: Limit) -> str:
-    """The script's description of *limit* (formatting it costs less than a dict lookup
-    keyed by the rule, whose hash covers every field)."""
-    return (
-        f"{limit.window_ms},{limit.max_requests},{int(limit.sliding)},"
-        f"{int(limit.calendar == 'month')}"
-    )
-
-
-def _resp(*parts: str | int) -> bytes:
-    """A command in RESP, the Redis protocol: an array of bulk strings (what redis-py's
-    packer writes; ours needs no connection, so a command is packed once and kept)."""
-    out = [b"*%d\r\n" % len(parts)]
-    for part in parts:
-        data = str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
 
 
 class _Errors:
@@ -181,6 +74,21 @@ _errors = _Errors()
 def _dead(exc: BaseException) -> bool:
     """Whether *exc* says the connection was closed (not a timeout, not a reply)."""
     return isinstance(exc, _errors.ConnectionError)
+
+
+def _stale_after(exc: BaseException, reused: bool, idle: list[Any]) -> list[Any]:
+    """After a call failed with *exc*: re-raise it, unless the connection was an idle one
+    that Redis had closed (a restart); then the call is worth one retry on a new connection,
+    and the other idle connections went with it: they are returned, to be dropped."""
+    if not (reused and _dead(exc)):
+        raise exc
+    return _take_all(idle)
+
+
+def _loaded(load_reply: Any, reply: bytes) -> bytes:
+    """The reply of a command sent right after ``SCRIPT LOAD``, in one round trip."""
+    del load_reply  # the script's SHA, which SHA already is
+    return reply
 
 
 def _take_all(idle: list[Any]) -> list[Any]:
@@ -320,11 +228,11 @@ class RedisLimiter:
     # counted twice, in the safe direction, and that is the worst case.
     def eval(self, keys: list[str], args: list[int | str]) -> bytes:
         """Run the script once (one round trip) and return its raw reply."""
-        return self._run(_resp("EVALSHA", _SHA, len(keys), *keys, *args))
+        return self._run(resp("EVALSHA", SHA, len(keys), *keys, *args))
 
     async def aeval(self, keys: list[str], args: list[int | str]) -> bytes:
         """:meth:`eval` with the asyncio client of the running event loop."""
-        return await self._arun(_resp("EVALSHA", _SHA, len(keys), *keys, *args))
+        return await self._arun(resp("EVALSHA", SHA, len(keys), *keys, *args))
 
     def _run(self, command: bytes) -> bytes:
         idle = self._idle
@@ -337,15 +245,11 @@ class RedisLimiter:
             try:
                 reply: bytes = connection.read_response()
             except _errors.NoScriptError:
-                connection.send_command("SCRIPT", "LOAD", _SCRIPT)
-                connection.read_response()
-                connection.send_packed_command((command,), check_health=False)
-                reply = connection.read_response()
+                connection.send_packed_command((LOAD + command,), check_health=False)
+                reply = _loaded(connection.read_response(), connection.read_response())
         except BaseException as exc:
             self._drop(connection)
-            if not (reused and _dead(exc)):
-                raise
-            for stale in _take_all(idle):  # they went with it: Redis restarted or dropped us
+            for stale in _stale_after(exc, reused, idle):  # raises unless worth a retry
                 self._drop(stale)
             return self._run(command)
         idle.append(connection)
@@ -367,15 +271,11 @@ class RedisLimiter:
             try:
                 reply: bytes = await connection.read_response()
             except _errors.NoScriptError:
-                await connection.send_command("SCRIPT", "LOAD", _SCRIPT)
-                await connection.read_response()
-                await connection.send_packed_command((command,), check_health=False)
-                reply = await connection.read_response()
+                await connection.send_packed_command((LOAD + command,), check_health=False)
+                reply = _loaded(await connection.read_response(), await connection.read_response())
         except BaseException as exc:  # a cancelled request too: its reply would be read later
             await _adrop(client, connection)
-            if not (reused and _dead(exc)):
-                raise
-            for stale in _take_all(idle):
+            for stale in _stale_after(exc, reused, idle):
                 await _adrop(client, stale)
             return await self._arun(command)
         idle.append(connection)
@@ -388,7 +288,7 @@ class RedisLimiter:
         keys = [self._prefix + counter for _, counter in checks]
         args: list[int | str] = [-1 if self._redis_time else now_ms]
         for limit, _ in checks:
-            args.append(_spec(limit))
+            args.append(spec(limit))
         return keys, args
 
     def _command(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
@@ -399,7 +299,7 @@ class RedisLimiter:
             if known is not None and known[0] is checks:
                 return known[1]
         keys, args = self._arguments(checks, now_ms)
-        command = _resp("EVALSHA", _SHA, len(keys), *keys, *args)
+        command = resp("EVALSHA", SHA, len(keys), *keys, *args)
         if self._redis_time:
             if len(self._commands) >= 1024:  # tuples planned per request come and go
                 self._commands.clear()
