@@ -8,30 +8,33 @@ an :class:`ApiKey`, which has no such field.
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, get_args
 
-import pydantic
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    JsonValue,
     StrictInt,
     StringConstraints,
     ValidationInfo,
     field_validator,
 )
 
-from keysentry.core.keys import PREFIX_PATTERN
-from keysentry.core.patterns import parse_endpoint, pattern_problem
-from keysentry.errors import FieldError, ValidationError
+from keysentry._fields import (
+    MAX_LIST_LENGTH,
+    AppSlug,
+    KeyPrefix,
+    Metadata,
+    Name,
+    Patterns,
+    SchemeSlug,
+    ScopeId,
+    Text,
+    UtcDatetime,
+    _Model,
+    build,
+)
+from keysentry.core.patterns import parse_endpoint
+from keysentry.errors import ValidationError
 
 __all__ = [
     "MAX_GRACE_SECONDS",
@@ -61,7 +64,6 @@ RateLimitMode = Literal[
     "per_app_and_ip",
     "per_key_and_ip",
 ]
-M = TypeVar("M", bound="BaseModel")
 UNITS: tuple[str, ...] = get_args(RateLimitUnit)
 MODES: tuple[str, ...] = get_args(RateLimitMode)
 
@@ -96,114 +98,8 @@ _UNIT_ALIASES = {
     "h": "hour",
     "d": "day",
 }
-MAX_LIST_LENGTH = 100
-MAX_METADATA_BYTES = 16_384
-APP_SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{1,62}"
-SCHEME_SLUG_PATTERN = r"[a-z0-9][a-z0-9_-]{1,62}"
-
-
-def _to_str(value: object) -> object:
-    # Wacht accepts user/org/workspace ids as string or number; we store strings.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
-def _check_patterns(values: list[str]) -> list[str]:
-    if len(values) > MAX_LIST_LENGTH:
-        raise ValueError(f"at most {MAX_LIST_LENGTH} patterns")
-    for value in values:
-        problem = pattern_problem(value)
-        if problem:
-            raise ValueError(f"{value!r} {problem}")
-    return list(dict.fromkeys(values))  # drop repeats, keep order
-
-
 #: The longest a rotated key's old secret may keep working: 7 days.
 MAX_GRACE_SECONDS = 7 * 86_400
-MAX_DEPTH = 32
-
-
-def value_problem(value: object, max_depth: int = MAX_DEPTH) -> str | None:
-    """What no store can hold the same way, in a value and everything nested in it: a NUL
-    character (PostgreSQL refuses it), NaN or infinity (not JSON; SQLite would answer
-    ``null``), or nesting deeper than *max_depth*. Iterative: a value nested a thousand
-    levels deep gets an answer, not a ``RecursionError``."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "must not contain NUL characters"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "must be a finite number (not NaN or infinity)"
-        elif isinstance(item, dict | list | tuple):
-            if depth >= max_depth:
-                return f"is nested more than {max_depth} levels deep"
-            if isinstance(item, dict):
-                stack.extend((k, depth + 1) for k in item)
-                stack.extend((v, depth + 1) for v in item.values())
-            else:
-                stack.extend((v, depth + 1) for v in item)
-    return None
-
-
-def _check_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
-    if size > MAX_METADATA_BYTES:
-        raise ValueError(f"is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
-    return value
-
-
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(max_length=2_000)]
-ScopeId = Annotated[str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=128)]
-Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
-Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_metadata)]
-
-
-def _syntax(pattern: str, description: str) -> AfterValidator:
-    compiled = re.compile(pattern, re.ASCII)
-
-    def check(value: str) -> str:
-        if not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} is not valid: {description}")
-        return value
-
-    return AfterValidator(check)
-
-
-AppSlug = Annotated[
-    str, _syntax(APP_SLUG_PATTERN, "use 2-63 of a-z, 0-9 and '-', starting with a-z or 0-9")
-]
-SchemeSlug = Annotated[
-    str,
-    _syntax(SCHEME_SLUG_PATTERN, "use 2-63 of a-z, 0-9, '-' and '_', starting with a-z or 0-9"),
-]
-KeyPrefix = Annotated[
-    str, _syntax(PREFIX_PATTERN, "use 2-32 of a-z, 0-9 and '_', starting with a-z")
-]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _storable(cls, value: object) -> object:
-        # before pydantic's own validation, which would recurse into a deep value
-        problem = value_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
 class RateLimitRule(_Model):
     """One rate-limit rule: at most ``max_requests`` per ``duration`` x ``unit``.
 
@@ -446,24 +342,3 @@ class Event(_Model):
     key_id: str | None = None
     scheme_slug: str | None = None
 
-
-def build(model: type[M], data: dict[str, Any]) -> M:
-    """Validate *data* into *model*, raising keysentry's :class:`ValidationError`.
-
-    Each pydantic error becomes a :class:`FieldError` named by its dotted location
-    (``rules.0.duration``), with pydantic's "Value error, " boilerplate removed.
-    """
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise ValidationError([_field_error(e) for e in exc.errors()]) from None
-
-
-def _field_error(error: Any) -> FieldError:
-    field = ".".join(str(part) for part in error["loc"])
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "is not a known field"
-    elif error["type"] == "timezone_aware":
-        message = "must include a timezone, e.g. 2026-12-31T23:59:59Z"
-    return FieldError(field, message)

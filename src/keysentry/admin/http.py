@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from keysentry._fields import MAX_DEPTH, build, value_problem
 from keysentry.errors import ConflictError, NotFoundError, StoreError, ValidationError
-from keysentry.models import MAX_DEPTH, build, value_problem
 
 __all__ = ["MAX_BODY_BYTES", "HTTPProblem", "error_response", "problem_response", "read_body"]
 

@@ -14,11 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
 from pydantic.json_schema import models_json_schema
 
+from keysentry._fields import APP_SLUG_PATTERN, SCHEME_SLUG_PATTERN
 from keysentry.core.keys import PREFIX_PATTERN
 from keysentry.models import (
-    APP_SLUG_PATTERN,
     MAX_GRACE_SECONDS,
-    SCHEME_SLUG_PATTERN,
     ApiAuthApp,
     ApiKey,
     Event,
