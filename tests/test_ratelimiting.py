@@ -16,8 +16,7 @@ from keysentry import KeySentry
 from keysentry.asgi import KeySentryMiddleware
 from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
-from tests.conftest import REDIS_URL
-from tests.test_adapters import (
+from tests.adapters.support import (
     Call,
     asgi_caller,
     fastapi_decorated,
@@ -27,6 +26,7 @@ from tests.test_adapters import (
     starlette_decorated,
     wsgi_caller,
 )
+from tests.conftest import REDIS_URL
 
 
 @pytest.fixture

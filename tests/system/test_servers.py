@@ -17,7 +17,7 @@ import uvicorn
 from werkzeug.serving import make_server
 
 from keysentry import KeySentry
-from tests.test_adapters import flask_app, starlette_app
+from tests.adapters.support import flask_app, starlette_app
 
 
 @dataclass
