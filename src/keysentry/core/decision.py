@@ -130,8 +130,8 @@ class Identity:
     def with_rate_limits(self, rate_limits: tuple[Outcome, ...]) -> Identity:
         """A copy carrying this request's rate-limit outcomes.
 
-        Copies the instance dict: ``dataclasses.replace`` would run ``__init__`` and cost
-        several microseconds on every rate-limited request (benchmarks/asgi.py).
+        Copies the instance dict: ``dataclasses.replace`` would run ``__init__`` (and
+        recompile the patterns) on every rate-limited request.
         """
         clone = object.__new__(Identity)
         state = self.__dict__.copy()
@@ -199,7 +199,7 @@ class Decision(NamedTuple):
     """The verdict on one request.
 
     A NamedTuple: one is built for every rate-limited request, and a frozen dataclass costs
-    three times as much to build.
+    more to build.
 
     Attributes:
         allowed: whether the request may reach the handler.

@@ -79,11 +79,9 @@ _MAX_BEARER: Final = len("Bearer ") + MAX_CREDENTIAL_LENGTH
 _UNAVAILABLE: Final = Decision.deny(Reason.UNAVAILABLE, headers=(("retry-after", "1"),))
 
 
-# The value types below are NamedTuples, not frozen dataclasses: they are built for every
-# request, and a frozen dataclass costs 2.5x as much to build (benchmarks/asgi.py). On the hot
-# path they are built with tuple.__new__ and every field given, which skips the generated
-# __new__ (a Python function: half the cost, and one code object less for each request to
-# bring into the CPU's caches).
+# The value types below are NamedTuples, not frozen dataclasses, which cost more to build
+# (docs/performance.md). On the hot path they are built with tuple.__new__ and every field
+# given, which skips the generated __new__, a Python function.
 _new: Final = tuple.__new__
 
 
