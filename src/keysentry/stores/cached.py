@@ -1,38 +1,14 @@
 """The in-process key cache in front of a store (docs/design.md §7).
 
-Verified keys are cached as compiled :class:`~keysentry.core.decision.KeyEntry` objects in a
-bounded dict, keyed by the key's SHA-256 digest (never the secret).
-Digests that matched nothing go to a small negative cache with a short TTL, so a flood of bad
-keys does not become a flood of queries.
-
-``TTLCache`` is not thread-safe, so one lock guards both caches; it is held only around dict
-operations, never across I/O or an ``await``. The hot path is :meth:`CachedKeyStore.get`, no
-I/O; on a miss the driver calls :meth:`CachedKeyStore.load` (in a thread, for async callers).
-
-Consistency in this process: the service evicts after every revoke, rotate, update or delete
-and before it returns.
-
-Consistency across processes (several workers, the CLI, another machine): every
-``sync_interval`` seconds the next lookup reads the store's event log past the last event
-seen and evicts what changed (``key.*``: that key; ``app.*``: the app's keys; ``scheme.*``:
-everything). So a change made anywhere is refused by this process at most ``sync_interval``
-(plus one request's lookup) later. :meth:`get` stays free of I/O: when a sync is due it
-answers :data:`MISS`, and the sync runs in :meth:`load`, in a worker thread for async
-callers. Every eviction bumps a generation counter; a load that started before
-an eviction does not put what it read back (it may have read the record before the change).
-Evicting one key or app costs O(its keys), not O(cache): cached digests are indexed by key id
-and app id. ``TTLCache`` drops entries on its own (TTL, LRU) without telling us, so the index
-may name digests that are gone; it is rebuilt from every copy the cache can serve when it
-grows past three times the cache's size.
-
-When the store is unreachable (docs/design.md §7): a key verified before keeps verifying
-for at most ``max_stale`` seconds after it was last confirmed (loaded, or covered by a
-successful read of the event log), from the cache or, once its TTL has passed, from a
-bounded copy kept for this purpose; an unknown key, or one staler than that, is a
-:class:`StoreError` (the adapters answer 503). After a failure the store is left alone for
-``retry_after`` seconds, so an outage costs one store timeout per interval, not one per
-request; the first read that succeeds afterwards brings exact service back (the event log is
-read from where it stopped, so changes made meanwhile are applied).
+Verified keys are cached as compiled :class:`~keysentry.core.decision.KeyEntry` objects by
+their SHA-256 digest (never the secret); digests that matched nothing go to a short-lived
+negative cache. :meth:`CachedKeyStore.get` is the hot path and does no I/O; on a miss the
+driver calls :meth:`CachedKeyStore.load` (in a worker thread for async callers), which also
+reads the store's event log every ``sync_interval`` and evicts what other processes changed.
+This process's own changes evict before the call returns. While the store is unreachable, a
+key verified within ``max_stale`` seconds keeps verifying; anything else is a
+:class:`~keysentry.errors.StoreError` (503). docs/architecture.md says which rules keep it
+consistent.
 """
 
 from __future__ import annotations
