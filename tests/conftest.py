@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -54,6 +55,57 @@ def _require(service: str, probe: Callable[[], str | None]) -> None:
 def require_postgres() -> None:
     """Skip (or fail, in CI) when PostgreSQL is unreachable."""
     _require("postgres", _postgres_problem)
+
+
+MYSQL_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+
+
+def _mysql_connect(database: str | None = None) -> Any:
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MYSQL_ADMIN_URL)
+    return pymysql.connect(
+        host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
+        password=url.password or "", database=database, connect_timeout=2, autocommit=True,
+    )  # fmt: skip
+
+
+def _mysql_problem() -> str | None:
+    try:
+        import pymysql
+    except ImportError:
+        return "PyMySQL is not installed (pip install -e '.[dev]')"
+    try:
+        _mysql_connect().close()
+    except pymysql.Error as exc:
+        return f"MySQL/MariaDB unreachable at {MYSQL_ADMIN_URL}: {exc}"
+    return None
+
+
+def require_mysql() -> None:
+    """Skip (or fail, in CI) when MySQL/MariaDB is unreachable."""
+    _require("mysql", _mysql_problem)
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A MySQL/MariaDB URL of a fresh database, dropped afterwards."""
+    require_mysql()
+    from sqlalchemy.engine import make_url
+
+    database = f"ks_test_{secrets.token_hex(6)}"
+    conn = _mysql_connect()
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    conn.close()
+    try:
+        yield make_url(MYSQL_ADMIN_URL).set(database=database).render_as_string(False)
+    finally:
+        conn = _mysql_connect()
+        with conn.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        conn.close()
 
 
 REDIS_URL = os.environ.get("KEYSENTRY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -109,22 +161,27 @@ def pg_url() -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+_POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+_MYSQL = pytest.param("mysql", marks=pytest.mark.mysql)
+
+
+@pytest.fixture(params=["memory", "sqlite", _POSTGRES, _MYSQL])
 def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     """Every store URL: the contract suites run once per backend."""
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keysentry.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", _POSTGRES, _MYSQL])
 def sql_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    """A SQL store URL: a SQLite file, then the real PostgreSQL (a fresh schema)."""
+    """A SQL store URL: a SQLite file, the real PostgreSQL (a fresh schema), the real
+    MySQL/MariaDB (a fresh database)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keysentry.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url"))
 
 
 @pytest.fixture

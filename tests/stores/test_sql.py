@@ -120,3 +120,64 @@ def test_store_errors_carry_no_sql_parameters() -> None:
     assert "[parameters" not in str(info.value)
     assert "OperationalError" in str(info.value)
     assert info.value.__cause__ is not None
+
+
+def test_racing_first_starts_on_an_empty_database_all_succeed(sql_url: str) -> None:
+    # eight processes' worth of engines creating the schema at once (MySQL commits DDL at
+    # once, so there a named lock keeps them apart)
+    group = [KeySentry(sql_url) for _ in range(8)]
+    try:
+        results = race([ks.list_api_auth_apps for ks in group])
+        assert results == [[]] * 8, results
+        group[0].create_api_auth_app(app_slug="after", name="A", key_prefix="sk_a")
+        assert [a.app_slug for a in group[-1].list_api_auth_apps()] == ["after"]
+    finally:
+        for ks in group:
+            ks.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://postgres@127.0.0.1:1/test", "mysql://root@127.0.0.1:1/test"],
+    ids=["postgres", "mysql"],
+)
+def test_an_unreachable_store_is_a_503_and_a_clean_store_error(url: str) -> None:
+    from keysentry.core.keys import generate_key
+
+    ks = KeySentry(url)  # nothing listens on port 1
+    verdict = ks.verify(generate_key("sk_live").secret)
+    assert (verdict.status, verdict.reason.value) == (503, "unavailable")
+    with pytest.raises(StoreError) as info:
+        ks.get_api_key("key_x")
+    assert "[parameters" not in str(info.value)
+    assert "OperationalError" in str(info.value)
+    ks.close()
+
+
+def test_mysql_datetimes_keep_microseconds_and_utc(mysql_url: str) -> None:
+    from datetime import UTC, datetime
+
+    expires = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    with KeySentry(mysql_url) as ks:
+        ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live")
+        issued = ks.create_api_key("api", "k", expires_at=expires)
+        assert ks.get_api_key(issued.key.id).expires_at == expires
+
+
+def test_mysql_compares_suffixes_and_ids_case_sensitively(mysql_url: str) -> None:
+    from keysentry import NotFoundError
+
+    with KeySentry(mysql_url) as ks:
+        ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live")
+        issued = ks.create_api_key("api", "k")
+        while issued.key.key_suffix.swapcase() == issued.key.key_suffix:  # digits only
+            issued = ks.create_api_key("api", "k")
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        suffix = issued.key.key_suffix
+        assert [k.id for k in store.find_keys("sk_live", suffix)] == [issued.key.id]
+        assert store.find_keys("sk_live", suffix.swapcase()) == []
+        other_case = issued.key.id[:4] + issued.key.id[4:].swapcase()
+        assert other_case != issued.key.id
+        with pytest.raises(NotFoundError):
+            ks.get_api_key(other_case)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 
 from keysentry.models import ApiAuthApp, KeyRecord, RateLimitScheme
@@ -37,17 +38,27 @@ __all__ = [
 ]
 
 
+# the dialects whose DATETIME keeps no offset: UTC is stored naive and read back as UTC
+_NAIVE = frozenset({"sqlite", "mysql", "mariadb"})
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out, on SQLite (which keeps no offset) as on PostgreSQL."""
+    """Aware UTC datetimes in and out, on SQLite and MySQL (which keep no offset) as on
+    PostgreSQL; to the microsecond on MySQL too (its DATETIME drops fractions by default)."""
 
     impl = sa.DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if dialect.name in _NAIVE else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -56,6 +67,23 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 METADATA = sa.MetaData()
+
+
+def _on(*dialects: str) -> Any:
+    """A ``ddl_if`` condition: create the index on these dialects only."""
+
+    def check(ddl: Any, target: Any, bind: Any, **kw: Any) -> bool:
+        return kw["dialect"].name in dialects
+
+    return check
+
+# MySQL: InnoDB, and a binary collation: key suffixes and ids are case-sensitive base62, and
+# the default collations compare case-insensitively (other dialects ignore these)
+_MYSQL: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
 ID = sa.String(64)
 SLUG = sa.String(64)
 IDENT = sa.String(128)
@@ -65,6 +93,7 @@ META = sa.Table(
     METADATA,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.String(256), nullable=False),
+    **_MYSQL,
 )
 
 APPS = sa.Table(
@@ -93,7 +122,11 @@ APPS = sa.Table(
         unique=True,
         sqlite_where=sa.text("deleted_at IS NULL"),
         postgresql_where=sa.text("deleted_at IS NULL"),
-    ),
+    ).ddl_if(callable_=_on("sqlite", "postgresql")),
+    # MySQL has no partial index: the slug is then unique among live apps by the serialized
+    # writers' own check alone (management reads and inserts in one locked session)
+    sa.Index("keysentry_apps_slug", "app_slug").ddl_if(callable_=_on("mysql", "mariadb")),
+    **_MYSQL,
 )
 
 SCHEMES = sa.Table(
@@ -105,6 +138,7 @@ SCHEMES = sa.Table(
     sa.Column("rules", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    **_MYSQL,
 )
 
 KEYS = sa.Table(
@@ -141,6 +175,7 @@ KEYS = sa.Table(
     sa.Column("revoked_reason", sa.String(500)),
     sa.Index("keysentry_keys_lookup", "key_prefix", "key_suffix"),
     sa.Index("keysentry_keys_previous_lookup", "key_prefix", "previous_key_suffix"),
+    **_MYSQL,
 )
 
 EVENTS = sa.Table(
@@ -158,6 +193,7 @@ EVENTS = sa.Table(
     sa.Column("key_id", ID),
     sa.Column("scheme_slug", SLUG),
     sqlite_autoincrement=True,  # never reuse a seq, even after deletes
+    **_MYSQL,
 )
 
 
@@ -198,7 +234,7 @@ EVENTS_AFTER = (
     sa.select(EVENTS)
     .where(EVENTS.c.seq > sa.bindparam("seq"))
     .order_by(EVENTS.c.seq)
-    .limit(sa.bindparam("limit"))
+    .limit(sa.bindparam("limit", type_=sa.Integer))
 )
 LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0))
 

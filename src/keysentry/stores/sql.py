@@ -26,7 +26,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from keysentry.errors import ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
-from keysentry.stores._sql_engines import engine_for
+from keysentry.stores._sql_engines import (
+    MYSQL_WRITER_ROW,
+    engine_for,
+    schema_lock,
+    serialize_writers,
+)
 from keysentry.stores._sql_schema import (
     APPS,
     EVENTS,
@@ -50,9 +55,6 @@ from keysentry.stores._sql_schema import (
 from keysentry.stores.base import SCHEMA_VERSION, Candidate
 
 __all__ = ["SQLKeyStore"]
-
-# pg_advisory_xact_lock key for keysentry's writers: b"keys" as an int.
-_PG_WRITE_LOCK = 0x6B657973
 
 
 class _Session:
@@ -219,8 +221,8 @@ class SQLKeyStore:
                 if write:
                     conn.execution_options(keysentry_write=True)
                 with conn.begin():
-                    if write and serialized and self._dialect == "postgresql":
-                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+                    if write and serialized:
+                        serialize_writers(conn)
                     yield conn
         except IntegrityError as exc:
             raise ConflictError(
@@ -235,7 +237,7 @@ class SQLKeyStore:
         with self._schema_lock:
             if self._ready:
                 return
-            with self._transaction(write=True) as conn:
+            with self._transaction(write=True, serialized=False) as conn, schema_lock(conn):
                 METADATA.create_all(conn, checkfirst=True)
                 version = conn.execute(
                     sa.select(META.c.value).where(META.c.name == "schema_version")
@@ -249,6 +251,9 @@ class SQLKeyStore:
                         f"the database holds keysentry schema version {version}; "
                         f"this keysentry uses version {SCHEMA_VERSION}"
                     )
+                writer = sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW)
+                if conn.execute(writer).first() is None:  # the row MySQL writers lock
+                    conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
             self._ready = True
 
     @contextmanager
