@@ -43,20 +43,22 @@ def _wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
 class OwnRedis:
     """A ``redis-server`` of our own, keeping nothing on disk."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             _missing("redis-server is not on PATH")
         self.binary = str(binary)
         self.directory = directory
-        self.port = free_port()
+        self.extra = extra
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "no", "--dir", str(self.directory), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         _wait_for_port(self.port, "redis-server")
@@ -69,6 +71,126 @@ class OwnRedis:
     def stop_if_running(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+def _cluster_port() -> int:
+    # a cluster node also listens on port + 10000 (the cluster bus)
+    while True:
+        port = free_port()
+        if port + 10000 < 65536:
+            try:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + 10000))
+                return port
+            except OSError:
+                continue
+
+
+def _redis_cli(*args: str) -> str:
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        _missing("redis-cli is not on PATH")
+    done = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=30,
+                          check=False)  # fmt: skip
+    return done.stdout + done.stderr
+
+
+class OwnRedisCluster:
+    """Three masters of our own (no replicas), ``cluster-require-full-coverage no`` so that
+    a killed master stops only its own slots."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [
+            OwnRedis(directory / f"node{i}", "--cluster-enabled", "yes",
+                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
+                     "--cluster-require-full-coverage", "no", port=_cluster_port())
+            for i in range(masters)
+        ]  # fmt: skip
+        self.url = "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        out = _redis_cli("--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                         "--cluster-replicas", "0", "--cluster-yes")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [_redis_cli("-p", str(n.port), "cluster", "info") for n in self.nodes]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"our Redis Cluster did not come up: {out}")
+
+    def master_of(self, slot: int) -> OwnRedis:
+        """The node serving *slot*."""
+        import redis
+
+        client = redis.Redis(port=self.nodes[0].port)
+        try:
+            for start, end, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    port = int(primary[1])
+                    return next(n for n in self.nodes if n.port == port)
+        finally:
+            client.close()
+        raise LookupError(slot)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop_if_running()
+
+
+class OwnSentinels:
+    """A primary, a replica and three sentinels of our own, watching service ``ks``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.primary = OwnRedis(directory / "primary")
+        self.replica = OwnRedis(directory / "replica", "--replicaof", "127.0.0.1",
+                                str(self.primary.port))  # fmt: skip
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.directory = directory
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        self.url = f"redis+sentinel://{hosts}/ks"
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        for port in self.sentinel_ports:
+            conf = self.directory / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor ks 127.0.0.1 {self.primary.port} 2\n"
+                "sentinel down-after-milliseconds ks 1000\n"
+                "sentinel failover-timeout ks 5000\n"
+                "sentinel parallel-syncs ks 1\n"
+            )
+            self.sentinels.append(subprocess.Popen(
+                [binary, str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+        for port in self.sentinel_ports:
+            _wait_for_port(port, "redis-sentinel")
+        deadline = time.monotonic() + 30  # the replica has synced, every sentinel knows it
+        while time.monotonic() < deadline:
+            info = _redis_cli("-p", str(self.replica.port), "info", "replication")
+            known = [_redis_cli("-p", str(p), "sentinel", "replicas", "ks")
+                     for p in self.sentinel_ports]  # fmt: skip
+            if "master_link_status:up" in info and all(str(self.replica.port) in k
+                                                       for k in known):  # fmt: skip
+                return
+            time.sleep(0.2)
+        raise RuntimeError("our sentinels did not come up")
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        self.primary.stop_if_running()
+        self.replica.stop_if_running()
 
 
 def _postgres_bin() -> Path | None:

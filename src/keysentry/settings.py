@@ -22,7 +22,6 @@ DATABASE_URL_ENV = "KEYSENTRY_DATABASE_URL"
 #: The environment variable ``keysentry serve`` reads the rate-limiter URL from.
 LIMITER_URL_ENV = "KEYSENTRY_LIMITER_URL"
 
-_LIMITER_SCHEMES = ("memory", "redis", "rediss", "unix")
 
 
 def database_url_from_env(
@@ -36,16 +35,23 @@ def database_url_from_env(
 
 
 def check_limiter_url(url: str | None) -> str | None:
-    """Validate a rate-limiter URL (``memory://``, ``redis://…``, ``rediss://…``).
+    """Validate a rate-limiter URL: ``memory://``, or a Redis URL (one server, a Redis
+    Cluster, Sentinel: see :mod:`keysentry._redis`).
 
     Raises:
-        ConfigurationError: the URL names another backend.
+        ConfigurationError: the URL names another backend, or a malformed Redis URL.
     """
     if url is None:
         return None
+    from keysentry._redis import SCHEMES, parse_redis_url
+
     scheme = url.split(":", 1)[0].lower() if isinstance(url, str) else ""
-    if scheme not in _LIMITER_SCHEMES or "://" not in url:
+    if scheme == "memory" and "://" in url:
+        return url
+    if scheme not in SCHEMES or "://" not in url:
         raise ConfigurationError(
-            f"unsupported limiter URL {url!r}: use memory:// or redis://host:6379/0"
+            f"unsupported limiter URL {url!r}: use memory://, redis://host:6379/0, "
+            "redis+cluster://host:7000,host:7001 or redis+sentinel://host:26379/SERVICE"
         )
+    parse_redis_url(url)
     return url

@@ -19,10 +19,13 @@ def limiter_from_url(
     on_error: OnError = "open",
     key_prefix: str = "keysentry:rl:",
 ) -> Limiter:
-    """The limiter a checked URL names: ``None`` or ``memory://`` for this process, a
-    ``redis://`` URL for counters shared through Redis (needs ``keysentry[redis]``)."""
+    """The limiter a checked URL names: ``None`` or ``memory://`` for this process; a Redis
+    URL (one server, ``redis+cluster://``, ``redis+sentinel://``) for counters shared through
+    Redis (needs ``keysentry[redis]``)."""
     if url is None or url.startswith("memory:"):
         return MemoryLimiter()
-    from keysentry.limiters.redis import RedisLimiter
+    from keysentry._redis import parse_redis_url
+    from keysentry.limiters.redis import RedisClusterLimiter, RedisLimiter
 
-    return RedisLimiter(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)
+    cls = RedisClusterLimiter if parse_redis_url(url).kind == "cluster" else RedisLimiter
+    return cls(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)

@@ -39,14 +39,15 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
+from keysentry._redis import async_client, parse_redis_url, sync_client
 from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
-from keysentry.limiters._redis_script import LOAD, SHA, resp, spec
+from keysentry.limiters._redis_script import LOAD, SCRIPT, SHA, resp, spec
 from keysentry.limiters.base import OnError, check_on_error
 from keysentry.limiters.memory import MemoryLimiter
 
-__all__ = ["KEY_PREFIX", "RedisLimiter"]
+__all__ = ["KEY_PREFIX", "RedisClusterLimiter", "RedisLimiter"]
 
 logger = logging.getLogger("keysentry")
 
@@ -60,20 +61,23 @@ class _Errors:
 
     NoScriptError: type[BaseException]
     ConnectionError: type[BaseException]
+    ReadOnlyError: type[BaseException]
 
     def bind(self) -> None:
         from redis import exceptions
 
         self.NoScriptError = exceptions.NoScriptError
         self.ConnectionError = exceptions.ConnectionError
+        self.ReadOnlyError = exceptions.ReadOnlyError
 
 
 _errors = _Errors()
 
 
 def _dead(exc: BaseException) -> bool:
-    """Whether *exc* says the connection was closed (not a timeout, not a reply)."""
-    return isinstance(exc, _errors.ConnectionError)
+    """Whether *exc* says the connection is no use any more: closed (not a timeout), or to a
+    server that became a replica (a Sentinel failover; a new connection finds the primary)."""
+    return isinstance(exc, _errors.ConnectionError | _errors.ReadOnlyError)
 
 
 def _stale_after(exc: BaseException, reused: bool, idle: list[Any]) -> list[Any]:
@@ -155,6 +159,7 @@ class RedisLimiter:
                 "limiter_url='redis://…' needs the redis extra: pip install 'keysentry[redis]'"
             ) from None
         self.url = url
+        self._target = parse_redis_url(url)
         self.on_error: OnError = check_on_error(on_error)
         self._timeout = float(timeout)
         self._retry_after = retry_after
@@ -167,7 +172,9 @@ class RedisLimiter:
         self._async: dict[int, tuple[Any, Any, list[Any]]] = {}  # id(loop) -> client, loop, idle
         # id(checks) -> (checks, the packed command): a cached key's checks are one tuple
         self._commands: dict[int, tuple[Sequence[tuple[Limit, str]], bytes]] = {}
-        self._down_until = 0.0
+        # scope -> the time before which Redis is left alone there: one scope (None) for a
+        # server, one per hash slot in a cluster, where a node's failure is its slots' alone
+        self._down: dict[int | None, float] = {}
         _errors.bind()
         _LIMITERS.add(self)
 
@@ -187,9 +194,7 @@ class RedisLimiter:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    import redis
-
-                    self._client = redis.Redis.from_url(self.url, **self._options())
+                    self._client = sync_client(self._target, **self._options())
         return self._client
 
     def _async_client(self) -> tuple[Any, Any, list[Any]]:
@@ -197,9 +202,7 @@ class RedisLimiter:
         loop = asyncio.get_running_loop()
         entry = self._async.get(id(loop))
         if entry is None or entry[1] is not loop:
-            import redis.asyncio
-
-            entry = (redis.asyncio.Redis.from_url(self.url, **self._options()), loop, [])
+            entry = (async_client(self._target, **self._options()), loop, [])
             if len(self._async) > 8:  # loops come and go in tests; keep a few
                 self._async.clear()
             self._async[id(loop)] = entry
@@ -323,45 +326,65 @@ class RedisLimiter:
 
         Returns ``(allowed, outcomes)``, or on a Redis failure what *on_error* says.
         """
-        if time.monotonic() < self._down_until:
+        scope = self._scope(checks)
+        if self._down and time.monotonic() < self._down.get(scope, 0.0):
             return self._fallback(checks, now_ms)
         try:
-            reply = self._run(self._command(checks, now_ms))
+            reply = self._send(checks, now_ms)
         except Exception as exc:  # redis errors, OSError, timeouts: the policy decides
-            return self._failed(exc, checks, now_ms)
-        self._recovered()
+            return self._failed(exc, scope, checks, now_ms)
+        if self._down:
+            self._recovered(scope)
         return self._outcomes(checks, reply)
 
     async def ahit(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         """:meth:`hit` on the running event loop, with redis-py's asyncio client."""
-        if time.monotonic() < self._down_until:
+        scope = self._scope(checks)
+        if self._down and time.monotonic() < self._down.get(scope, 0.0):
             return self._fallback(checks, now_ms)
         try:
-            reply = await self._arun(self._command(checks, now_ms))
+            reply = await self._asend(checks, now_ms)
         except Exception as exc:
-            return self._failed(exc, checks, now_ms)
-        self._recovered()
+            return self._failed(exc, scope, checks, now_ms)
+        if self._down:
+            self._recovered(scope)
         return self._outcomes(checks, reply)
+
+    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
+        """Where a failure of this request's call counts: everywhere, for one server."""
+        return None
+
+    def _send(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        return self._run(self._command(checks, now_ms))
+
+    async def _asend(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        return await self._arun(self._command(checks, now_ms))
 
     # ------------------------------------------------------------ failure
     def _failed(
-        self, exc: BaseException, checks: Sequence[tuple[Limit, str]], now_ms: int
+        self,
+        exc: BaseException,
+        scope: int | None,
+        checks: Sequence[tuple[Limit, str]],
+        now_ms: int,
     ) -> LimiterAnswer:
-        if self._down_until == 0.0:
+        if scope not in self._down:
+            where = "" if scope is None else f" for hash slot {scope}"
             logger.warning(
-                "keysentry: the Redis limiter failed (%s: %s); on_limiter_error=%r until it "
+                "keysentry: the Redis limiter failed%s (%s: %s); on_limiter_error=%r until it "
                 "answers again",
+                where,
                 type(exc).__name__,
                 exc,
                 self.on_error,
             )
-        self._down_until = time.monotonic() + self._retry_after
+        self._down[scope] = time.monotonic() + self._retry_after
         return self._fallback(checks, now_ms)
 
-    def _recovered(self) -> None:
-        if self._down_until:
-            self._down_until = 0.0
-            logger.warning("keysentry: the Redis limiter answers again")
+    def _recovered(self, scope: int | None) -> None:
+        if self._down.pop(scope, None) is not None:
+            where = "" if scope is None else f" for hash slot {scope}"
+            logger.warning("keysentry: the Redis limiter answers again%s", where)
 
     def _fallback(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> LimiterAnswer:
         if self.on_error == "local":
@@ -372,8 +395,8 @@ class RedisLimiter:
 
     @property
     def available(self) -> bool:
-        """Whether the last call reached Redis (``False`` during an outage)."""
-        return self._down_until == 0.0
+        """Whether the last calls reached Redis (``False`` while any part is failing)."""
+        return not self._down
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running event loop."""
@@ -389,6 +412,49 @@ class RedisLimiter:
         if self._client is not None:
             for connection in _take_all(self._idle):
                 self._drop(connection)
+            self._client.close()
+            self._client = None
+        self._async.clear()
+        self._local.close()
+
+
+class RedisClusterLimiter(RedisLimiter):
+    """:class:`RedisLimiter` on a Redis Cluster (``redis+cluster://host:7000,host:7001``).
+
+    Every counter of one request carries the app's hash tag, so the whole script runs on the
+    one node that owns the app's slot, in one round trip; redis-py's cluster client finds
+    that node and follows ``MOVED``/``ASK`` while slots migrate. A node that fails is left
+    alone (and answered per *on_error*) for its own slots only: the other nodes' apps keep
+    exact limits. Run the cluster with ``cluster-require-full-coverage no``, or a master
+    without a replica stops the whole cluster when it fails.
+    """
+
+    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
+        from redis.crc import key_slot
+
+        return int(key_slot((self._prefix + checks[0][1]).encode()))
+
+    def _send(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        keys, args = self._arguments(checks, now_ms)
+        client = self._sync_client()
+        try:
+            reply: bytes = client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        except _errors.NoScriptError:  # this node has not seen the script: EVAL caches it
+            reply = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        return reply
+
+    async def _asend(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        keys, args = self._arguments(checks, now_ms)
+        client, _, _ = self._async_client()
+        try:
+            reply: bytes = await client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        except _errors.NoScriptError:
+            reply = await client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        return reply
+
+    def close(self) -> None:
+        """Close the cluster client (every node's connections)."""
+        if self._client is not None:
             self._client.close()
             self._client = None
         self._async.clear()

@@ -75,9 +75,10 @@ class RedisChanges:
         self._on_reconnect = on_reconnect
 
     def _redis(self, **options: Any) -> Any:
-        import redis
+        from keysentry._redis import parse_redis_url, pubsub_client
 
-        return redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, **options)
+        target = parse_redis_url(self.url)
+        return pubsub_client(target, socket_connect_timeout=self.timeout, **options)
 
     def publish(self, kind: str, ident: str = "") -> None:
         """Tell the other processes that *kind* (``key``, ``app``, ``all``) *ident* changed."""
