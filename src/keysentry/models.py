@@ -100,6 +100,8 @@ _UNIT_ALIASES = {
 }
 #: The longest a rotated key's old secret may keep working: 7 days.
 MAX_GRACE_SECONDS = 7 * 86_400
+
+
 class RateLimitRule(_Model):
     """One rate-limit rule: at most ``max_requests`` per ``duration`` x ``unit``.
 
@@ -341,4 +343,3 @@ class Event(_Model):
     app_slug: str | None = None
     key_id: str | None = None
     scheme_slug: str | None = None
-

@@ -23,7 +23,6 @@ DATABASE_URL_ENV = "KEYSENTRY_DATABASE_URL"
 LIMITER_URL_ENV = "KEYSENTRY_LIMITER_URL"
 
 
-
 def database_url_from_env(
     explicit: str | None = None, environ: Mapping[str, str] | None = None
 ) -> str:

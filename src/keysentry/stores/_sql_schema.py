@@ -77,6 +77,7 @@ def _on(*dialects: str) -> Any:
 
     return check
 
+
 # MySQL: InnoDB, and a binary collation: key suffixes and ids are case-sensitive base62, and
 # the default collations compare case-insensitively (other dialects ignore these)
 _MYSQL: dict[str, Any] = {
