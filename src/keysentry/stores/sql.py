@@ -47,6 +47,7 @@ from keysentry.stores._sql_schema import (
     METADATA,
     NOT_SAVED,
     RECORD_USAGE,
+    ROTATING_INDEX,
     SCHEMES,
     app_row,
     key_row,
@@ -239,6 +240,10 @@ class SQLKeyStore:
                 return
             with self._transaction(write=True, serialized=False) as conn, schema_lock(conn):
                 METADATA.create_all(conn, checkfirst=True)
+                if conn.dialect.name in ("sqlite", "postgresql"):
+                    # a database made before the index existed gets it now (same schema
+                    # version: it changes no stored data)
+                    ROTATING_INDEX.create(conn, checkfirst=True)
                 version = conn.execute(
                     sa.select(META.c.value).where(META.c.name == "schema_version")
                 ).scalar()
