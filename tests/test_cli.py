@@ -186,7 +186,7 @@ def test_new_user_tour(run) -> None:  # type: ignore[no-untyped-def]
         pytest.param(["keys", "frobnicate"], 2, "invalid choice", id="unknown-command"),
         pytest.param(["apps"], 2, "required", id="missing-command"),
         pytest.param(
-            ["--database-url", "mysql://x", "apps", "list"],
+            ["--database-url", "oracle://x", "apps", "list"],
             1,
             "unsupported database URL",
             id="bad-url",

@@ -197,6 +197,6 @@ def test_events_are_numbered_in_order(store: KeyStore) -> None:
 
 
 def test_unknown_url_scheme_is_a_configuration_error() -> None:
-    for url in ("mysql://x", "", "redis://localhost"):
+    for url in ("oracle://x", "", "redis://localhost", "mssql://x"):
         with pytest.raises(ConfigurationError):
             store_from_url(url)
