@@ -1,6 +1,8 @@
-"""Cold path: find a key's candidates in the store (a cache miss) on SQLite and PostgreSQL.
+"""Cold path: find a key's candidates in the store (a cache miss) on SQLite, PostgreSQL and
+MySQL/MariaDB.
 
-The baseline is the same indexed SELECT issued through the raw driver (sqlite3 / psycopg),
+The baseline is the same indexed SELECT issued through the raw driver (sqlite3 / psycopg /
+PyMySQL),
 so the ratio shows what SQLAlchemy Core, the session and pydantic validation add.
 """
 
@@ -15,6 +17,7 @@ from keysentry import KeySentry
 from keysentry.core.keys import parse_key
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+MYSQL_URL = "mysql://root@127.0.0.1:3306/keysentry_bench"
 _SQL = "SELECT * FROM keysentry_keys WHERE key_prefix = ? AND key_suffix = ?"
 
 
@@ -41,7 +44,43 @@ def _lookup(compare: Any, name: str, ks: KeySentry, raw: Any, rounds: int, numbe
     )
 
 
+def _mysql(compare: Any, rounds: int) -> Any:
+    try:
+        import pymysql
+
+        my = pymysql.connect(host="127.0.0.1", user="root", connect_timeout=2, autocommit=True)
+    except Exception as exc:  # any failure means: skip this scenario
+        print(f"(MySQL scenario skipped: {exc})")
+        return None
+    my.cursor().execute("DROP DATABASE IF EXISTS keysentry_bench")
+    my.cursor().execute("CREATE DATABASE keysentry_bench CHARACTER SET utf8mb4")
+    try:
+        ks = KeySentry(MYSQL_URL)
+        my.select_db("keysentry_bench")
+        cursor = my.cursor()
+        my_sql = _SQL.replace("?", "%s")
+
+        def pymysql_select(prefix: str, suffix: str) -> object:
+            """PyMySQL SELECT"""
+            cursor.execute(my_sql, (prefix, suffix))
+            return cursor.fetchall()
+
+        result = _lookup(compare, "MySQL/MariaDB", ks, pymysql_select, rounds, 300)
+        ks.close()
+        return result
+    finally:
+        my.cursor().execute("DROP DATABASE IF EXISTS keysentry_bench")
+        my.close()
+
+
 def scenarios(compare: Any, rounds: int) -> list[Any]:
+    """Cold lookups on every store that is reachable, each beside its bare driver."""
+    results = _sqlite_and_postgres(compare, rounds)
+    mysql = _mysql(compare, rounds)
+    return results if mysql is None else [*results, mysql]
+
+
+def _sqlite_and_postgres(compare: Any, rounds: int) -> list[Any]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
