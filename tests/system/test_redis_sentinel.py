@@ -4,13 +4,14 @@ answered as ``on_limiter_error`` says (never a 500)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from keysentry import KeySentry
+from keysentry import Decision, KeySentry
 from tests.own_services import OwnSentinels
 
 pytestmark = pytest.mark.system
@@ -33,7 +34,14 @@ def test_the_limiter_follows_a_failover(sentinels: OwnSentinels) -> None:
     ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live",
                            rate_limit_scheme_slug="hourly")  # fmt: skip
     secret = ks.create_api_key("api", "k").secret
-    before = [ks.verify(secret) for _ in range(3)]
+
+    async def on_a_loop() -> Decision:  # the async client, closed with its event loop
+        try:
+            return await ks.averify(secret)
+        finally:
+            await ks.limiter.aclose()
+
+    before = [ks.verify(secret), asyncio.run(on_a_loop()), ks.verify(secret)]
     assert [dict(v.headers)["x-ratelimit-remaining"] for v in before] == ["999", "998", "997"]
     time.sleep(0.5)  # the replica has the counter (replication is asynchronous)
 

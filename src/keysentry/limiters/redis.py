@@ -405,6 +405,8 @@ class RedisLimiter:
             for connection in _take_all(entry[2]):
                 await _adrop(entry[0], connection)
             await entry[0].aclose()
+            for sentinel in _sentinels(entry[0]):
+                await sentinel.aclose()
 
     def close(self) -> None:
         """Close the sync client, and forget the asyncio ones (call :meth:`aclose` on their
@@ -413,9 +415,18 @@ class RedisLimiter:
             for connection in _take_all(self._idle):
                 self._drop(connection)
             self._client.close()
+            for sentinel in _sentinels(self._client):
+                sentinel.close()
             self._client = None
         self._async.clear()
         self._local.close()
+
+
+def _sentinels(client: Any) -> list[Any]:
+    """The clients a Sentinel-managed *client* asks for its primary (they hold connections
+    to the sentinels, closed with it); none for other clients."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    return list(manager.sentinels) if manager is not None else []
 
 
 class RedisClusterLimiter(RedisLimiter):
