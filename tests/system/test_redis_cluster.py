@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,13 @@ def hammer(args: tuple[str, str, dict[str, str], str]) -> dict[str, list[int]]:
 
 
 def run(db: Path, url: str, secrets: dict[str, str], on_error: str) -> dict[str, list[int]]:
-    context = multiprocessing.get_context("spawn")  # no inherited connections
-    with context.Pool(PROCESSES) as pool:
-        parts = pool.map(hammer, [(str(db), url, secrets, on_error)] * PROCESSES)
+    # spawn: no inherited connections; an executor, not a Pool: a worker that dies is an
+    # error here (BrokenProcessPool), not a wait forever
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(PROCESSES, mp_context=context) as pool:
+        futures = [pool.submit(hammer, (str(db), url, secrets, on_error))
+                   for _ in range(PROCESSES)]  # fmt: skip
+        parts = [future.result(timeout=120) for future in futures]
     merged: dict[str, list[int]] = {slug: [] for slug in secrets}
     for part in parts:
         for slug, statuses in part.items():
