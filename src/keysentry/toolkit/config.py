@@ -151,7 +151,9 @@ class AdapterConfig:
         if resources is not None and not isinstance(resources, Mapping):
             raise ConfigurationError("resources must map routes to resource templates")
         templates = []
-        for route, resource in (resources or {}).items():
+        # typed as what a caller may really pass: compiled, a str annotation is checked
+        pairs: Sequence[tuple[object, object]] = tuple((resources or {}).items())
+        for route, resource in pairs:
             try:
                 templates.append(parse_resource_template(route, resource))
             except ValueError as exc:
