@@ -25,7 +25,11 @@ def limiter_from_url(
     if url is None or url.startswith("memory:"):
         return MemoryLimiter()
     from keysentry._redis import parse_redis_url
-    from keysentry.limiters.redis import RedisClusterLimiter, RedisLimiter
 
-    cls = RedisClusterLimiter if parse_redis_url(url).kind == "cluster" else RedisLimiter
-    return cls(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)
+    if parse_redis_url(url).kind == "cluster":
+        from keysentry.limiters.redis_cluster import RedisClusterLimiter
+
+        return RedisClusterLimiter(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)
+    from keysentry.limiters.redis import RedisLimiter
+
+    return RedisLimiter(url, timeout=timeout, on_error=on_error, key_prefix=key_prefix)

@@ -1,31 +1,15 @@
 """The Redis limiter: exact limits across every worker and machine that shares one Redis.
 
-Each request's rules are decided in **one round trip**: one Lua script reads every counter,
-checks them all, and only if all admit the request counts it against all of them (TTL set in
-the same script). Time comes from Redis (``TIME``), so the machines' clocks need not agree.
+Each request's rules are decided in **one round trip**: one Lua script
+(:mod:`keysentry.limiters._redis_script`) reads every counter, checks them all, and only if
+all admit the request counts it against all of them. Time comes from Redis (``TIME``), so
+the machines' clocks need not agree. The script decides only *whether* to admit; remaining
+quota and ``Retry-After`` come from :mod:`keysentry.core.ratelimit`, the code the in-process
+limiter uses, so the two agree by construction.
 
-Each counter is one string, ``"s l c p"`` (window start, window length, count in the
-window, count in the window before: the in-process limiter's layout), read for all rules
-with one ``MGET`` and written with ``SET … PX``, which sets its expiry in the same call
-(a hash took ``HMGET``, ``HSET`` and ``PEXPIRE``: twice the script's time in Redis). Counter
-names carry the app slug as a Redis Cluster hash tag (``keysentry:rl:{billing}:…``): every
-counter one request touches lives in one slot, as a multi-key script requires.
-
-The script decides only *whether* to admit, with exact integer arithmetic (Lua numbers are
-doubles; :data:`SCRIPT` multiplies in 16-bit halves so that 10^9 requests x a 31-day window
-stays exact). It returns the counts it read, and the client computes remaining quota and
-``Retry-After`` from them with :mod:`keysentry.core.ratelimit`, the code the in-process
-limiter uses: the two agree by construction, and a test checks them against one model.
-
-When Redis cannot be reached (timeouts default to 100 ms), ``on_error`` decides:
-
-* ``"open"`` (default): admit, without rate-limit headers, and log it;
-* ``"closed"``: answer 503 with ``Retry-After``;
-* ``"local"``: count in this process instead (exact per process).
-
-After a failure Redis is left alone for ``retry_after`` seconds (0.5 by default), so an
-outage costs one timeout per half second, not one per request; exact limiting resumes at
-the first request after that once Redis is back. Authentication never depends on Redis.
+When Redis cannot be reached, ``on_error`` decides (``"open"``, ``"closed"``, ``"local"``:
+docs/deployment.md), and Redis is left alone for ``retry_after`` seconds, so an outage costs
+one timeout per half second, not one per request. Authentication never depends on Redis.
 """
 
 from __future__ import annotations
@@ -43,11 +27,11 @@ from keysentry._redis import async_client, parse_redis_url, sync_client
 from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
-from keysentry.limiters._redis_script import LOAD, SCRIPT, SHA, resp, spec
+from keysentry.limiters._redis_script import LOAD, SHA, resp, spec
 from keysentry.limiters.base import OnError, check_on_error
 from keysentry.limiters.memory import MemoryLimiter
 
-__all__ = ["KEY_PREFIX", "RedisClusterLimiter", "RedisLimiter"]
+__all__ = ["KEY_PREFIX", "RedisLimiter"]
 
 logger = logging.getLogger("keysentry")
 
@@ -427,46 +411,3 @@ def _sentinels(client: Any) -> list[Any]:
     to the sentinels, closed with it); none for other clients."""
     manager = getattr(client.connection_pool, "sentinel_manager", None)
     return list(manager.sentinels) if manager is not None else []
-
-
-class RedisClusterLimiter(RedisLimiter):
-    """:class:`RedisLimiter` on a Redis Cluster (``redis+cluster://host:7000,host:7001``).
-
-    Every counter of one request carries the app's hash tag, so the whole script runs on the
-    one node that owns the app's slot, in one round trip; redis-py's cluster client finds
-    that node and follows ``MOVED``/``ASK`` while slots migrate. A node that fails is left
-    alone (and answered per *on_error*) for its own slots only: the other nodes' apps keep
-    exact limits. Run the cluster with ``cluster-require-full-coverage no``, or a master
-    without a replica stops the whole cluster when it fails.
-    """
-
-    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
-        from redis.crc import key_slot
-
-        return int(key_slot((self._prefix + checks[0][1]).encode()))
-
-    def _send(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
-        keys, args = self._arguments(checks, now_ms)
-        client = self._sync_client()
-        try:
-            reply: bytes = client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        except _errors.NoScriptError:  # this node has not seen the script: EVAL caches it
-            reply = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
-        return reply
-
-    async def _asend(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
-        keys, args = self._arguments(checks, now_ms)
-        client, _, _ = self._async_client()
-        try:
-            reply: bytes = await client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        except _errors.NoScriptError:
-            reply = await client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
-        return reply
-
-    def close(self) -> None:
-        """Close the cluster client (every node's connections)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._async.clear()
-        self._local.close()

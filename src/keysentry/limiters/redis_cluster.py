@@ -1,0 +1,54 @@
+"""The Redis limiter on a Redis Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from keysentry.core.ratelimit import Limit
+from keysentry.limiters._redis_script import SCRIPT, SHA
+from keysentry.limiters.redis import RedisLimiter, _errors
+
+__all__ = ["RedisClusterLimiter"]
+
+
+class RedisClusterLimiter(RedisLimiter):
+    """:class:`RedisLimiter` on a Redis Cluster (``redis+cluster://host:7000,host:7001``).
+
+    Every counter of one request carries the app's hash tag, so the whole script runs on the
+    one node that owns the app's slot, in one round trip; redis-py's cluster client finds
+    that node and follows ``MOVED``/``ASK`` while slots migrate. A node that fails is left
+    alone (and answered per *on_error*) for its own slots only: the other nodes' apps keep
+    exact limits. Run the cluster with ``cluster-require-full-coverage no``, or a master
+    without a replica stops the whole cluster when it fails.
+    """
+
+    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
+        from redis.crc import key_slot
+
+        return int(key_slot((self._prefix + checks[0][1]).encode()))
+
+    def _send(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        keys, args = self._arguments(checks, now_ms)
+        client = self._sync_client()
+        try:
+            reply: bytes = client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        except _errors.NoScriptError:  # this node has not seen the script: EVAL caches it
+            reply = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        return reply
+
+    async def _asend(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
+        keys, args = self._arguments(checks, now_ms)
+        client, _, _ = self._async_client()
+        try:
+            reply: bytes = await client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
+        except _errors.NoScriptError:
+            reply = await client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
+        return reply
+
+    def close(self) -> None:
+        """Close the cluster client (every node's connections)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._async.clear()
+        self._local.close()
