@@ -145,6 +145,50 @@ def _forward_facts(
     return facts, Policy(permissions, query.get("resource")), query.get("compat") == "nginx"
 
 
+def _check_facts(body: s.AuthzCheckRequest) -> tuple[RequestFacts, Policy]:
+    """The facts and policy of a ``/v1/authz/check`` body.
+
+    Raises:
+        ValidationError: ``client_ip`` is not an IP address.
+    """
+    if body.client_ip is not None:
+        try:
+            ipaddress.ip_address(body.client_ip)
+        except ValueError:
+            raise ValidationError.single("client_ip", "is not an IP address") from None
+    resource = body.resource
+    facts = RequestFacts(
+        normal_method(body.method),
+        resource if resource.startswith("/") else "/" + resource,
+        (body.principal.value,),
+        (),
+        body.client_ip,
+    )
+    return facts, Policy(tuple(body.required_permissions))
+
+
+def _forward_response(decision: Decision, nginx: bool) -> Response:
+    """Forward-auth's answer: 200 with the identity's headers, or the refusal (nginx's
+    auth_request passes on only 401 and 403, so it gets 403 for any other refusal)."""
+    if decision.allowed:
+        response = Response(status_code=200)
+        assert decision.identity is not None
+        extra = identity_headers(decision.identity)
+    else:
+        status = decision.status
+        if nginx and status not in (401, 403):
+            status = 403
+        response = Response(decision.body, status)
+        extra = [
+            ("x-keysentry-status", str(decision.status)),
+            ("x-keysentry-reason", decision.reason.value),
+            ("x-keysentry-error", decision.body.decode("latin-1")),
+        ]
+    for name, value in [*decision.headers, *extra]:
+        response.headers.append(name, value)
+    return response
+
+
 def authz_routes(
     ks: KeySentry,
     *,
@@ -168,24 +212,11 @@ def authz_routes(
             if refusal is not None:
                 return refusal
         try:
-            body = await read_body(request, s.AuthzCheckRequest)
-            if body.client_ip is not None:
-                try:
-                    ipaddress.ip_address(body.client_ip)
-                except ValueError:
-                    raise ValidationError.single("client_ip", "is not an IP address") from None
+            facts, policy = _check_facts(await read_body(request, s.AuthzCheckRequest))
         except (HTTPProblem, KeySentryError) as exc:
             return problem_response(exc)
-        resource = body.resource
-        facts = RequestFacts(
-            normal_method(body.method),
-            resource if resource.startswith("/") else "/" + resource,
-            (body.principal.value,),
-            (),
-            body.client_ip,
-        )
         try:
-            decision = await ks.averify_request(facts, Policy(tuple(body.required_permissions)))
+            decision = await ks.averify_request(facts, policy)
         except Exception:  # a bug must not become a 500
             decision = unexpected_failure()
         return Response(verdict(decision).model_dump_json(), media_type="application/json")
@@ -199,23 +230,7 @@ def authz_routes(
             decision = await ks.averify_request(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door
             decision = unexpected_failure()
-        if decision.allowed:
-            response = Response(status_code=200)
-            assert decision.identity is not None
-            extra = identity_headers(decision.identity)
-        else:
-            status = decision.status
-            if nginx and status not in (401, 403):
-                status = 403
-            response = Response(decision.body, status)
-            extra = [
-                ("x-keysentry-status", str(decision.status)),
-                ("x-keysentry-reason", decision.reason.value),
-                ("x-keysentry-error", decision.body.decode("latin-1")),
-            ]
-        for name, value in [*decision.headers, *extra]:
-            response.headers.append(name, value)
-        return response
+        return _forward_response(decision, nginx)
 
     routes: list[BaseRoute] = [
         Route(CHECK_PATH, check, methods=["POST"], name="authz_check"),
