@@ -21,8 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from keysentry.errors import ConfigurationError
 
-__all__ = ["SCHEMES", "RedisTarget", "async_client", "parse_redis_url", "pubsub_client",
-           "sync_client"]  # fmt: skip
+__all__ = ["SCHEMES", "RedisTarget", "async_client", "close_client", "parse_redis_url",
+           "pubsub_client", "sentinels_of", "sync_client"]  # fmt: skip
 
 #: Every limiter URL scheme that names Redis.
 SCHEMES = frozenset(
@@ -176,3 +176,17 @@ def pubsub_client(target: RedisTarget, **options: Any) -> Any:
         host, port = target.nodes[0]
         return redis.Redis(host=host, port=port, **_auth(target), **options)
     return sync_client(target, **options)
+
+
+def sentinels_of(client: Any) -> list[Any]:
+    """The clients a Sentinel-managed *client* asks for its primary (they hold connections
+    to the sentinels, to be closed with it); none for other clients."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return list(manager.sentinels) if manager is not None else []
+
+
+def close_client(client: Any) -> None:
+    """Close a sync client made here, and its clients of the sentinels."""
+    client.close()
+    for sentinel in sentinels_of(client):
+        sentinel.close()

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
-from keysentry._redis import async_client, parse_redis_url, sync_client
+from keysentry._redis import async_client, parse_redis_url, sentinels_of, sync_client
 from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
@@ -389,7 +389,7 @@ class RedisLimiter:
             for connection in _take_all(entry[2]):
                 await _adrop(entry[0], connection)
             await entry[0].aclose()
-            for sentinel in _sentinels(entry[0]):
+            for sentinel in sentinels_of(entry[0]):
                 await sentinel.aclose()
 
     def close(self) -> None:
@@ -399,15 +399,8 @@ class RedisLimiter:
             for connection in _take_all(self._idle):
                 self._drop(connection)
             self._client.close()
-            for sentinel in _sentinels(self._client):
+            for sentinel in sentinels_of(self._client):
                 sentinel.close()
             self._client = None
         self._async.clear()
         self._local.close()
-
-
-def _sentinels(client: Any) -> list[Any]:
-    """The clients a Sentinel-managed *client* asks for its primary (they hold connections
-    to the sentinels, closed with it); none for other clients."""
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    return list(manager.sentinels) if manager is not None else []

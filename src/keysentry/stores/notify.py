@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from keysentry._redis import close_client  # imports no redis until a client is made
+
 __all__ = ["CHANNEL", "RedisChanges", "changes_from_url", "channel_name"]
 
 logger = logging.getLogger("keysentry")
@@ -142,7 +144,7 @@ class RedisChanges:
                 if pubsub is not None:
                     pubsub.close()
                 if client is not None:
-                    client.close()
+                    close_client(client)
 
     def _handle(self, data: object) -> None:
         if not isinstance(data, bytes):
@@ -162,7 +164,7 @@ class RedisChanges:
             thread.join(2)
         with self._lock:
             if self._publisher is not None:
-                self._publisher.close()
+                close_client(self._publisher)
                 self._publisher = None
 
 
