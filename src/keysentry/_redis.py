@@ -3,8 +3,9 @@ Cluster, or a primary found through Sentinel.
 
 * ``redis://host:6379/0``, ``rediss://…``, ``unix:///path.sock``: one server (redis-py's own
   URL syntax);
-* ``redis+cluster://host:7000[,host:7001…]`` (``rediss+cluster://``): a Redis Cluster, from
-  any of its nodes; redis-py's cluster client follows ``MOVED``/``ASK`` and slot migrations;
+* ``redis+cluster://host:7000[,host:7001…]`` (``rediss+cluster://``; also redis-py's
+  ``redis://host:7000?cluster=true``): a Redis Cluster, from any of its nodes; redis-py's
+  cluster client follows ``MOVED``/``ASK`` and slot migrations;
 * ``redis+sentinel://host:26379[,host:26379…]/SERVICE[/DB]`` (``rediss+sentinel://``): the
   primary that the sentinels name for *SERVICE*, followed across failovers.
 
@@ -81,12 +82,16 @@ def parse_redis_url(url: str) -> RedisTarget:
     scheme = url.split(":", 1)[0].lower()
     if scheme not in SCHEMES or "://" not in url:
         raise ConfigurationError(f"{url!r} is not a Redis URL")
-    if "+" not in scheme:
-        return RedisTarget("server", url)
     parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    # redis-py's own spelling of a cluster: redis://host:port?cluster=true
+    clustered = query.get("cluster", [""])[0].lower() in ("true", "1", "yes")
+    if "+" not in scheme and not clustered:
+        return RedisTarget("server", url)
+    if clustered and scheme in ("redis", "rediss"):
+        scheme += "+cluster"
     userinfo = parts.netloc.rpartition("@")[0]
     username, _, password = userinfo.partition(":")
-    query = parse_qs(parts.query)
     common: dict[str, Any] = {
         "username": unquote(username) or None,
         "password": unquote(password) or None,

@@ -155,6 +155,27 @@ def test_a_killed_master_costs_only_its_own_apps(cluster: OwnRedisCluster, tmp_p
     gc.collect()  # those sockets are finalized here, under this test's filters
 
 
+def test_redis_py_s_cluster_flag_means_the_cluster_client(cluster: OwnRedisCluster) -> None:
+    # redis://host:port?cluster=true once got the single-node client: MOVED for most apps
+    from keysentry.limiters.redis_cluster import RedisClusterLimiter
+
+    port = cluster.nodes[0].port
+    ks = KeySentry("memory://", limiter_url=f"redis://127.0.0.1:{port}/0?cluster=true",
+                   on_limiter_error="closed")  # fmt: skip
+    assert isinstance(ks.limiter, RedisClusterLimiter)
+    ks.create_rate_limit_scheme("hourly", "H", [{"unit": "hour", "max_requests": LIMIT}])
+    spread = spread_apps(cluster, 1, "flag")
+    alive = {n.port for n in cluster.nodes if n.process is not None and n.process.poll() is None}
+    assert len(alive) >= 2  # (a later test may kill a master: the module shares the cluster)
+    for slug in (slug for port, group in spread.items() if port in alive for slug in group):
+        ks.create_api_auth_app(app_slug=slug, name=slug, key_prefix="sk_live",
+                               rate_limit_scheme_slug="hourly")  # fmt: skip
+        secret = ks.create_api_key(slug, "k").secret
+        statuses = [ks.verify(secret).status for _ in range(LIMIT + 2)]
+        assert statuses == [200] * LIMIT + [429, 429], (slug, statuses)
+    ks.close()
+
+
 def test_cluster_urls_are_checked() -> None:
     from keysentry import ConfigurationError
 
