@@ -123,41 +123,30 @@ def _auth(target: RedisTarget) -> dict[str, Any]:
 def sync_client(target: RedisTarget, **options: Any) -> Any:
     """A redis-py client for *target* (``Redis``, ``RedisCluster``, or Sentinel's primary)."""
     import redis
+    from redis import cluster, sentinel
 
-    if target.kind == "server":
-        return redis.Redis.from_url(target.url, **options)
-    if target.kind == "cluster":
-        from redis import cluster
-
-        node: Any = cluster.ClusterNode  # redis-py leaves it untyped
-        nodes = [node(host, port) for host, port in target.nodes]
-        return cluster.RedisCluster(startup_nodes=nodes, **_auth(target), **options)
-    from redis import sentinel
-
-    sentinel_class: Any = sentinel.Sentinel
-    sentinels = sentinel_class(
-        list(target.nodes), sentinel_kwargs=_sentinel_options(target, options)
-    )
-    assert target.service is not None
-    return sentinels.master_for(target.service, db=target.db, **_auth(target), **options)
+    return _client(target, redis.Redis, cluster, sentinel, options)
 
 
 def async_client(target: RedisTarget, **options: Any) -> Any:
     """:func:`sync_client`, with redis-py's asyncio clients (for the running event loop)."""
     import redis.asyncio
+    from redis.asyncio import cluster, sentinel
 
+    return _client(target, redis.asyncio.Redis, cluster, sentinel, options)
+
+
+def _client(
+    target: RedisTarget, server: Any, cluster: Any, sentinel: Any, options: dict[str, Any]
+) -> Any:
+    # the sync and async flavours differ only in the modules the classes come from
+    # (redis-py leaves some of them untyped, hence Any)
     if target.kind == "server":
-        return redis.asyncio.Redis.from_url(target.url, **options)
+        return server.from_url(target.url, **options)
     if target.kind == "cluster":
-        from redis.asyncio import cluster as acluster
-
-        node: Any = acluster.ClusterNode
-        nodes = [node(host, port) for host, port in target.nodes]
-        return acluster.RedisCluster(startup_nodes=nodes, **_auth(target), **options)
-    from redis.asyncio import sentinel as asentinel
-
-    sentinel_class: Any = asentinel.Sentinel
-    sentinels = sentinel_class(
+        nodes = [cluster.ClusterNode(host, port) for host, port in target.nodes]
+        return cluster.RedisCluster(startup_nodes=nodes, **_auth(target), **options)
+    sentinels = sentinel.Sentinel(
         list(target.nodes), sentinel_kwargs=_sentinel_options(target, options)
     )
     assert target.service is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from keysentry.core.ratelimit import Limit
 from keysentry.limiters._redis_script import SCRIPT, SHA
@@ -22,10 +23,14 @@ class RedisClusterLimiter(RedisLimiter):
     without a replica stops the whole cluster when it fails.
     """
 
-    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
-        from redis.crc import key_slot
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)  # checks that redis is installed
+        from redis.crc import key_slot  # resolved once: an import statement costs per call
 
-        return int(key_slot((self._prefix + checks[0][1]).encode()))
+        self._key_slot = key_slot
+
+    def _scope(self, checks: Sequence[tuple[Limit, str]]) -> int | None:
+        return int(self._key_slot((self._prefix + checks[0][1]).encode()))
 
     def _send(self, checks: Sequence[tuple[Limit, str]], now_ms: int) -> bytes:
         keys, args = self._arguments(checks, now_ms)
@@ -44,11 +49,3 @@ class RedisClusterLimiter(RedisLimiter):
         except _errors.NoScriptError:
             reply = await client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
         return reply
-
-    def close(self) -> None:
-        """Close the cluster client (every node's connections)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._async.clear()
-        self._local.close()

@@ -120,8 +120,6 @@ class CachedKeyStore:
         self._fresh: dict[str, tuple[KeyEntry, float]] = {}
         self._maxsize = maxsize
         self._ttl = ttl
-        self.timer = timer
-        """The clock of the TTLs and the sync schedule (the driver passes its readings)."""
         self._negative: TTLCache[str, bool] = TTLCache(
             min(maxsize, 4096), negative_ttl, timer=timer
         )
@@ -146,12 +144,18 @@ class CachedKeyStore:
             fresh = self._fresh.get(digest)
             if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
                 return fresh[0]
-        elif not self._sync_claimed_until - 1.0 <= now < self._sync_claimed_until:
+            return self._known_unknown(digest)
+        if not self._sync_claimed_until - 1.0 <= now < self._sync_claimed_until:
             # this caller reads the log; should it never do so (a cancelled request),
             # another one is sent after a second
             self._sync_claimed_until = now + 1.0
             return MISS
-        return self._cached(digest, now)
+        return self._cached(digest, now)  # another caller reads it: serve from the cache
+
+    @property
+    def timer(self) -> Callable[[], float]:
+        """The clock of the TTLs and the sync schedule (the driver passes its readings)."""
+        return self._timer
 
     def _sync_due(self) -> bool:
         return self._sync_interval is not None and not (
@@ -162,6 +166,10 @@ class CachedKeyStore:
         fresh = self._fresh.get(digest)
         if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
             return fresh[0]
+        return self._known_unknown(digest)
+
+    def _known_unknown(self, digest: str) -> _Miss | None:
+        """``None`` if *digest* matched nothing a moment ago, else :data:`MISS`."""
         with self._lock:
             if digest in self._negative:
                 return None
