@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysentry.core.ratelimit import Counter, Limit, compile_limits, evaluate, window
+from keysentry.core.ratelimit import (
+    Counter,
+    Limit,
+    Outcome,
+    compile_limits,
+    evaluate,
+    rate_header_bytes,
+    rate_headers,
+    window,
+)
 from keysentry.limiters import Limiter
 from keysentry.limiters.memory import MemoryLimiter
 from keysentry.models import RateLimitRule
@@ -199,3 +208,21 @@ def test_memory_stays_bounded() -> None:
     for i in range(1000):
         limiter.hit([(lim, f"k{i}")], i)
     assert len(limiter) <= 51
+
+
+@given(
+    remaining=st.integers(min_value=0, max_value=10**9),
+    reset_ms=st.integers(min_value=0, max_value=31 * 86_400_000),
+    rules=st.integers(min_value=1, max_value=3),
+)
+def test_the_asgi_bytes_are_the_str_headers_encoded(
+    remaining: int, reset_ms: int, rules: int
+) -> None:
+    # rate_header_bytes builds the usual one-rule answer from pre-encoded pieces, a twin of
+    # rate_headers' own fast path: the two must stay the same headers
+    limits = compile_limits(
+        [RateLimitRule(unit=u, max_requests=10**9) for u in ("minute", "hour", "day")[:rules]]
+    )
+    outcomes = tuple(Outcome(limit, True, remaining, reset_ms) for limit in limits)
+    encoded = [(n.encode(), v.encode()) for n, v in rate_headers(outcomes, False)]
+    assert rate_header_bytes(outcomes) == encoded
