@@ -1,7 +1,8 @@
 """CPU instructions per request, counted with valgrind's callgrind: repeatable where time is not.
 
 ``python -m benchmarks.instructions`` runs the ASGI in-process pair of ``benchmarks/asgi.py``
-(bare Starlette, the same app behind ``KeySentryMiddleware``, and behind the hand-written
+(bare Starlette, the same app behind ``KeySentryMiddleware`` -- with usage analytics, as by
+default, without them, and with Prometheus metrics too -- and behind the hand-written
 floor of ``benchmarks/floor.py``) under callgrind, twice each: once set up with no requests
 and once with *requests* requests; the difference over *requests* is the instructions one
 request costs. The counts do not move with the machine's load (callgrind counts, it does not
@@ -25,7 +26,12 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-VARIANTS = ("bare", "floor", "keysentry")
+VARIANTS = ("bare", "floor", "keysentry", "keysentry-no-analytics", "keysentry-metrics")
+# KeySentry's options per variant: analytics (on by default) off, and Prometheus metrics on
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "keysentry-no-analytics": {"analytics": False},
+    "keysentry-metrics": {"metrics": True},
+}
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -35,8 +41,9 @@ def _serve(variant: str) -> Any:
     from benchmarks.world import bench_key
     from keysentry import KeySentry
 
-    ks = KeySentry("memory://", usage_interval=None, sync_interval=None)
-    return runner(variant, ks, bench_key(ks))
+    options = _OPTIONS.get(variant, {})
+    ks = KeySentry("memory://", usage_interval=None, sync_interval=None, **options)
+    return runner("keysentry" if options else variant, ks, bench_key(ks))
 
 
 def _child(variant: str, requests: int) -> None:
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'ASGI in-process, per request':<34}{'instructions':>14}{'bare / this':>13}")
     for variant, instructions in counts.items():
         print(f"{variant:<34}{instructions:>14,.0f}{bare / instructions:>13.2f}")
+    off = counts["keysentry-no-analytics"]
+    print(f"analytics on vs off: {counts['keysentry'] / off - 1:+.1%} instructions")
+    print(f"analytics and metrics on vs both off: {counts['keysentry-metrics'] / off - 1:+.1%}")
     return 0
 
 

@@ -8,8 +8,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, NoReturn
 
+from keysentry._cli_usage import add_usage_parser, duration, stale_keys
 from keysentry.errors import ValidationError
 from keysentry.models import RateLimitRule
 from keysentry.service import KeySentry
@@ -147,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage keysentry API auth apps, rate-limit schemes and API keys.",
     )
     groups: Any = parser.add_subparsers(
-        dest="group", metavar="{apps,schemes,keys,events,admin-key,verify,serve,demo}"
+        dest="group", metavar="{apps,schemes,keys,usage,events,admin-key,verify,serve,demo}"
     )
-    for add in (_apps, _schemes, _keys, _events_admin_verify, _servers):
+    for add in (_apps, _schemes, _keys, add_usage_parser, _events_admin_verify, _servers):
         add(groups, common)
     return parser
 
@@ -261,6 +263,10 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
     _leaf(
         common, keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
     ).add_argument("app_slug")
+    p = _leaf(common, keys, "stale", stale_keys, "keys unused for a while, or never used")
+    p.add_argument("app_slug")
+    p.add_argument("--unused-for", type=duration, default=timedelta(days=30),
+                   metavar="DURATION", help="e.g. 30d (default), 12w, 36h")  # fmt: skip
     _leaf(common, keys, "show", lambda ks, a: ks.get_api_key(a.key_id), "show a key").add_argument(
         "key_id"
     )

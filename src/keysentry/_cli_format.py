@@ -117,4 +117,5 @@ def render(result: Any) -> str:
         return f"{_record(result.key)}\n{'secret:':<28}{result.secret}"
     if isinstance(result, BaseModel):
         return _record(result)
-    return str(result)
+    own = getattr(result, "render", None)  # the usage reports draw their own tables
+    return own() if callable(own) else str(result)

@@ -83,4 +83,5 @@ def _jsonable(result: Any) -> Any:
         return [_jsonable(item) for item in result]
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
-    return result
+    to_json = getattr(result, "to_json", None)  # the usage reports
+    return to_json() if to_json is not None else result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keysentry.core.decision import Decision
 from keysentry.core.keys import TokenFactory, random_token
@@ -25,8 +25,12 @@ from keysentry.stores import KeyStore, store_from_url
 from keysentry.stores.cached import CachedKeyStore
 from keysentry.stores.notify import changes_from_url
 from keysentry.stores.usage import UsageRecorder, install_stop_handler
+from keysentry.usage import Retention
 from keysentry.verification.driver import Verifier, request_facts
 from keysentry.verification.entries import EntryBuilder
+
+if TYPE_CHECKING:
+    from keysentry.metrics import Metrics
 
 __all__ = ["KeySentry"]
 
@@ -66,6 +70,14 @@ class KeySentry(Management):
         usage_interval: seconds between batched writes of the keys' ``last_used_at`` (a
             background thread; also written at :meth:`close`, at exit and on SIGTERM).
             ``None``: only then and at ``usage.flush()``.
+        analytics: count every verification by app, key and outcome per minute, written
+            behind with ``last_used_at`` (:meth:`get_usage`); ``False`` counts nothing.
+        retention: how long minute, hour and day buckets and events are kept
+            (:class:`~keysentry.usage.Retention`: 7 days, 90 days, kept, kept).
+        metrics: Prometheus metrics (``keysentry[metrics]``): verifications by app and
+            outcome, a latency histogram, cache lookups, store and limiter errors,
+            rate-limited requests by rule (docs/analytics.md).
+        metrics_per_key: also label verifications with the key id (one series per key).
         redis_namespace: what this deployment's names on Redis start with: the counters
             (``keysentry:rl:…``) and the invalidation channel (``keysentry:changes:0``, the
             database number added). Two deployments that share a Redis need different
@@ -100,6 +112,10 @@ class KeySentry(Management):
         max_stale: float = 60.0,
         rate_limit_algorithm: Algorithm = "sliding_window",
         usage_interval: float | None = 10.0,
+        analytics: bool = True,
+        retention: Retention | None = None,
+        metrics: bool = False,
+        metrics_per_key: bool = False,
         redis_namespace: str = "keysentry",
     ) -> None:
         if store is not None and database_url is not None:
@@ -141,9 +157,25 @@ class KeySentry(Management):
             changes=changes_from_url(self.limiter_url, redis_namespace, limiter_timeout),
             entries=EntryBuilder(rate_limit_algorithm),
         )
-        self.usage = UsageRecorder(self.store, interval=usage_interval)
-        """``last_used_at`` write-behind; :meth:`UsageRecorder.flush` writes it now."""
-        self.verifier = Verifier(cache, self.limiter, self.usage, clock)
+        if retention is not None and not isinstance(retention, Retention):
+            raise ConfigurationError("retention must be a keysentry.usage.Retention")
+        self.usage = UsageRecorder(
+            self.store,
+            interval=usage_interval,
+            analytics=bool(analytics),
+            retention=retention,
+            clock=clock,
+        )
+        """Usage and ``last_used_at`` write-behind; :meth:`UsageRecorder.flush` writes now."""
+        observer = None
+        if metrics:
+            from keysentry.metrics import Metrics  # prometheus_client: an optional extra
+
+            observer = Metrics(per_key=metrics_per_key, clock=clock)
+            observer.watch_limiter(self.limiter)
+        self.metrics: Metrics | None = observer
+        """The Prometheus metrics (``None`` unless ``metrics=True``)."""
+        self.verifier = Verifier(cache, self.limiter, self.usage, clock, observer)
         """The verification drivers; the adapters call its methods."""
         self.verify_request = self.verifier.verify_request
         self.averify_request = self.verifier.averify_request

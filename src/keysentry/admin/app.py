@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from keysentry.admin import schemas as s
+from keysentry.admin import usage
 from keysentry.admin.auth import ADMIN_APP_SLUG, ADMIN_PERMISSION, authenticate
 from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES, authz_routes
 from keysentry.admin.http import HTTPProblem, error_response, problem_response, read_body
@@ -119,7 +120,9 @@ class _Routes:
         return _json(issued, 201)
 
     async def list_keys(self, request: Request) -> Response:
-        keys = await self.call(self.ks.list_api_keys, request.path_params["app_slug"])
+        stale = usage.unused_for(request)
+        slug = request.path_params["app_slug"]
+        keys = await self.call(self.ks.list_api_keys, slug, unused_for=stale)
         return _json(s.KeyPage(**_page(request, keys)))
 
     async def get_key(self, request: Request) -> Response:
@@ -161,6 +164,16 @@ class _Routes:
         slug = request.path_params["slug"]
         return _json(await self.call(self.ks.delete_rate_limit_scheme, slug))
 
+    # ------------------------------------------------------------ usage
+    async def app_usage(self, request: Request) -> Response:
+        return _json(await usage.app_usage(self.ks, request))
+
+    async def key_usage(self, request: Request) -> Response:
+        return _json(await usage.key_usage(self.ks, request))
+
+    async def top_keys(self, request: Request) -> Response:
+        return _json(await usage.top_keys(self.ks, request))
+
     # ------------------------------------------------------------ events
     async def list_events(self, request: Request) -> Response:
         after = _query_int(request, "after_seq", 0, 0, 2**62)
@@ -172,6 +185,7 @@ class _Routes:
 # path -> method -> (handler name, OpenAPI operation)
 _APPS, _KEYS, _SCHEMES = "/api-auth/apps", "/api-auth/keys", "/api-auth/rate-limit-schemes"
 _PAGE = ("limit", "offset")
+_USAGE = ("since", "until", "granularity", "group_by", "usage_limit", "cursor")
 ROUTES: dict[str, dict[str, tuple[str, s.Operation]]] = {
     _APPS: {
         "post": ("create_app", ("Create an API auth app", s.CreateAppRequest,
@@ -188,8 +202,16 @@ ROUTES: dict[str, dict[str, tuple[str, s.Operation]]] = {
     _APPS + "/{app_slug}/keys": {
         "post": ("create_key", ("Create an API key (the secret is returned this once)",
                                 s.CreateKeyRequest, ("201", s.IssuedKey), ())),
-        "get": ("list_keys", ("List an app's keys (no secrets)", None, ("200", s.KeyPage),
-                              _PAGE)),
+        "get": ("list_keys", ("List an app's keys (no secrets); ?unused_for= keeps the stale",
+                              None, ("200", s.KeyPage), (*_PAGE, "unused_for"))),
+    },
+    _APPS + "/{app_slug}/usage": {
+        "get": ("app_usage", ("Verifications over time, by outcome or key", None,
+                              ("200", s.UsagePage), (*_USAGE, "key_id"))),
+    },
+    _APPS + "/{app_slug}/usage/top": {
+        "get": ("top_keys", ("The keys with the most requests or refusals", None,
+                             ("200", s.TopKeys), ("since", "until", "by", "top_limit"))),
     },
     _KEYS + "/revoke": {
         "post": ("revoke_key", ("Revoke a key: refused (403) from the next request on",
@@ -201,6 +223,10 @@ ROUTES: dict[str, dict[str, tuple[str, s.Operation]]] = {
     },
     _KEYS + "/{key_id}": {
         "get": ("get_key", ("Get a key (no secret)", None, ("200", s.ApiKey), ())),
+    },
+    _KEYS + "/{key_id}/usage": {
+        "get": ("key_usage", ("One key's verifications over time", None,
+                              ("200", s.UsagePage), _USAGE)),
     },
     _SCHEMES: {
         "post": ("create_scheme", ("Create a rate-limit scheme", s.CreateSchemeRequest,

@@ -25,6 +25,7 @@ from keysentry.models import (
     RateLimitRule,
     RateLimitScheme,
 )
+from keysentry.usage import KeyUsage, UsagePoint
 
 __all__ = [
     "ApiAuthApp",
@@ -44,8 +45,10 @@ __all__ = [
     "RevokeKeyRequest",
     "RotateKeyRequest",
     "SchemePage",
+    "TopKeys",
     "UpdateAppRequest",
     "UpdateSchemeRequest",
+    "UsagePage",
     "openapi_document",
 ]
 
@@ -179,6 +182,21 @@ class EventPage(BaseModel):
     has_more: bool
 
 
+class UsagePage(BaseModel):
+    """Usage points, ordered by start then group; pass ``next_cursor`` back as
+    ``?cursor=`` (with the same query) for the next page."""
+
+    data: list[UsagePoint]
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class TopKeys(BaseModel):
+    """The keys with the most requests (or refusals) over the range."""
+
+    data: list[KeyUsage]
+
+
 class ErrorItem(BaseModel):
     """One error: Wacht's ``message`` and ``code`` (the HTTP status), plus keysentry's
     ``reason`` code (verification) or ``field`` (validation) where there is one."""
@@ -255,7 +273,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     CreateAppRequest, UpdateAppRequest, CreateKeyRequest, RevokeKeyRequest, RotateKeyRequest,
     CreateSchemeRequest, UpdateSchemeRequest, AuthzCheckRequest, ApiAuthApp, ApiKey,
     IssuedKey, RateLimitScheme, AppPage, KeyPage, SchemePage, EventPage, ErrorBody,
-    AuthzCheckResponse,
+    AuthzCheckResponse, UsagePage, TopKeys,
 )  # fmt: skip
 _REQUEST_MODELS = frozenset(_MODELS[:8])
 _ERROR_STATUSES = {
@@ -342,9 +360,30 @@ def _integer(name: str, minimum: int, maximum: int, description: str) -> dict[st
             "description": description}  # fmt: skip
 
 
+def _string(name: str, description: str, choices: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"} | ({"enum": choices} if choices else {})
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
 _QUERY = {
     "limit": _integer("limit", 1, 100, "page size (default 50)"),
     "offset": _integer("offset", 0, 10**9, "items to skip (default 0)"),
     "after_seq": _integer("after_seq", 0, 2**62, "events after this seq (default 0)"),
     "event_limit": _integer("limit", 1, 1000, "at most this many events (default 100)"),
-}
+    "usage_limit": _integer("limit", 1, 10_000, "at most this many points (default 1000)"),
+    "top_limit": _integer("limit", 1, 1000, "at most this many keys (default 10)"),
+    "since": _string("since", "how far back (15m, 24h, 30d) or an ISO 8601 time; "
+                     "default 24h"),
+    "until": _string("until", "an ISO 8601 time with a timezone; default now"),
+    "granularity": _string("granularity", "bucket length (default hour)",
+                           ["minute", "hour", "day"]),
+    "group_by": _string("group_by", "one point per outcome or per key (default outcome)",
+                        ["outcome", "key"]),
+    "key_id": _string("key_id", "only this key's verifications"),
+    "cursor": _string("cursor", "the next_cursor of the previous page"),
+    "by": _string("by", "rank by requests or by refusals (default requests)",
+                  ["requests", "refused"]),
+    "unused_for": _string("unused_for", "only keys unused this long (30d, 12w) or never "
+                          "used: the stale keys"),
+}  # fmt: skip

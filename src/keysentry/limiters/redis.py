@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from keysentry._redis import async_client, parse_redis_url, sentinels_of, sync_client
@@ -159,6 +159,8 @@ class RedisLimiter:
         # scope -> the time before which Redis is left alone there: one scope (None) for a
         # server, one per hash slot in a cluster, where a node's failure is its slots' alone
         self._down: dict[int | None, float] = {}
+        self.on_failure: Callable[[], None] | None = None
+        """Called on each failed call to Redis (the metrics count them)."""
         _errors.bind()
         _LIMITERS.add(self)
 
@@ -352,6 +354,8 @@ class RedisLimiter:
         checks: Sequence[tuple[Limit, str]],
         now_ms: int,
     ) -> LimiterAnswer:
+        if self.on_failure is not None:
+            self.on_failure()
         if scope not in self._down:
             where = "" if scope is None else f" for hash slot {scope}"
             logger.warning(

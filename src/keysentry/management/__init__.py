@@ -13,12 +13,13 @@ from keysentry.management._common import MAX_GRACE_SECONDS, Invalidation
 from keysentry.management.apps import AppManagement
 from keysentry.management.keys import KeyManagement
 from keysentry.management.schemes import SchemeManagement
+from keysentry.management.usage import UsageQueries
 from keysentry.models import Event
 
 __all__ = ["MAX_GRACE_SECONDS", "Invalidation", "Management"]
 
 
-class Management(AppManagement, SchemeManagement, KeyManagement):
+class Management(AppManagement, SchemeManagement, KeyManagement, UsageQueries):
     """Every management call; :class:`~keysentry.KeySentry` is one."""
 
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

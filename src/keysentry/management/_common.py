@@ -20,6 +20,7 @@ from keysentry.models import (
     RateLimitScheme,
 )
 from keysentry.stores.base import KeyStore, StoreSession, key_rules
+from keysentry.stores.usage import UsageRecorder
 
 __all__ = ["MAX_GRACE_SECONDS", "Invalidation", "ManagementBase"]
 
@@ -120,6 +121,7 @@ class ManagementBase(ABC):
     class that composes them (``KeySentry``) supplies :attr:`cache`."""
 
     store: KeyStore
+    usage: UsageRecorder
     _clock: Callable[[], float]
     _token_factory: TokenFactory
 

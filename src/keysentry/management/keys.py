@@ -96,16 +96,29 @@ class KeyManagement(ManagementBase):
             rules = rules_of_key(session, record)
         return IssuedKey(key=record.public(rules), secret=parsed.secret)
 
-    def list_api_keys(self, app_slug: str) -> list[ApiKey]:
+    def list_api_keys(self, app_slug: str, *, unused_for: timedelta | None = None) -> list[ApiKey]:
         """Return every key of a live app, revoked ones included, oldest first. No secrets.
+
+        With *unused_for*, only the stale keys: those not used for at least that long,
+        and those never used (``last_used_at`` is ``None``), whatever their age. This
+        process's pending uses are written first; other processes' arrive within their
+        ``usage_interval``.
 
         Raises:
             NotFoundError: no live app has this slug.
+            ValidationError: *unused_for* is not a positive timedelta.
         """
+        if unused_for is not None:
+            if not isinstance(unused_for, timedelta) or unused_for <= timedelta(0):
+                raise ValidationError.single("unused_for", "must be a positive timedelta")
+            self.usage.flush()
         with self.store.read() as session:
             app = self._live_app(session, app_slug)
             schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
             records = session.list_keys(app.id)
+        if unused_for is not None:
+            cutoff = self._now() - unused_for
+            records = [r for r in records if r.last_used_at is None or r.last_used_at <= cutoff]
         return [r.public(schemes.get(effective_scheme_slug(r, app) or "", [])) for r in records]
 
     def get_api_key(self, key_id: str) -> ApiKey:

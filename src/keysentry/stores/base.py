@@ -27,6 +27,7 @@ from keysentry.models import (
     RateLimitScheme,
     effective_scheme_slug,
 )
+from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession", "key_rules"]
 
@@ -137,6 +138,24 @@ class KeyStore(Protocol):
         later one. Not an event: caches need not hear of it. Keys that no longer exist
         are skipped. Writes of whole records (:meth:`StoreSession.save_key`) leave
         ``last_used_at`` alone, so a revocation never undoes a usage write."""
+
+    def add_usage(self, buckets: BucketCounts) -> None:
+        """Add each bucket's count to what is stored for it (creating it at 0), in one
+        transaction: several processes adding to the same bucket sum up."""
+
+    def read_usage(self, query: UsageQuery) -> list[tuple[int, str, int]]:
+        """``(bucket start, group, count)`` for the query's range, ordered by start, then
+        group (the outcome, or the key id with ``""`` for no key), summed per group."""
+
+    def top_keys(
+        self, app_slug: str, granularity: int, start: int, end: int, by: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """``(key id, requests, refused)`` of the app's keys over the range, the most
+        *by* (``"requests"`` or ``"refused"``) first, at most *limit*."""
+
+    def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
+        """Delete buckets of each granularity that start before its cutoff, and events
+        before *events_before* (never the newest event); return how many rows went."""
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""

@@ -7,6 +7,7 @@ a failed call leaves nothing behind, exactly like a rolled-back SQL transaction.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
 from keysentry.stores.base import Candidate
+from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["MemoryKeyStore"]
 
@@ -25,6 +27,7 @@ class _Tables:
     schemes: dict[str, RateLimitScheme] = field(default_factory=dict)  # by slug
     keys: dict[str, KeyRecord] = field(default_factory=dict)  # by id
     events: list[Event] = field(default_factory=list)
+    usage: dict[tuple[str, int, int, str, str], int] = field(default_factory=dict)
 
     def copy(self) -> _Tables:
         return replace(
@@ -33,6 +36,7 @@ class _Tables:
             schemes=dict(self.schemes),
             keys=dict(self.keys),
             events=list(self.events),
+            usage=dict(self.usage),
         )
 
 
@@ -110,7 +114,7 @@ class _Session:
         scheme_slug: str | None = None,
     ) -> Event:
         event = Event(
-            seq=len(self._t.events) + 1,
+            seq=self.last_event_seq() + 1,
             at=at,
             kind=kind,
             app_slug=app_slug,
@@ -121,11 +125,13 @@ class _Session:
         return event
 
     def events_after(self, seq: int, limit: int = 1000) -> list[Event]:
-        # seq n sits at index n - 1
-        return self._t.events[max(seq, 0) : max(seq, 0) + limit]
+        events = self._t.events  # in seq order; pruning may have removed the oldest
+        start = bisect.bisect_right(events, seq, key=lambda e: e.seq)
+        return events[start : start + limit]
 
     def last_event_seq(self) -> int:
-        return len(self._t.events)
+        events = self._t.events
+        return events[-1].seq if events else 0  # pruning always keeps the newest
 
 
 class MemoryKeyStore:
@@ -174,6 +180,61 @@ class MemoryKeyStore:
                 record = keys.get(key_id)
                 if record is not None and (record.last_used_at is None or record.last_used_at < at):
                     keys[key_id] = record.model_copy(update={"last_used_at": at})
+
+    def add_usage(self, buckets: BucketCounts) -> None:
+        """Add to the usage buckets."""
+        with self._lock:
+            usage = self._tables.usage
+            for (app, key, outcome, granularity, start), n in buckets.items():
+                row = (app, granularity, start, key, outcome)
+                usage[row] = usage.get(row, 0) + n
+
+    def read_usage(self, query: UsageQuery) -> list[tuple[int, str, int]]:
+        """The query's points, summed per bucket and group."""
+        points: dict[tuple[int, str], int] = {}
+        with self._lock:
+            for (app, granularity, start, key, outcome), n in self._tables.usage.items():
+                if (
+                    app != query.app_slug
+                    or granularity != query.granularity
+                    or not query.start <= start < query.end
+                    or (query.key_id is not None and key != query.key_id)
+                ):
+                    continue
+                point = (start, outcome if query.group_by == "outcome" else key)
+                if query.after is None or point > query.after:
+                    points[point] = points.get(point, 0) + n
+        ordered = sorted(points.items())[: query.limit]
+        return [(start, group, n) for (start, group), n in ordered]
+
+    def top_keys(
+        self, app_slug: str, granularity: int, start: int, end: int, by: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """The app's keys with the most requests (or refusals) over the range."""
+        totals: dict[str, list[int]] = {}
+        with self._lock:
+            for (app, g, s, key, outcome), n in self._tables.usage.items():
+                if app == app_slug and g == granularity and start <= s < end and key:
+                    total = totals.setdefault(key, [0, 0])
+                    total[0] += n
+                    total[1] += 0 if outcome == "ok" else n
+        column = 0 if by == "requests" else 1
+        ranked = sorted(totals.items(), key=lambda kv: (-kv[1][column], kv[0]))[:limit]
+        return [(key, t[0], t[1]) for key, t in ranked]
+
+    def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
+        """Delete buckets and events past their retention."""
+        with self._lock:
+            tables = self._tables
+            old = [r for r in tables.usage if r[1] in cutoffs and r[2] < cutoffs[r[1]]]
+            for row in old:
+                del tables.usage[row]
+            gone = len(old)
+            if events_before is not None and tables.events:
+                keep = [e for e in tables.events[:-1] if e.at >= events_before]
+                gone += len(tables.events) - 1 - len(keep)
+                tables.events = [*keep, tables.events[-1]]
+            return gone
 
     def close(self) -> None:
         """Nothing to release."""

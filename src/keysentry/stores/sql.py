@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from keysentry.errors import ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
+from keysentry.stores import _sql_usage
 from keysentry.stores._sql_engines import (
     MYSQL_WRITER_ROW,
     engine_for,
@@ -54,6 +55,7 @@ from keysentry.stores._sql_schema import (
     scheme_row,
 )
 from keysentry.stores.base import SCHEMA_VERSION, Candidate
+from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["SQLKeyStore"]
 
@@ -297,6 +299,35 @@ class SQLKeyStore:
         params = [{"key_id": k, "used_at": at} for k, at in sorted(used.items())]
         with self._transaction(write=True, serialized=False) as conn:
             conn.execute(RECORD_USAGE, params)
+
+    def add_usage(self, buckets: BucketCounts) -> None:
+        """Add to the usage buckets: one upsert statement, one transaction. Not serialized
+        with the management writers (it appends no event)."""
+        if not buckets:
+            return
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            _sql_usage.add_usage(conn, buckets)
+
+    def read_usage(self, query: UsageQuery) -> list[tuple[int, str, int]]:
+        """The query's points, summed per bucket and group."""
+        self._ensure_schema()
+        with self._transaction(write=False) as conn:
+            return _sql_usage.read_usage(conn, query)
+
+    def top_keys(
+        self, app_slug: str, granularity: int, start: int, end: int, by: str, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """The app's keys with the most requests (or refusals) over the range."""
+        self._ensure_schema()
+        with self._transaction(write=False) as conn:
+            return _sql_usage.top_keys(conn, app_slug, granularity, start, end, by, limit)
+
+    def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
+        """Delete buckets and events past their retention."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            return _sql_usage.prune_usage(conn, cutoffs, events_before)
 
     def close(self) -> None:
         """Dispose of the connection pool."""

@@ -1,13 +1,18 @@
-"""``last_used_at``, written behind: requests note the time in memory, a background thread
-writes what accumulated every ``interval`` seconds (docs/design.md §7), in one statement
-batch, never a write per request.
+"""Usage, written behind: each verification is counted in memory (by app, key, outcome and
+minute) and each used key's ``last_used_at`` noted; a background thread writes what
+accumulated every ``interval`` seconds (docs/design.md §7), one batched statement for the
+times and one for the counts (increments merged by the database, so every worker on every
+machine adds to the same buckets), never a write per request. The same thread prunes old
+buckets and events (:class:`~keysentry.usage.Retention`) at start and then hourly.
 
 What is pending is also written when the :class:`~keysentry.KeySentry` closes (application
 shutdown), when the interpreter exits, and on SIGTERM under a server that leaves SIGTERM at
 its default (werkzeug's development server, waitress): see :func:`install_stop_handler`.
-A store that cannot be reached keeps the pending times for the next attempt: usage is only
+A store that cannot be reached keeps what is pending for the next attempt: usage is only
 ever late, never lost while the process lives, and never moves backwards (the store keeps
-the later of two times).
+the later of two times). A hard kill loses at most one interval. Memory is bounded: at most
+*max_pending* distinct (app, key, outcome, minute) counts wait; beyond that new ones are
+dropped and counted in :attr:`UsageRecorder.dropped`.
 
 Fork-safe: the writer thread is started by the first use in each process; a child made by
 ``fork`` starts its own and does not write what its parent had noted.
@@ -20,45 +25,106 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Final
 
+from keysentry.core.decision import Decision, Reason
 from keysentry.errors import StoreError
 from keysentry.stores.base import KeyStore
+from keysentry.usage import Retention, rollup
 
 __all__ = ["UsageRecorder", "install_stop_handler"]
 
 logger = logging.getLogger("keysentry")
 _live: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
-_NEVER = float("-inf")
+_NEVER: Final = float("-inf")
+# a key is "used" when its secret matched and it was usable: the request may still be
+# refused for a permission, a resource or a rate limit
+_USED: Final = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_DENIED})
+#: Seconds between prunes of old buckets and events.
+PRUNE_INTERVAL: Final = 3600.0
+_Count = tuple[str, str, str, int]  # (app slug or "?" + key prefix, key id or "", outcome, minute)
 
 
 class UsageRecorder:
-    """Collect "key *k* was used at *t*" and write it to *store* in batches.
+    """Count verifications and collect "key *k* was used at *t*"; write both to *store* in
+    batches.
 
     Args:
-        store: where ``last_used_at`` is written (:meth:`KeyStore.record_usage`).
+        store: where counts and ``last_used_at`` are written (:meth:`KeyStore.add_usage`,
+            :meth:`KeyStore.record_usage`).
         interval: seconds between writes; ``None`` writes only on :meth:`flush` and
-            :meth:`close`.
+            :meth:`close` (and then nothing is pruned by itself: call :meth:`prune`).
+        analytics: count verifications (``False``: only ``last_used_at``).
+        retention: how long buckets and events are kept.
+        max_pending: the most distinct counts kept between two writes.
+        clock: the current Unix time, for pruning (the verifier's clock).
     """
 
-    def __init__(self, store: KeyStore, *, interval: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        interval: float | None = 10.0,
+        analytics: bool = True,
+        retention: Retention | None = None,
+        max_pending: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self.interval = interval
+        self.analytics = analytics
+        self.retention = retention or Retention()
+        self.max_pending = max_pending
+        self._clock = clock
         self._pending: dict[str, float] = {}
+        self._counts: dict[_Count, int] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._pruned_at = _NEVER
         self.writes = 0
         """Batches written so far (for tests and monitoring)."""
+        self.dropped = 0
+        """Verifications not counted because *max_pending* counts were waiting."""
         _live.add(self)
 
+    def note(self, decision: Decision, prefix: str, now: float) -> None:
+        """Count one verification (of a key with *prefix*) at *now* (Unix seconds), and
+        note the key's use when its secret matched and it was usable."""
+        identity = decision.identity
+        reason = decision.reason
+        if identity is None:
+            if not self.analytics:
+                return
+            # no secret matched: the app is the one the prefix names, found at write time
+            count: _Count = ("?" + prefix, "", reason, int(now // 60))
+        else:
+            key_id = identity.key_id
+            if reason in _USED and now - self._pending.get(key_id, _NEVER) >= 1.0:
+                self.record(key_id, now)
+            if not self.analytics:
+                return
+            count = (identity.app_slug, key_id, reason, int(now // 60))
+        counts = self._counts
+        with self._lock:
+            if count in counts:
+                counts[count] += 1
+            elif len(counts) < self.max_pending:
+                counts[count] = 1
+            else:
+                self.dropped += 1
+        if self._thread is None and self.interval is not None and not self._closed:
+            self._start()
+
     def record(self, key_id: str, now: float) -> None:
-        """Note that *key_id* was used at *now* (Unix seconds). Called once per request: a
-        dict assignment under a lock nobody holds for long, skipped when a use within the
-        last second is already noted (``last_used_at`` is precise to a second)."""
+        """Note that *key_id* was used at *now* (Unix seconds), skipped when a use within
+        the last second is already noted (``last_used_at`` is precise to a second)."""
         if now - self._pending.get(key_id, _NEVER) < 1.0:
             return
         with self._lock:
@@ -76,19 +142,27 @@ class UsageRecorder:
 
     def _run(self) -> None:
         assert self.interval is not None
+        self._prune_if_due()
         while not self._stop.wait(self.interval):
             self.flush()
+            self._prune_if_due()
 
     def pending(self) -> int:
         """How many keys have a use not yet written."""
         return len(self._pending)
 
+    def pending_counts(self) -> int:
+        """How many (app, key, outcome, minute) counts wait to be written."""
+        return len(self._counts)
+
     def flush(self) -> int:
-        """Write what is pending now; return how many keys were written (0 if the store
-        failed: the times stay pending and the next flush retries them)."""
+        """Write what is pending now; return how many keys' ``last_used_at`` were written
+        (0 if the store failed: what was pending stays, and the next flush retries it)."""
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, {}
+                counts, self._counts = self._counts, {}
+            self._write_counts(counts)
             if not batch:
                 return 0
             try:
@@ -108,6 +182,66 @@ class UsageRecorder:
             self.writes += 1
             return len(batch)
 
+    def _write_counts(self, counts: dict[_Count, int]) -> None:
+        if not counts:
+            return
+        try:
+            self._store.add_usage(rollup(self._attributed(counts)))
+        except StoreError as exc:
+            with self._lock:  # back for the next attempt, within the bound
+                pending = self._counts
+                for count, n in counts.items():
+                    if count in pending or len(pending) < self.max_pending:
+                        pending[count] = pending.get(count, 0) + n
+                    else:
+                        self.dropped += n
+            logger.warning(
+                "keysentry: could not write %d usage counts (will retry): %s", len(counts), exc
+            )
+
+    def _attributed(self, counts: dict[_Count, int]) -> dict[_Count, int]:
+        """Counts whose secret matched no key go to the one live app with their prefix (to
+        none when no app, or several, have it)."""
+        if not any(app.startswith("?") for app, _, _, _ in counts):
+            return counts
+        with self._store.read() as session:
+            apps: dict[str, list[str]] = {}
+            for app in session.list_apps():
+                apps.setdefault("?" + app.key_prefix, []).append(app.app_slug)
+        out: dict[_Count, int] = {}
+        for (app_slug, key_id, outcome, minute), n in counts.items():
+            if app_slug.startswith("?"):
+                owners = apps.get(app_slug, [])
+                if len(owners) != 1:
+                    continue
+                app_slug = owners[0]
+            count = (app_slug, key_id, outcome, minute)
+            out[count] = out.get(count, 0) + n
+        return out
+
+    def prune(self, now: float | None = None) -> None:
+        """Delete buckets and events older than :attr:`retention` allows.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        now = self._clock() if now is None else now
+        events = self.retention.events
+        self._store.prune_usage(
+            self.retention.cutoffs(now),
+            None if events is None else datetime.fromtimestamp(now - events.total_seconds(), UTC),
+        )
+
+    def _prune_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_INTERVAL:
+            return
+        self._pruned_at = now
+        try:
+            self.prune()
+        except StoreError as exc:
+            logger.warning("keysentry: could not prune usage and events: %s", exc)
+
     def close(self) -> None:
         """Stop the writer thread and write what is pending."""
         self._closed = True
@@ -123,8 +257,10 @@ class UsageRecorder:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending = {}
+        self._counts = {}
         self._stop = threading.Event()
         self._thread = None
+        self._pruned_at = _NEVER
 
 
 def _after_fork_in_child() -> None:
@@ -137,7 +273,7 @@ def _flush_at_exit() -> None:
         try:
             recorder.flush()
         except Exception:  # exiting: report, never raise
-            logger.exception("keysentry: could not write last_used_at at exit")
+            logger.exception("keysentry: could not write usage at exit")
 
 
 _STOP_FLUSH_SECONDS = 5.0

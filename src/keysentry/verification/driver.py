@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
-from keysentry.core.decision import Decision, Reason
+from keysentry.core.decision import Decision
 from keysentry.core.pipeline import (
     UNAVAILABLE,
     Hit,
@@ -26,12 +27,9 @@ from keysentry.limiters import Limiter
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
 
-__all__ = ["Verifier", "request_facts"]
+__all__ = ["Observer", "Verifier", "request_facts"]
 
 logger = logging.getLogger("keysentry")
-# a key is "used" when its secret matched and it was usable: the request may still be
-# refused for a permission, a resource or a rate limit
-_USED = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_DENIED})
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
 
 
@@ -46,14 +44,27 @@ async def _run_in_thread(
     return await _to_thread(function, lookup)
 
 
+class Observer(Protocol):
+    """What is told of each verdict, with the cache's answer (an entry, ``None`` for a key
+    known to be unknown, :data:`~keysentry.stores.cached.MISS`, or ``None`` when no lookup
+    was made) and the clock reading the verification started at."""
+
+    def observe(self, decision: Decision, cached: object, started: float) -> None:
+        """Count one verdict."""
+
+    def store_failed(self) -> None:
+        """Count one failed store read."""
+
+
 class Verifier:
     """Verify requests against the cache, the store behind it and the limiter.
 
     Args:
         cache: the key cache (and, behind it, the store).
         limiter: where rate-limit counters live.
-        usage: records each used key's ``last_used_at``.
+        usage: counts each verification and records each used key's ``last_used_at``.
         clock: the current Unix time; read once per request.
+        metrics: told of each verdict (Prometheus, ``KeySentry(metrics=True)``).
     """
 
     def __init__(
@@ -62,10 +73,12 @@ class Verifier:
         limiter: Limiter,
         usage: UsageRecorder,
         clock: Callable[[], float],
+        metrics: Observer | None = None,
     ) -> None:
         self.limiter = limiter
         self.usage = usage
         self.clock = clock
+        self.metrics = metrics
         self.cache = cache
 
     @property
@@ -81,10 +94,12 @@ class Verifier:
 
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
+        now = self.clock()
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
+            if self.metrics is not None:
+                self.metrics.observe(lookup, False, now)
             return lookup
-        now = self.clock()
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
         entry: LookupResult
@@ -94,19 +109,23 @@ class Verifier:
         else:
             entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
-        if type(hit) is not Hit:
-            self._note_refusal(hit, now)
-            return hit
-        self.usage.record(hit.identity.key_id, now)
-        return after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
+        decision = (
+            after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms)) if type(hit) is Hit else hit
+        )
+        self.usage.note(decision, lookup.prefix, now)
+        if self.metrics is not None:
+            self.metrics.observe(decision, cached, now)
+        return decision
 
     async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
         a worker thread, a Redis hit on the event loop."""
+        now = self.clock()
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
+            if self.metrics is not None:
+                self.metrics.observe(lookup, False, now)
             return lookup
-        now = self.clock()
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
         entry: LookupResult
@@ -116,19 +135,17 @@ class Verifier:
         else:
             entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
+        decision: Decision
         if type(hit) is not Hit:
-            self._note_refusal(hit, now)
-            return hit
-        self.usage.record(hit.identity.key_id, now)
-        limiter = self.limiter
-        if limiter.remote:
-            return after_hit(hit, await limiter.ahit(hit.checks, hit.now_ms))
-        return after_hit(hit, limiter.hit(hit.checks, hit.now_ms))
-
-    def _note_refusal(self, decision: Decision, now: float) -> None:
-        identity = decision.identity
-        if identity is not None and decision.reason in _USED:
-            self.usage.record(identity.key_id, now)
+            decision = hit
+        elif self.limiter.remote:
+            decision = after_hit(hit, await self.limiter.ahit(hit.checks, hit.now_ms))
+        else:
+            decision = after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
+        self.usage.note(decision, lookup.prefix, now)
+        if self.metrics is not None:
+            self.metrics.observe(decision, cached, now)
+        return decision
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:
@@ -136,6 +153,8 @@ class Verifier:
         except StoreError as exc:
             # never the key itself: the message names the store and the driver's error; one
             # warning per failed attempt, not one per request while the store stays down
+            if self.metrics is not None and type(exc) is not StillDown:
+                self.metrics.store_failed()
             level = logging.DEBUG if type(exc) is StillDown else logging.WARNING
             logger.log(level, "keysentry: key lookup failed, answering 503: %s", exc)
             return UNAVAILABLE
