@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from keysentry._cli_usage import add_usage_parser, duration, stale_keys
-from keysentry.errors import ValidationError
+from keysentry.errors import ConfigurationError, ValidationError
 from keysentry.models import RateLimitRule
 from keysentry.service import KeySentry
 from keysentry.settings import DATABASE_URL_ENV, LIMITER_URL_ENV, database_url_from_env
@@ -344,6 +345,12 @@ def _servers(groups: Any, common: argparse.ArgumentParser) -> None:
         help="a proxy whose X-Forwarded-For forward-auth believes (repeat for more; "
         "default: $KEYSENTRY_TRUSTED_PROXIES, else this machine's loopback)",
     )  # fmt: skip
+    metrics = p.add_mutually_exclusive_group()
+    metrics.add_argument("--no-metrics", action="store_true",
+                         help="no /metrics (default: served when prometheus_client is "
+                         "installed, to admin keys)")  # fmt: skip
+    metrics.add_argument("--open-metrics", action="store_true",
+                         help="serve /metrics without a key (trusted networks only)")  # fmt: skip
     p.add_argument("--log-level", default="info")
 
     p = groups.add_parser("demo", help="serve an example API on a throw-away store")
@@ -373,7 +380,7 @@ def _verify(ks: KeySentry, a: argparse.Namespace) -> Any:
 
 
 def _serve(a: argparse.Namespace) -> int:
-    from keysentry.server import TRUSTED_PROXIES_ENV, serve
+    from keysentry.server import METRICS_ENV, TRUSTED_PROXIES_ENV, serve
 
     url = database_url_from_env(getattr(a, "database_url", None))
     os.environ[DATABASE_URL_ENV] = url  # the workers build their service from these
@@ -386,6 +393,12 @@ def _serve(a: argparse.Namespace) -> int:
 
         parse_proxies(a.trusted_proxy)  # a bad address fails here, not in every worker
         os.environ[TRUSTED_PROXIES_ENV] = ",".join(a.trusted_proxy)
+    os.environ.pop(METRICS_ENV, None)
+    if not a.no_metrics and importlib.util.find_spec("prometheus_client") is not None:
+        os.environ[METRICS_ENV] = "open" if a.open_metrics else "1"
+    elif a.open_metrics:
+        raise ConfigurationError("--open-metrics needs prometheus_client: "
+                                 "pip install 'keysentry[metrics]'")  # fmt: skip
     KeySentry(url, limiter_url=a.limiter_url).close()  # bad URLs fail here, once; schema made
     serve(host=a.host, port=a.port, workers=a.workers, log_level=a.log_level)
     return 0

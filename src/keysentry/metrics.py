@@ -20,16 +20,29 @@ process's values in a file there, and :func:`metrics_app` adds them up.
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+import time
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    make_asgi_app,
+)
 
 from keysentry.core.decision import Decision, KeyEntry, Reason
 from keysentry.stores.cached import MISS
 
-__all__ = ["Metrics", "metrics_app", "metrics_registry"]
+__all__ = ["Metrics", "exposition", "metrics_app", "metrics_registry", "publish_all"]
 
 #: Latency buckets (seconds): a cached verification takes microseconds, a store read
 #: milliseconds.
@@ -52,13 +65,24 @@ def _family(kind: type[Any], name: str, documentation: str, *labels: str, **kw: 
 class Metrics:
     """The observer the verifier tells of each verdict (see the module docstring).
 
+    A verdict costs one dict increment here: what prometheus_client's ``inc()`` and
+    ``observe()`` would cost per request (a lock and several Python calls each, about
+    2 µs together) is paid once per distinct (app, outcome, cache result, latency bucket)
+    when the counts are published: before each scrape of this process, and every
+    *interval* seconds by a background thread, so that a scrape answered by another
+    worker sees this one's counts at most that late.
+
     Args:
         per_key: also count per key (``keysentry_key_verifications_total``).
         clock: the verifier's clock, for the latency.
+        interval: seconds between publications by the background thread.
     """
 
-    def __init__(self, *, per_key: bool = False, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, per_key: bool = False, clock: Callable[[], float], interval: float = 1.0
+    ) -> None:
         self.per_key = per_key
+        self.interval = interval
         self._clock = clock
         self._verifications = _family(
             Counter, "keysentry_verifications", "API key verifications, by outcome.",
@@ -77,9 +101,12 @@ class Metrics:
         lookups = _family(
             Counter, "keysentry_cache_lookups", "Key cache lookups, by result.", "result"
         )
-        self._hit = lookups.labels("hit")
-        self._miss = lookups.labels("miss")
-        self._negative = lookups.labels("negative")
+        # the type of the cache's answer -> its result label (bool: no lookup was made)
+        self._lookups = {
+            KeyEntry: lookups.labels("hit"),
+            type(MISS): lookups.labels("miss"),
+            type(None): lookups.labels("negative"),
+        }
         self._store_errors = _family(
             Counter, "keysentry_store_errors", "Failed reads of the key store."
         )
@@ -90,32 +117,60 @@ class Metrics:
             Counter, "keysentry_rate_limited", "Requests refused by a rate limit, by rule.",
             "app", "rule",
         )  # fmt: skip
-        # (app, reason) -> the labelled child: labels() takes a lock and builds a tuple
-        self._children: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[Any, ...], int] = {}  # not yet published
+        self._latency_sum = 0.0
+        self._thread: threading.Thread | None = None
+        _live.add(self)
 
     def observe(self, decision: Decision, cached: object, started: float) -> None:
         """Count one verdict; *cached* is the cache's answer (``False``: no lookup)."""
+        elapsed = self._clock() - started
         identity = decision.identity
-        app = "" if identity is None else identity.app_slug
         reason = decision.reason
-        child = self._children.get((app, reason))
-        if child is None:
-            child = self._children[(app, reason)] = self._verifications.labels(app, reason.value)
-        child.inc()
-        if self._key_verifications is not None and identity is not None:
-            self._key_verifications.labels(app, identity.key_id, reason.value).inc()
-        if cached is not False:
-            if type(cached) is KeyEntry:
-                self._hit.inc()
-            elif cached is MISS:
-                self._miss.inc()
-            else:
-                self._negative.inc()
-        if reason is Reason.RATE_LIMITED:
-            for outcome in decision.rate_limits:
-                if not outcome.allowed:
-                    self._limited.labels(app, outcome.limit.name).inc()
-        self._latency.observe(max(self._clock() - started, 0.0))
+        if identity is None:
+            count: tuple[Any, ...] = ("", "", reason, type(cached), bisect_left(_BOUNDS, elapsed))
+        else:
+            key = identity.key_id if self.per_key else ""
+            count = (identity.app_slug, key, reason, type(cached), bisect_left(_BOUNDS, elapsed))
+        with self._lock:
+            counts = self._counts
+            counts[count] = counts.get(count, 0) + 1
+            if elapsed > 0.0:
+                self._latency_sum += elapsed
+            if reason is _RATE_LIMITED:
+                for outcome in decision.rate_limits:
+                    if not outcome.allowed:
+                        rule = (count[0], outcome.limit.name)
+                        counts[rule] = counts.get(rule, 0) + 1
+        if self._thread is None:
+            self._start()
+
+    def publish(self) -> None:
+        """Add what was counted since the last call to the Prometheus families."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            latency_sum, self._latency_sum = self._latency_sum, 0.0
+        if not counts:
+            return
+        verifications: dict[tuple[str, str], int] = {}
+        buckets: dict[int, int] = {}
+        for count, n in counts.items():
+            if len(count) == 2:  # (app, rule): a rate-limit refusal
+                self._limited.labels(*count).inc(n)
+                continue
+            app, key, reason, answer, bucket = count
+            outcome = str(reason)
+            verifications[app, outcome] = verifications.get((app, outcome), 0) + n
+            if self._key_verifications is not None and key:
+                self._key_verifications.labels(app, key, outcome).inc(n)
+            lookup = self._lookups.get(answer)
+            if lookup is not None:
+                lookup.inc(n)
+            buckets[bucket] = buckets.get(bucket, 0) + n
+        for (app, outcome), n in verifications.items():
+            self._verifications.labels(app, outcome).inc(n)
+        _observe_many(self._latency, buckets, latency_sum)
 
     def store_failed(self) -> None:
         """Count one failed store read."""
@@ -125,6 +180,61 @@ class Metrics:
         """Count the failed calls of a shared limiter (one that reports them)."""
         if hasattr(limiter, "on_failure"):
             limiter.on_failure = self._limiter_errors.inc
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="keysentry-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            self.publish()
+
+    def _after_fork(self) -> None:
+        # the parent's counts are the parent's to publish; its thread did not survive
+        self._lock = threading.Lock()
+        self._counts = {}
+        self._latency_sum = 0.0
+        self._thread = None
+
+
+_live: weakref.WeakSet[Metrics] = weakref.WeakSet()
+_RATE_LIMITED = Reason.RATE_LIMITED
+_BOUNDS = (*BUCKETS, float("inf"))
+
+
+def _observe_many(histogram: Any, buckets: dict[int, int], total: float) -> None:
+    """Add *buckets* (bucket index -> observations) and their *total* to *histogram* in
+    one step per bucket. prometheus_client has no bulk observe: this adds to its bucket
+    and sum values, which ``observe()`` itself increments (else observes each bound)."""
+    values = getattr(histogram, "_buckets", None)
+    sum_value = getattr(histogram, "_sum", None)
+    if values is None or sum_value is None or len(values) != len(_BOUNDS):
+        for index, n in buckets.items():
+            for _ in range(n):
+                histogram.observe(_BOUNDS[index])
+        return
+    for index, n in buckets.items():
+        values[index].inc(n)
+    sum_value.inc(total)
+
+
+def publish_all() -> None:
+    """Publish every :class:`Metrics` of this process (before a scrape, and at exit)."""
+    for metrics in list(_live):
+        metrics.publish()
+
+
+def _after_fork_in_child() -> None:
+    for metrics in list(_live):
+        metrics._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(publish_all)
 
 
 def metrics_registry() -> CollectorRegistry:
@@ -141,5 +251,19 @@ def metrics_registry() -> CollectorRegistry:
 
 
 def metrics_app() -> Any:
-    """An ASGI app answering Prometheus scrapes (mount it, e.g. at ``/metrics``)."""
-    return make_asgi_app(registry=metrics_registry())
+    """An ASGI app answering Prometheus scrapes (mount it, e.g. at ``/metrics``). It asks
+    for no key: mount it where only the scraper reaches, or behind your own check."""
+    app = make_asgi_app(registry=metrics_registry())
+
+    async def scrape(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            publish_all()
+        await app(scope, receive, send)
+
+    return scrape
+
+
+def exposition() -> tuple[bytes, str]:
+    """The scrape's body and content type (what ``keysentry serve``'s ``/metrics`` sends)."""
+    publish_all()
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST

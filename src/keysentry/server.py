@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,10 @@ from typing import Any
 from keysentry.errors import ConfigurationError
 from keysentry.settings import LIMITER_URL_ENV, database_url_from_env
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 __all__ = [
+    "METRICS_ENV",
     "OPEN_VERIFICATION_ENV",
     "TRUSTED_PROXIES_ENV",
     "app_from_env",
@@ -30,6 +34,8 @@ __all__ = [
 ]
 
 OPEN_VERIFICATION_ENV = "KEYSENTRY_OPEN_VERIFICATION"
+#: ``1``: serve ``/metrics`` (the CLI sets it unless ``--no-metrics``); ``open``: without a key.
+METRICS_ENV = "KEYSENTRY_METRICS"
 #: Comma-separated addresses or networks whose forwarding headers forward-auth believes.
 TRUSTED_PROXIES_ENV = "KEYSENTRY_TRUSTED_PROXIES"
 
@@ -48,7 +54,12 @@ def app_from_env() -> Any:
     from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES
     from keysentry.service import KeySentry
 
-    ks = KeySentry(database_url_from_env(), limiter_url=os.environ.get(LIMITER_URL_ENV) or None)
+    metrics = os.environ.get(METRICS_ENV, "")
+    ks = KeySentry(
+        database_url_from_env(),
+        limiter_url=os.environ.get(LIMITER_URL_ENV) or None,
+        metrics=bool(metrics),
+    )
     open_verification = os.environ.get(OPEN_VERIFICATION_ENV, "") in ("1", "true", "yes")
     proxies = [p.strip() for p in os.environ.get(TRUSTED_PROXIES_ENV, "").split(",") if p.strip()]
     return create_admin_app(
@@ -56,12 +67,21 @@ def app_from_env() -> Any:
         open_verification=open_verification,
         close_on_shutdown=True,
         trusted_proxies=proxies or DEFAULT_TRUSTED_PROXIES,
+        metrics=bool(metrics),
+        open_metrics=metrics == "open",
     )
 
 
 def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:
-    """Run :func:`app_from_env` under uvicorn until SIGTERM or SIGINT."""
+    """Run :func:`app_from_env` under uvicorn until SIGTERM or SIGINT.
+
+    With metrics and several workers, each worker's values go to files in
+    ``$PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary directory unless it is set), which
+    every worker's ``/metrics`` adds up.
+    """
     uvicorn = _uvicorn()
+    if workers > 1 and os.environ.get(METRICS_ENV) and not os.environ.get(MULTIPROC_ENV):
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="keysentry-metrics-")
     uvicorn.run(
         "keysentry.server:app_from_env",
         factory=True,

@@ -24,7 +24,12 @@ from starlette.routing import BaseRoute, Route
 
 from keysentry.admin import schemas as s
 from keysentry.admin import usage
-from keysentry.admin.auth import ADMIN_APP_SLUG, ADMIN_PERMISSION, authenticate
+from keysentry.admin.auth import (
+    ADMIN_APP_SLUG,
+    ADMIN_PERMISSION,
+    VERIFY_PERMISSION,
+    authenticate,
+)
 from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES, authz_routes
 from keysentry.admin.http import HTTPProblem, error_response, problem_response, read_body
 from keysentry.errors import ConflictError, KeySentryError
@@ -267,6 +272,18 @@ def guarded(ks: KeySentry, permission: str, handler: Handler) -> Handler:
     return endpoint
 
 
+def _metrics_endpoint(ks: KeySentry, open_metrics: bool) -> Handler:
+    from keysentry.metrics import exposition  # prometheus_client: an optional extra
+
+    async def scrape(request: Request) -> Response:
+        body, content_type = await run_in_threadpool(exposition)
+        return Response(body, media_type=content_type)
+
+    if open_metrics:
+        return scrape
+    return guarded(ks, VERIFY_PERMISSION, scrape)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     headers = dict(exc.headers) if exc.headers else None
@@ -281,6 +298,8 @@ def create_admin_app(
     close_on_shutdown: bool = False,
     title: str = "keysentry admin API",
     trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
+    metrics: bool = False,
+    open_metrics: bool = False,
 ) -> Starlette:
     """The admin API (and, with *verification*, the verification endpoints) as an ASGI app.
 
@@ -296,6 +315,10 @@ def create_admin_app(
         title: the OpenAPI document's title.
         trusted_proxies: addresses or networks whose ``X-Forwarded-For`` / ``X-Real-IP``
             forward-auth believes (default: this machine's loopback).
+        metrics: serve Prometheus metrics at ``GET /metrics`` (``keysentry[metrics]``), to
+            an admin key (a verify-only one is enough: give that to the scraper).
+        open_metrics: serve ``/metrics`` without a key (only where nothing untrusted can
+            reach it).
 
     Mount it in your app, or run it with ``keysentry serve``. The OpenAPI 3.1 document is at
     ``/api-auth/openapi.json``.
@@ -322,6 +345,8 @@ def create_admin_app(
         return JSONResponse(document)
 
     table.append(Route(OPENAPI_PATH, openapi, methods=["GET"], name="openapi"))
+    if metrics:
+        table.append(Route("/metrics", _metrics_endpoint(ks, open_metrics), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -111,14 +111,15 @@ class UsageRecorder:
             if not self.analytics:
                 return
             count = (identity.app_slug, key_id, reason, int(now // 60))
-        counts = self._counts
         with self._lock:
-            if count in counts:
+            counts = self._counts
+            try:
                 counts[count] += 1
-            elif len(counts) < self.max_pending:
-                counts[count] = 1
-            else:
-                self.dropped += 1
+            except KeyError:
+                if len(counts) < self.max_pending:
+                    counts[count] = 1
+                else:
+                    self.dropped += 1
         if self._thread is None and self.interval is not None and not self._closed:
             self._start()
 
