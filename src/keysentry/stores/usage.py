@@ -81,7 +81,7 @@ class UsageRecorder:
         self.max_pending = max_pending
         self._clock = clock
         self._pending: dict[str, float] = {}
-        self._counts: dict[_Count, int] = {}
+        self._counts: dict[_Count, list[float]] = {}  # -> [verifications, last at]
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -98,28 +98,31 @@ class UsageRecorder:
         """Count one verification (of a key with *prefix*) at *now* (Unix seconds), and
         note the key's use when its secret matched and it was usable."""
         identity = decision.identity
-        reason = decision.reason
+        if not self.analytics:
+            if identity is not None and decision.reason in _USED:
+                self.record(identity.key_id, now)
+            return
         if identity is None:
-            if not self.analytics:
-                return
             # no secret matched: the app is the one the prefix names, found at write time
-            count: _Count = ("?" + prefix, "", reason, int(now // 60))
+            count: _Count = ("?" + prefix, "", decision.reason, int(now // 60))
         else:
-            key_id = identity.key_id
-            if reason in _USED and now - self._pending.get(key_id, _NEVER) >= 1.0:
-                self.record(key_id, now)
-            if not self.analytics:
-                return
-            count = (identity.app_slug, key_id, reason, int(now // 60))
+            count = (identity.app_slug, identity.key_id, decision.reason, int(now // 60))
+        # [verifications, the last one's time]: the time is the key's last use when the
+        # outcome is a use, so the count also notes last_used_at at no further cost
         with self._lock:
             counts = self._counts
-            try:
-                counts[count] += 1
-            except KeyError:
-                if len(counts) < self.max_pending:
-                    counts[count] = 1
-                else:
-                    self.dropped += 1
+            cell = counts.get(count)
+            if cell is not None:
+                cell[0] += 1
+                cell[1] = now
+            elif len(counts) < self.max_pending:
+                counts[count] = [1, now]
+            else:
+                self.dropped += 1
+                if identity is not None and decision.reason in _USED:
+                    self._pending[identity.key_id] = max(
+                        now, self._pending.get(identity.key_id, _NEVER)
+                    )
         if self._thread is None and self.interval is not None and not self._closed:
             self._start()
 
@@ -150,7 +153,9 @@ class UsageRecorder:
 
     def pending(self) -> int:
         """How many keys have a use not yet written."""
-        return len(self._pending)
+        with self._lock:
+            counted = {key for (_, key, outcome, _) in self._counts if outcome in _USED}
+            return len(counted | self._pending.keys())
 
     def pending_counts(self) -> int:
         """How many (app, key, outcome, minute) counts wait to be written."""
@@ -163,7 +168,10 @@ class UsageRecorder:
             with self._lock:
                 batch, self._pending = self._pending, {}
                 counts, self._counts = self._counts, {}
-            self._write_counts(counts)
+                for (_, key_id, outcome, _), (_, at) in counts.items():
+                    if outcome in _USED and batch.get(key_id, _NEVER) < at:
+                        batch[key_id] = at
+            self._write_counts({count: int(cell[0]) for count, cell in counts.items()})
             if not batch:
                 return 0
             try:
@@ -192,8 +200,11 @@ class UsageRecorder:
             with self._lock:  # back for the next attempt, within the bound
                 pending = self._counts
                 for count, n in counts.items():
-                    if count in pending or len(pending) < self.max_pending:
-                        pending[count] = pending.get(count, 0) + n
+                    cell = pending.get(count)
+                    if cell is not None:
+                        cell[0] += n
+                    elif len(pending) < self.max_pending:
+                        pending[count] = [n, _NEVER]  # its last use is written already
                     else:
                         self.dropped += n
             logger.warning(
