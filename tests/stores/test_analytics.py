@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from keysentry import KeySentry, NotFoundError, StoreError, ValidationError
 from keysentry.core.keys import generate_key
 from keysentry.testing import FakeClock
 from keysentry.usage import MAX_BUCKETS, Retention, UsagePoint
+from tests.stores.test_usage import record_statements
 
 # a minute boundary, so that "the same minute" in a test is one bucket
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC).timestamp()
@@ -99,12 +99,7 @@ def test_minutes_roll_up_into_hours_and_days(database_url: str) -> None:
 def test_one_upsert_per_batch_whatever_the_traffic(tmp_path: Any) -> None:
     clock = FakeClock(T0)
     ks, keys = _world(f"sqlite:///{tmp_path}/k.db", clock)
-    statements: list[str] = []
-    sa.event.listen(
-        ks.store.engine,  # type: ignore[attr-defined]
-        "before_cursor_execute",
-        lambda _c, _cur, sql, *_: statements.append(sql),
-    )
+    statements = record_statements(ks)
     with ks:
         for _ in range(300):
             ks.verify(keys["a"].secret)

@@ -44,14 +44,20 @@ def test_record_usage_moves_forward_only_and_survives_revocation(database_url: s
         assert ks.list_events()[-1].kind == "key.revoked"  # and usage wrote no event
 
 
-def test_no_write_per_request_one_batch_per_flush(tmp_path: Any) -> None:
-    ks, key_id, secret = _world(f"sqlite:///{tmp_path}/k.db", usage_interval=None)
+def record_statements(ks: KeySentry) -> list[str]:
+    """Every SQL statement *ks*'s store sends from now on, in order."""
     statements: list[str] = []
     sa.event.listen(
         ks.store.engine,  # type: ignore[attr-defined]
         "before_cursor_execute",
         lambda _c, _cur, sql, *_: statements.append(sql),
     )
+    return statements
+
+
+def test_no_write_per_request_one_batch_per_flush(tmp_path: Any) -> None:
+    ks, key_id, secret = _world(f"sqlite:///{tmp_path}/k.db", usage_interval=None)
+    statements = record_statements(ks)
     with ks:
         for _ in range(1000):
             assert ks.verify(secret).allowed
