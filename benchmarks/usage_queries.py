@@ -2,19 +2,25 @@
 by day, with *rows* minute buckets stored (default 10⁶: 100 keys x 10,000 minutes).
 
 ``python -m benchmarks.usage_queries [--rows N] [--postgres URL]`` prints the median time of
-each query over 20 runs, on SQLite (a temporary file) and, with ``--postgres``, PostgreSQL.
+each query over 20 runs, on SQLite (a temporary file) and, with ``--postgres``, PostgreSQL,
+and the bytes a stored bucket takes with its indexes (the table's size over its rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from datetime import timedelta
 
+import sqlalchemy as sa
+
 from keysentry import KeySentry
+from keysentry.stores._sql_engines import engine_for
+from keysentry.stores._sql_usage import USAGE
 
 KEYS = 100
 
@@ -48,6 +54,21 @@ def timed(call: object, runs: int = 20) -> float:
     return statistics.median(times)
 
 
+def bytes_per_row(url: str) -> float:
+    """The usage table's size with its indexes (SQLite: the whole file, whose other tables
+    hold only the app and its keys) over its rows."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(USAGE)).scalar_one()
+            if engine.dialect.name == "postgresql":
+                query = sa.text("SELECT pg_total_relation_size('keysentry_usage')")
+                return float(conn.execute(query).scalar_one()) / rows
+        return os.path.getsize(url.removeprefix("sqlite:///")) / rows
+    finally:
+        engine.dispose()
+
+
 def run(url: str, rows: int) -> None:
     now = time.time()
     with KeySentry(url, usage_interval=None) as ks:
@@ -61,6 +82,7 @@ def run(url: str, rows: int) -> None:
         points = len(ks.get_usage(key_id=keys[0], since=timedelta(hours=24), granularity="minute"))
         print(f"  one key, last 24 h by minute ({points} points): {day * 1000:.1f} ms")
         print(f"  one app, last 30 days by day: {month * 1000:.1f} ms")
+        print(f"  {bytes_per_row(url):.0f} bytes per stored bucket, indexes included")
 
 
 def main(argv: list[str] | None = None) -> int:

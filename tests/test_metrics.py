@@ -138,3 +138,21 @@ def test_metrics_app_to_mount(ks: KeySentry) -> None:
     ks.verify(None)
     body = TestClient(app).get("/metrics/").text
     assert "keysentry_verification_duration_seconds_bucket" in body
+
+
+def test_close_publishes_and_stops_the_publisher() -> None:
+    import threading
+
+    sentry = KeySentry("memory://", metrics=True, usage_interval=None)
+    assert sentry.metrics is not None
+    sentry.metrics.interval = 3600.0  # only close() can publish in time
+    name, labels = "keysentry_verifications_total", {"app": "", "outcome": "missing_key"}
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    sentry.verify(None)
+    publisher = sentry.metrics._thread
+    assert publisher is not None
+    assert publisher.is_alive()
+    sentry.close()
+    assert REGISTRY.get_sample_value(name, labels) == before + 1
+    assert not publisher.is_alive()
+    assert publisher not in threading.enumerate()

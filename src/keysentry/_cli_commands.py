@@ -4,19 +4,19 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, NoReturn
 
+from keysentry._cli_format import integer
+from keysentry._cli_serve import add_server_parsers
 from keysentry._cli_usage import add_usage_parser, duration, stale_keys
-from keysentry.errors import ConfigurationError, ValidationError
+from keysentry.errors import ValidationError
 from keysentry.models import RateLimitRule
 from keysentry.service import KeySentry
-from keysentry.settings import DATABASE_URL_ENV, LIMITER_URL_ENV, database_url_from_env
+from keysentry.settings import DATABASE_URL_ENV
 
 __all__ = ["Handler", "build_parser"]
 
@@ -38,15 +38,6 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"team": "billing"}\'')
     return value
-
-
-def _count(text: str) -> int:
-    # int() also reads "٣" and "²"; a number on our command line is ASCII digits
-    value = text.strip()
-    digits = value[1:] if value[:1] == "-" else value
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    return int(value)
 
 
 def _rule(text: str) -> RateLimitRule | dict[str, Any]:
@@ -152,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups: Any = parser.add_subparsers(
         dest="group", metavar="{apps,schemes,keys,usage,events,admin-key,verify,serve,demo}"
     )
-    for add in (_apps, _schemes, _keys, add_usage_parser, _events_admin_verify, _servers):
+    for add in (_apps, _schemes, _keys, add_usage_parser, _events_admin_verify, add_server_parsers):
         add(groups, common)
     return parser
 
@@ -290,7 +281,7 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("key_id")
     p.add_argument(
         "--grace-seconds",
-        type=_count,
+        type=integer,
         default=0,
         help="keep the old secret valid this long (default 0)",
     )
@@ -302,8 +293,8 @@ def _events_admin_verify(groups: Any, common: argparse.ArgumentParser) -> None:
         metavar="COMMAND", required=True
     )
     p = _leaf(common, events, "list", lambda ks, a: ks.list_events(a.after, a.limit), "list events")
-    p.add_argument("--after", type=_count, default=0, metavar="SEQ")
-    p.add_argument("--limit", type=_count, default=100)
+    p.add_argument("--after", type=integer, default=0, metavar="SEQ")
+    p.add_argument("--limit", type=integer, default=100)
 
     admin_keys = groups.add_parser("admin-key", help="keys for the admin HTTP API").add_subparsers(
         metavar="COMMAND", required=True
@@ -324,46 +315,6 @@ def _events_admin_verify(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--resource")
 
 
-def _servers(groups: Any, common: argparse.ArgumentParser) -> None:
-    """``keysentry serve`` and ``keysentry demo``"""
-    p = groups.add_parser("serve", parents=[common], help="serve the admin API and /v1/authz")
-    p.set_defaults(command=_serve)
-    p.add_argument("--host", default=os.environ.get("KEYSENTRY_HOST", "127.0.0.1"),
-                   help="default: $KEYSENTRY_HOST, else 127.0.0.1")  # fmt: skip
-    p.add_argument("--port", type=_count, default=os.environ.get("KEYSENTRY_PORT", "8080"),
-                   help="default: $KEYSENTRY_PORT, else 8080")  # fmt: skip
-    p.add_argument("--limiter-url", default=os.environ.get(LIMITER_URL_ENV),
-                   help=f"memory:// or redis://… (default: ${LIMITER_URL_ENV})")  # fmt: skip
-    p.add_argument("--workers", type=_count, default=1)
-    p.add_argument(
-        "--open-verification",
-        action="store_true",
-        help="answer /v1/authz/check without an admin key (trusted networks only)",
-    )
-    p.add_argument(
-        "--trusted-proxy", action="append", metavar="ADDRESS",
-        help="a proxy whose X-Forwarded-For forward-auth believes (repeat for more; "
-        "default: $KEYSENTRY_TRUSTED_PROXIES, else this machine's loopback)",
-    )  # fmt: skip
-    metrics = p.add_mutually_exclusive_group()
-    metrics.add_argument("--no-metrics", action="store_true",
-                         help="no /metrics (default: served when prometheus_client is "
-                         "installed, to admin keys)")  # fmt: skip
-    metrics.add_argument("--open-metrics", action="store_true",
-                         help="serve /metrics without a key (trusted networks only)")  # fmt: skip
-    p.add_argument("--log-level", default="info")
-
-    p = groups.add_parser("demo", help="serve an example API on a throw-away store")
-    p.set_defaults(command=_demo)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_count, help="default 8000 (with --check: a free port)")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="play the whole tour over HTTP; exit 0 only if every step behaved",
-    )
-
-
 def _admin_key_create(ks: KeySentry, a: argparse.Namespace) -> Any:
     from keysentry.admin import create_admin_key
 
@@ -377,34 +328,3 @@ def _verify(ks: KeySentry, a: argparse.Namespace) -> Any:
     from keysentry.admin.authz import verdict
 
     return verdict(decision)
-
-
-def _serve(a: argparse.Namespace) -> int:
-    from keysentry.server import METRICS_ENV, TRUSTED_PROXIES_ENV, serve
-
-    url = database_url_from_env(getattr(a, "database_url", None))
-    os.environ[DATABASE_URL_ENV] = url  # the workers build their service from these
-    if a.limiter_url:
-        os.environ[LIMITER_URL_ENV] = a.limiter_url
-    if a.open_verification:
-        os.environ["KEYSENTRY_OPEN_VERIFICATION"] = "1"
-    if a.trusted_proxy:
-        from keysentry.toolkit.proxies import parse_proxies
-
-        parse_proxies(a.trusted_proxy)  # a bad address fails here, not in every worker
-        os.environ[TRUSTED_PROXIES_ENV] = ",".join(a.trusted_proxy)
-    os.environ.pop(METRICS_ENV, None)
-    if not a.no_metrics and importlib.util.find_spec("prometheus_client") is not None:
-        os.environ[METRICS_ENV] = "open" if a.open_metrics else "1"
-    elif a.open_metrics:
-        raise ConfigurationError("--open-metrics needs prometheus_client: "
-                                 "pip install 'keysentry[metrics]'")  # fmt: skip
-    KeySentry(url, limiter_url=a.limiter_url).close()  # bad URLs fail here, once; schema made
-    serve(host=a.host, port=a.port, workers=a.workers, log_level=a.log_level)
-    return 0
-
-
-def _demo(a: argparse.Namespace) -> int:
-    from keysentry.demo import run_demo
-
-    return run_demo(host=a.host, port=a.port, check=a.check)

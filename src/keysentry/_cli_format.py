@@ -1,7 +1,9 @@
-"""Human-readable output for the CLI: tables for lists, ``field: value`` lines for records."""
+"""The CLI's formats: integers it reads, and the human-readable output (tables for lists,
+``field: value`` lines for records)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +12,16 @@ from pydantic import BaseModel
 
 from keysentry.models import ApiAuthApp, ApiKey, Event, IssuedKey, RateLimitRule, RateLimitScheme
 
-__all__ = ["render"]
+__all__ = ["integer", "render"]
+
+
+def integer(text: str) -> int:
+    """An integer in ASCII digits (argparse type): ``int()`` also reads "٣" and "²"."""
+    value = text.strip()
+    digits = value[1:] if value[:1] == "-" else value
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+    return int(value)
 
 
 def _when(value: datetime | None) -> str:

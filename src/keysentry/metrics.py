@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable
@@ -121,6 +120,7 @@ class Metrics:
         self._counts: dict[tuple[Any, ...], int] = {}  # not yet published
         self._latency_sum = 0.0
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         _live.add(self)
 
     def observe(self, decision: Decision, cached: object, started: float) -> None:
@@ -181,16 +181,23 @@ class Metrics:
         if hasattr(limiter, "on_failure"):
             limiter.on_failure = self._limiter_errors.inc
 
+    def close(self) -> None:
+        """Publish what is pending and stop the background thread (``KeySentry.close()``)."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self.publish()
+
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None or self._stopped.is_set():
                 return
             self._thread = threading.Thread(target=self._run, name="keysentry-metrics", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
+        while not self._stopped.wait(self.interval):
             self.publish()
 
     def _after_fork(self) -> None:
@@ -199,6 +206,7 @@ class Metrics:
         self._counts = {}
         self._latency_sum = 0.0
         self._thread = None
+        self._stopped = threading.Event()
 
 
 _live: weakref.WeakSet[Metrics] = weakref.WeakSet()

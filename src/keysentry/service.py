@@ -189,8 +189,10 @@ class KeySentry(Management):
 
     def close(self) -> None:
         """Write the pending ``last_used_at`` times, then release the store's connections,
-        the limiter and the invalidation channel."""
+        the limiter and the invalidation channel; publish and stop the metrics."""
         self.usage.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.cache.changes is not None:
             self.cache.changes.close()
         self.store.close()

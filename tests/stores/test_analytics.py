@@ -347,3 +347,21 @@ def test_the_bucket_cap_is_eight_days_of_minutes() -> None:
 def test_retention_is_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"minute|hour|day|events|weeks"):
         Retention(**bad)
+
+
+def test_a_deleted_app_takes_its_usage_and_a_new_app_of_its_slug_starts_empty(
+    database_url: str,
+) -> None:
+    clock = FakeClock(T0)
+    ks, keys = _world(database_url, clock)
+    with ks:
+        _traffic(ks, keys)
+        assert ks.get_usage("blog", granularity="day")  # counted and written
+        ks.delete_api_auth_app("blog")
+        with pytest.raises(NotFoundError):
+            ks.get_usage("blog")
+        assert not ks.verify(keys["c"].secret).allowed  # a refusal counted after the delete
+        ks.create_api_auth_app("blog", "Blog again", "sk_blog2")
+        for granularity in ("minute", "hour", "day"):
+            assert ks.get_usage("blog", granularity=granularity) == []
+        assert _counts(ks.get_usage("shop", granularity="day"))["ok"] == 8  # untouched

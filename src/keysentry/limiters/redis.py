@@ -165,15 +165,18 @@ class RedisLimiter:
         _LIMITERS.add(self)
 
     # ------------------------------------------------------------ clients
-    def _options(self) -> dict[str, Any]:
+    def _options(self, asynchronous: bool = False) -> dict[str, Any]:
+        from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # One attempt: retrying would multiply the timeout on every request of an outage.
+        # An asyncio client wants its own Retry (redis-py 8 converts a sync one, warning).
+        retry = AsyncRetry(NoBackoff(), 0) if asynchronous else Retry(NoBackoff(), 0)
         return {
             "socket_timeout": self._timeout,
             "socket_connect_timeout": self._timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": retry,
         }
 
     def _sync_client(self) -> Any:
@@ -188,7 +191,7 @@ class RedisLimiter:
         loop = asyncio.get_running_loop()
         entry = self._async.get(id(loop))
         if entry is None or entry[1] is not loop:
-            entry = (async_client(self._target, **self._options()), loop, [])
+            entry = (async_client(self._target, **self._options(asynchronous=True)), loop, [])
             if len(self._async) > 8:  # loops come and go in tests; keep a few
                 self._async.clear()
             self._async[id(loop)] = entry

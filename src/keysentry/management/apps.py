@@ -68,10 +68,12 @@ class AppManagement(ManagementBase):
                 "updated_at": now,
             },
         )
+        self.usage.flush()  # so that a deleted app's counts made here go before the slug's reuse
         with self.store.write() as session:
             if session.get_app(app.app_slug) is not None:
                 raise ConflictError(f"an app {app.app_slug!r} already exists", field="app_slug")
             rules = scheme_rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
+            session.forget_usage(app.app_slug)  # a deleted app's, counted after its deletion
             session.add_app(app)
             session.append_event("app.created", now, app_slug=app.app_slug)
         return app.model_copy(update={"rate_limits": rules})
@@ -122,8 +124,8 @@ class AppManagement(ManagementBase):
         return app.model_copy(update={"rate_limits": rules})
 
     def delete_api_auth_app(self, app_slug: str) -> ApiAuthApp:
-        """Soft-delete an app. Its keys stop verifying at once; its slug may be reused by a
-        new app, whose keys are unrelated.
+        """Soft-delete an app. Its keys stop verifying at once and its usage is deleted; its
+        slug may be reused by a new app, whose keys and usage are unrelated.
 
         Raises:
             NotFoundError: no live app has this slug.
@@ -133,6 +135,7 @@ class AppManagement(ManagementBase):
             app = self._live_app(session, app_slug)
             app = app.model_copy(update={"deleted_at": now, "updated_at": now})
             session.save_app(app)
+            session.forget_usage(app.app_slug)
             session.append_event("app.deleted", now, app_slug=app.app_slug)
         self.cache.evict_app(app.app_slug, announce=True)
         return app

@@ -84,6 +84,10 @@ class StoreSession(Protocol):
         """Live apps and unrevoked keys of live apps that name this scheme, for messages:
         ``["app 'billing'", "key 'key_…'"]``."""
 
+    def forget_usage(self, app_slug: str) -> None:
+        """Delete the usage buckets counted under this slug (its app was deleted, or a new
+        app takes the slug and starts with none)."""
+
     # keys ----------------------------------------------------------------------------
     def get_key(self, key_id: str) -> KeyRecord | None:
         """The key with this id."""

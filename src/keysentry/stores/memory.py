@@ -77,6 +77,11 @@ class _Session:
     def remove_scheme(self, slug: str) -> None:
         self._t.schemes.pop(slug, None)
 
+    def forget_usage(self, app_slug: str) -> None:
+        usage = self._t.usage
+        for row in [row for row in usage if row[0] == app_slug]:
+            del usage[row]
+
     def scheme_users(self, slug: str) -> list[str]:
         live = {a.id for a in self.list_apps()}
         users = [

@@ -116,6 +116,9 @@ class _Session:
     def remove_scheme(self, slug: str) -> None:
         self._c.execute(SCHEMES.delete().where(SCHEMES.c.slug == slug))
 
+    def forget_usage(self, app_slug: str) -> None:
+        self._c.execute(_sql_usage.USAGE.delete().where(_sql_usage.USAGE.c.app_slug == app_slug))
+
     def scheme_users(self, slug: str) -> list[str]:
         live = APPS.c.deleted_at.is_(None)
         apps = self._c.execute(
