@@ -12,7 +12,7 @@ import pytest
 
 from keysentry import KeySentry
 from keysentry._cli_usage import sparkline
-from keysentry.charts import usage_svg
+from keysentry.charts import nice_scale, usage_svg
 from keysentry.cli import main as cli
 from keysentry.usage import UsagePoint
 
@@ -100,3 +100,17 @@ def test_usage_svg_escapes_and_parses() -> None:
     assert len(bars) == 3
     empty = usage_svg([], start, start + timedelta(hours=1).seconds, "minute")
     ElementTree.fromstring(empty)  # noqa: S314
+
+
+@pytest.mark.parametrize(
+    ("peak", "scale"),
+    [(0, (1, 1)), (1, (1, 1)), (4, (1, 4)), (7, (2, 8)), (10, (2, 10)), (11, (5, 15)),
+     (2525, (1000, 3000)), (1262, (500, 1500)), (100_001, (50_000, 150_000))],
+)  # fmt: skip
+def test_the_axis_steps_by_1_2_or_5_times_a_power_of_ten(
+    peak: int, scale: tuple[int, int]
+) -> None:
+    step, top = nice_scale(peak)
+    assert (step, top) == scale
+    assert top >= peak
+    assert top // step <= 5
