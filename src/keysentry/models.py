@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     Field,
     StrictInt,
     StringConstraints,
@@ -39,12 +40,14 @@ from keysentry.errors import ValidationError
 __all__ = [
     "MAX_GRACE_SECONDS",
     "MODES",
+    "PORTAL_TTL_RANGE",
     "UNITS",
     "ApiAuthApp",
     "ApiKey",
     "Event",
     "IssuedKey",
     "KeyRecord",
+    "PortalSession",
     "RateLimitMode",
     "RateLimitRule",
     "RateLimitScheme",
@@ -343,3 +346,41 @@ class Event(_Model):
     app_slug: str | None = None
     key_id: str | None = None
     scheme_slug: str | None = None
+
+
+#: How long a portal link may live: from half a minute to a day.
+PORTAL_TTL_RANGE = (30, 86_400)
+_UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def _return_url(value: str | None) -> str | None:
+    # where the portal's "back" link goes: a path of the host app, or an http(s) URL; never
+    # javascript: or a scheme-relative //host (an open redirect off a relative-looking value)
+    if value is None:
+        return None
+    if len(value) > 2_000 or _UNSAFE_URL.search(value):
+        raise ValueError("must be a path or http(s) URL without spaces or control characters")
+    if value.startswith("/") and not value.startswith("//"):
+        return value
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() in ("http", "https") and rest and not rest.startswith("/"):
+        return value
+    raise ValueError("must be a path ('/account') or an http(s) URL")
+
+
+class PortalSession(_Model):
+    """A customer's way into the portal (:meth:`KeySentry.create_portal_session`).
+
+    ``url`` is the link to send the customer to: a path (join it to the portal's origin),
+    good once, until ``expires_at``. The token in it is not stored, only its hash.
+    ``permissions`` limits what the customer's new keys may hold (``None``: the app's own).
+    """
+
+    id: str
+    app_slug: AppSlug
+    owner_user_id: ScopeId
+    permissions: Patterns | None = None
+    return_url: Annotated[str | None, AfterValidator(_return_url)] = None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    url: str = Field(repr=False)

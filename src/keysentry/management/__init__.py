@@ -12,6 +12,7 @@ from keysentry.errors import ValidationError
 from keysentry.management._common import MAX_GRACE_SECONDS, Invalidation
 from keysentry.management.apps import AppManagement
 from keysentry.management.keys import KeyManagement
+from keysentry.management.portal import PortalSessions
 from keysentry.management.schemes import SchemeManagement
 from keysentry.management.usage import UsageQueries
 from keysentry.models import Event
@@ -19,7 +20,7 @@ from keysentry.models import Event
 __all__ = ["MAX_GRACE_SECONDS", "Invalidation", "Management"]
 
 
-class Management(AppManagement, SchemeManagement, KeyManagement, UsageQueries):
+class Management(AppManagement, SchemeManagement, KeyManagement, UsageQueries, PortalSessions):
     """Every management call; :class:`~keysentry.KeySentry` is one."""
 
     def list_events(self, after_seq: int = 0, limit: int = 100) -> list[Event]:

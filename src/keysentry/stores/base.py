@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
@@ -29,7 +30,7 @@ from keysentry.models import (
 )
 from keysentry.usage import BucketCounts, UsageQuery
 
-__all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession", "key_rules"]
+__all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession", "Ticket", "key_rules"]
 
 #: Version of the stored layout; a store refuses a database written by another version.
 SCHEMA_VERSION = 1
@@ -120,6 +121,23 @@ class StoreSession(Protocol):
         """The highest ``seq`` in the log, 0 when it is empty."""
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A portal session's link as stored: the token's SHA-256, never the token itself.
+
+    ``permissions`` are what keys made in the session may hold (``None``: the app's own).
+    """
+
+    id: str
+    token_hash: str
+    app_slug: str
+    owner_user_id: str
+    permissions: tuple[str, ...] | None
+    return_url: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
 class KeyStore(Protocol):
     """Storage for apps, schemes, keys and events. See the module docstring."""
 
@@ -160,6 +178,18 @@ class KeyStore(Protocol):
     def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
         """Delete buckets of each granularity that start before its cutoff, and events
         before *events_before* (never the newest event); return how many rows went."""
+
+    def add_ticket(self, ticket: Ticket) -> None:
+        """Store a portal link (and forget links that expired a day ago or more)."""
+
+    def use_ticket(self, token_hash: str, now: datetime) -> Ticket | None:
+        """Spend the link with this token hash: the ticket the first time, before it
+        expires; ``None`` for an unknown, expired or already used one. Atomic across
+        processes: of two concurrent uses, one gets the ticket."""
+
+    def shared_secret(self, name: str) -> str:
+        """A random value kept under *name*, made on first use; every process on this
+        store reads the same one (the web pages sign their cookies with it)."""
 
     def close(self) -> None:
         """Release connections. The store must not be used afterwards."""

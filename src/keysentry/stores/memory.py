@@ -8,14 +8,15 @@ a failed call leaves nothing behind, exactly like a rolled-back SQL transaction.
 from __future__ import annotations
 
 import bisect
+import secrets
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
-from keysentry.stores.base import Candidate
+from keysentry.stores.base import Candidate, Ticket
 from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["MemoryKeyStore"]
@@ -28,6 +29,8 @@ class _Tables:
     keys: dict[str, KeyRecord] = field(default_factory=dict)  # by id
     events: list[Event] = field(default_factory=list)
     usage: dict[tuple[str, int, int, str, str], int] = field(default_factory=dict)
+    tickets: dict[str, tuple[Ticket, datetime | None]] = field(default_factory=dict)  # by hash
+    shared: dict[str, str] = field(default_factory=dict)  # shared secrets by name
 
     def copy(self) -> _Tables:
         return replace(
@@ -37,6 +40,8 @@ class _Tables:
             keys=dict(self.keys),
             events=list(self.events),
             usage=dict(self.usage),
+            tickets=dict(self.tickets),
+            shared=dict(self.shared),
         )
 
 
@@ -226,6 +231,29 @@ class MemoryKeyStore:
         column = 0 if by == "requests" else 1
         ranked = sorted(totals.items(), key=lambda kv: (-kv[1][column], kv[0]))[:limit]
         return [(key, t[0], t[1]) for key, t in ranked]
+
+    def add_ticket(self, ticket: Ticket) -> None:
+        """Store a portal link; forget those that expired a day ago."""
+        with self._lock:
+            tickets = self._tables.tickets
+            for token_hash, (old, _) in list(tickets.items()):
+                if old.expires_at < ticket.created_at - timedelta(days=1):
+                    del tickets[token_hash]
+            tickets[ticket.token_hash] = (ticket, None)
+
+    def use_ticket(self, token_hash: str, now: datetime) -> Ticket | None:
+        """Spend a portal link: the ticket the first time, before it expires."""
+        with self._lock:
+            stored = self._tables.tickets.get(token_hash)
+            if stored is None or stored[1] is not None or stored[0].expires_at <= now:
+                return None
+            self._tables.tickets[token_hash] = (stored[0], now)
+            return stored[0]
+
+    def shared_secret(self, name: str) -> str:
+        """The secret under *name*, made on first use."""
+        with self._lock:
+            return self._tables.shared.setdefault(name, secrets.token_urlsafe(32))
 
     def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
         """Delete buckets and events past their retention."""

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from keysentry.errors import ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
-from keysentry.stores import _sql_usage
+from keysentry.stores import _sql_tickets, _sql_usage
 from keysentry.stores._sql_engines import (
     MYSQL_WRITER_ROW,
     engine_for,
@@ -54,7 +54,7 @@ from keysentry.stores._sql_schema import (
     key_row,
     scheme_row,
 )
-from keysentry.stores.base import SCHEMA_VERSION, Candidate
+from keysentry.stores.base import SCHEMA_VERSION, Candidate, Ticket
 from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["SQLKeyStore"]
@@ -331,6 +331,35 @@ class SQLKeyStore:
         self._ensure_schema()
         with self._transaction(write=True, serialized=False) as conn:
             return _sql_usage.prune_usage(conn, cutoffs, events_before)
+
+    def add_ticket(self, ticket: Ticket) -> None:
+        """Store a portal link (one transaction: the insert and the old links' delete)."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            _sql_tickets.add_ticket(conn, ticket)
+
+    def use_ticket(self, token_hash: str, now: datetime) -> Ticket | None:
+        """Spend a portal link: one conditional update decides between processes."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            return _sql_tickets.use_ticket(conn, token_hash, now)
+
+    def shared_secret(self, name: str) -> str:
+        """The secret under *name*, made by the first process that asks."""
+        self._ensure_schema()
+        with self._transaction(write=False) as conn:
+            value = _sql_tickets.read_secret(conn, name)
+        if value is not None:
+            return value
+        try:
+            with self._transaction(write=True, serialized=False) as conn:
+                return _sql_tickets.write_secret(conn, name)
+        except ConflictError:  # another process made it first: theirs stands
+            with self._transaction(write=False) as conn:
+                value = _sql_tickets.read_secret(conn, name)
+            if value is None:
+                raise StoreError(f"the shared secret {name!r} could not be stored") from None
+            return value
 
     def close(self) -> None:
         """Dispose of the connection pool."""
