@@ -18,6 +18,12 @@ from keysentry.core.pipeline import Policy
 from keysentry.errors import ConflictError, NotFoundError
 from keysentry.models import IssuedKey
 from keysentry.toolkit.facts import scope_facts
+from keysentry.toolkit.operators import (
+    ADMIN_APP_SLUG,
+    ADMIN_KEY_PREFIX,
+    ADMIN_PERMISSION,
+    VERIFY_PERMISSION,
+)
 from keysentry.toolkit.render import refusal_response
 
 if TYPE_CHECKING:
@@ -31,11 +37,6 @@ __all__ = [
     "authenticate",
     "create_admin_key",
 ]
-
-ADMIN_APP_SLUG = "keysentry-admin"
-ADMIN_KEY_PREFIX = "ks_admin"
-ADMIN_PERMISSION = "keysentry:admin"
-VERIFY_PERMISSION = "keysentry:verify"
 
 
 async def authenticate(ks: KeySentry, request: Request, permission: str) -> Response | None:
