@@ -42,6 +42,9 @@ def add_server_parsers(groups: Any, common: argparse.ArgumentParser) -> None:
                          "installed, to admin keys)")  # fmt: skip
     metrics.add_argument("--open-metrics", action="store_true",
                          help="serve /metrics without a key (trusted networks only)")  # fmt: skip
+    p.add_argument("--no-pages", action="store_true",
+                   help="no /dashboard/ and /portal/ (default: served when the web extra is "
+                   "installed)")  # fmt: skip
     p.add_argument("--log-level", default="info")
 
     p = groups.add_parser("demo", help="serve an example API on a throw-away store")
@@ -56,7 +59,13 @@ def add_server_parsers(groups: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _serve(a: argparse.Namespace) -> int:
-    from keysentry.server import METRICS_ENV, TRUSTED_PROXIES_ENV, serve
+    from keysentry.server import (
+        METRICS_ENV,
+        PAGES_ENV,
+        TRUSTED_PROXIES_ENV,
+        pages_available,
+        serve,
+    )
 
     url = database_url_from_env(getattr(a, "database_url", None))
     os.environ[DATABASE_URL_ENV] = url  # the workers build their service from these
@@ -75,6 +84,9 @@ def _serve(a: argparse.Namespace) -> int:
     elif a.open_metrics:
         raise ConfigurationError("--open-metrics needs prometheus_client: "
                                  "pip install 'keysentry[metrics]'")  # fmt: skip
+    os.environ.pop(PAGES_ENV, None)
+    if not a.no_pages and pages_available():
+        os.environ[PAGES_ENV] = "1"
     KeySentry(url, limiter_url=a.limiter_url).close()  # bad URLs fail here, once; schema made
     serve(host=a.host, port=a.port, workers=a.workers, log_level=a.log_level)
     return 0

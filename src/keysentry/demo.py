@@ -25,12 +25,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from keysentry.admin import create_admin_app, create_admin_key
 from keysentry.asgi import KeySentryMiddleware
 from keysentry.models import RateLimitRule
-from keysentry.server import free_port, running
+from keysentry.server import free_port, pages_available, running
 from keysentry.service import KeySentry
 
 __all__ = ["DemoSetup", "build_demo", "run_demo"]
@@ -46,6 +46,7 @@ class DemoSetup:
     ks: KeySentry
     reader_secret: str
     admin_secret: str
+    portal_url: str | None = None
 
 
 async def _health(request: Request) -> JSONResponse:
@@ -79,14 +80,33 @@ def build_demo(database_url: str) -> tuple[Starlette, DemoSetup]:
         Route("/users", _create_user, methods=["POST"]),
         *create_admin_app(ks).routes,
     ]
+    portal_url = None
+    if pages_available():  # the web extra: the dashboard and a customer's portal link
+        from keysentry.dashboard import create_dashboard_app
+        from keysentry.portal import create_portal_app
+
+        routes += [Mount("/dashboard", create_dashboard_app(ks)),
+                   Mount("/portal", create_portal_app(ks, title="Demo API keys"))]  # fmt: skip
+        ks.create_api_key(APP_SLUG, "customer's first key", permissions=["users:read"],
+                          owner_user_id="customer-1")  # fmt: skip
+        portal_url = ks.create_portal_session(APP_SLUG, "customer-1", ttl_seconds=3600,
+                                              permissions=["users:read"]).url  # fmt: skip
     guard = Middleware(
         KeySentryMiddleware,
         sentry=ks,
-        exclude=["/health", "/api-auth/*", "/v1/authz/*"],  # those check keys themselves
+        # those check keys (or sessions) themselves
+        exclude=[
+            "/health",
+            "/api-auth/*",
+            "/v1/authz/*",
+            "/dashboard",
+            "/dashboard/*",
+            "/portal/*",
+        ],
         permissions={"GET /users/*": ["users:read"], "POST /users": ["users:write"]},
     )
     app = Starlette(routes=routes, middleware=[guard])
-    return app, DemoSetup(ks, reader.secret, admin.secret)
+    return app, DemoSetup(ks, reader.secret, admin.secret, portal_url)
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -98,8 +118,9 @@ class _Answer:
 
 
 def _request(
-    base: str, method: str, path: str, key: str | None = None, body: Any = None
-) -> _Answer:
+    base: str, method: str, path: str, key: str | None = None, body: Any = None,
+    opener: urllib.request.OpenerDirector | None = None,
+) -> _Answer:  # fmt: skip
     request = urllib.request.Request(base + path, method=method)  # noqa: S310 (http only)
     if key is not None:
         request.add_header("Authorization", f"Bearer {key}")
@@ -108,12 +129,17 @@ def _request(
         data = json.dumps(body).encode()
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, data, timeout=10) as response:  # noqa: S310
+        with (opener or _OPENER).open(request, data, timeout=10) as response:
             status, headers, raw = response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         status, headers, raw = error.code, error.headers, error.read()
     lowered = {name.lower(): value for name, value in headers.items()}
-    return _Answer(status, lowered, json.loads(raw) if raw else None)
+    if lowered.get("content-type", "").startswith("application/json"):
+        return _Answer(status, lowered, json.loads(raw) if raw else None)
+    return _Answer(status, lowered, raw.decode("utf-8", "replace"))
+
+
+_OPENER = urllib.request.build_opener()
 
 
 @dataclass
@@ -121,6 +147,10 @@ class _Tour:
     base: str
     out: TextIO
     failures: list[str] = field(default_factory=list)
+    # the pages' session cookies
+    opener: urllib.request.OpenerDirector = field(
+        default_factory=lambda: urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    )
 
     def step(self, title: str, answer: _Answer, expected: int, check: Callable[[_Answer], bool]
              = lambda a: True, show: str = "") -> _Answer:  # fmt: skip
@@ -137,7 +167,7 @@ class _Tour:
         return answer
 
     def call(self, method: str, path: str, key: str | None = None, body: Any = None) -> _Answer:
-        return _request(self.base, method, path, key, body)
+        return _request(self.base, method, path, key, body, self.opener)
 
 
 def _reason(answer: _Answer) -> str | None:
@@ -202,6 +232,15 @@ def tour(base: str, setup: DemoSetup, out: TextIO) -> list[str]:
                        "resource": "/users/1", "required_permissions": ["users:read"]}),
                    200, lambda a: a.body["allowed"] is True,
                    show="allowed: true")  # fmt: skip
+    if setup.portal_url is not None:
+        t.step("the dashboard's sign-in page (GET /dashboard/login)",
+               t.call("GET", "/dashboard/login"), 200)  # fmt: skip
+        t.step("a customer's portal link, opened (GET /portal/t/…)",
+               t.call("GET", setup.portal_url), 200,
+               lambda a: "customer&#39;s first key" in a.body,
+               show="signed in: their keys listed")  # fmt: skip
+        t.step("the same link, again", t.call("GET", setup.portal_url), 403,
+               show="(good once)")  # fmt: skip
     print(f"{'all steps behaved' if not t.failures else f'{len(t.failures)} step(s) failed'}",
           file=out)  # fmt: skip
     return t.failures
@@ -228,6 +267,12 @@ Try it:
 Or run `keysentry demo --check` for the whole tour, checked.""",
         file=out,
     )
+    if setup.portal_url is not None:
+        print(f"""
+In a browser:
+  dashboard:   {base}/dashboard/   (sign in with the admin key above)
+  portal:      {base}{setup.portal_url}
+               (a customer's sign-in link: good once, for an hour)""", file=out)  # fmt: skip
 
 
 def run_demo(

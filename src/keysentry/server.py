@@ -9,6 +9,7 @@ on SIGTERM or SIGINT: requests in flight finish, then each worker closes its sto
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import tempfile
@@ -26,9 +27,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 __all__ = [
     "METRICS_ENV",
     "OPEN_VERIFICATION_ENV",
+    "PAGES_ENV",
     "TRUSTED_PROXIES_ENV",
     "app_from_env",
     "free_port",
+    "pages_available",
     "running",
     "serve",
 ]
@@ -36,6 +39,8 @@ __all__ = [
 OPEN_VERIFICATION_ENV = "KEYSENTRY_OPEN_VERIFICATION"
 #: ``1``: serve ``/metrics`` (the CLI sets it unless ``--no-metrics``); ``open``: without a key.
 METRICS_ENV = "KEYSENTRY_METRICS"
+#: ``1``: serve the dashboard at ``/dashboard/`` and the portal at ``/portal/``.
+PAGES_ENV = "KEYSENTRY_PAGES"
 #: Comma-separated addresses or networks whose forwarding headers forward-auth believes.
 TRUSTED_PROXIES_ENV = "KEYSENTRY_TRUSTED_PROXIES"
 
@@ -62,7 +67,7 @@ def app_from_env() -> Any:
     )
     open_verification = os.environ.get(OPEN_VERIFICATION_ENV, "") in ("1", "true", "yes")
     proxies = [p.strip() for p in os.environ.get(TRUSTED_PROXIES_ENV, "").split(",") if p.strip()]
-    return create_admin_app(
+    app = create_admin_app(
         ks,
         open_verification=open_verification,
         close_on_shutdown=True,
@@ -70,6 +75,22 @@ def app_from_env() -> Any:
         metrics=bool(metrics),
         open_metrics=metrics == "open",
     )
+    if os.environ.get(PAGES_ENV):
+        from starlette.routing import Mount
+
+        from keysentry.dashboard import create_dashboard_app
+        from keysentry.portal import create_portal_app
+
+        app.router.routes[:0] = [
+            Mount("/dashboard", create_dashboard_app(ks)),
+            Mount("/portal", create_portal_app(ks)),
+        ]
+    return app
+
+
+def pages_available() -> bool:
+    """Whether the web extra (Jinja2, itsdangerous) is installed: the pages can be served."""
+    return all(importlib.util.find_spec(m) is not None for m in ("jinja2", "itsdangerous"))
 
 
 def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") -> None:

@@ -11,7 +11,6 @@ Needs the ``web`` extra (``pip install 'keysentry[web]'``).
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,18 +23,22 @@ from keysentry._cli_format import _rule_text
 from keysentry.errors import ValidationError
 from keysentry.models import ApiKey, IssuedKey
 from keysentry.toolkit.operators import ADMIN_APP_SLUG, ADMIN_PERMISSION, operator_key_valid
-from keysentry.web.pages import Form, Pages
-from keysentry.web.views import RANGES, field_errors, key_status, split_list, usage_chart
+from keysentry.web.pages import Form, Pages, cookie_secret
+from keysentry.web.views import (
+    GRACES,
+    RANGES,
+    field_errors,
+    grace_seconds,
+    key_status,
+    split_list,
+    usage_chart,
+)
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["SECRET_KEY_ENV", "create_dashboard_app"]
+__all__ = ["create_dashboard_app"]
 
-#: A secret for the session cookies (else the store's shared one).
-SECRET_KEY_ENV = "KEYSENTRY_SECRET_KEY"
-GRACES = [(0, "none: the old secret stops now"), (3600, "1 hour"), (86_400, "1 day"),
-          (7 * 86_400, "7 days")]  # fmt: skip
 PAGE_SIZE = 50
 STALE_AFTER = timedelta(days=30)
 STATUS_FILTERS = ("all", "active", "revoked", "expired", "stale")
@@ -57,9 +60,9 @@ def create_dashboard_app(
         session_seconds: how long a sign-in lasts without use.
         title: the name in the header.
     """
-    secret = secret_key or os.environ.get(SECRET_KEY_ENV) or ks.store.shared_secret("web")
-    pages = Pages("dashboard", secret, max_age=session_seconds,
-                  globals={"site_title": title, "logo_url": None, "layout": "dashboard/layout.html",
+    pages = Pages("dashboard", cookie_secret(ks, secret_key), max_age=session_seconds,
+                  globals={"site_title": title, "logo_url": None,
+                           "layout": "dashboard/layout.html",
                            "key_status": key_status, "rule_text": _rule_text,
                            "operator": None, "section": ""})  # fmt: skip
     views = _Views(ks, pages)
@@ -248,10 +251,10 @@ class _Views:
         operator = self._signed_in(request)
         if isinstance(operator, Response):
             return operator
-        grace = form.get("grace_seconds", "0")
-        if grace not in {str(seconds) for seconds, _ in GRACES}:
+        grace = grace_seconds(form)
+        if grace is None:
             return self.key(request, None, errors={"grace_seconds": "choose a grace period"})
-        issued = self.ks.rotate_api_key(request.path_params["key_id"], grace_seconds=int(grace))
+        issued = self.ks.rotate_api_key(request.path_params["key_id"], grace_seconds=grace)
         return self._secret(request, operator, issued, "Key rotated")
 
     # ------------------------------------------------------------ schemes, events
@@ -287,5 +290,7 @@ def _utc_field(text: str, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError.single(name, "must be a date and time, e.g. 2027-01-31T12:00")
+        raise ValidationError.single(
+            name, "must be a date and time, e.g. 2027-01-31T12:00"
+        ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

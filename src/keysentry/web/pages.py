@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -34,16 +35,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from keysentry.errors import KeySentryError, NotFoundError, StoreError
+from keysentry.errors import ConfigurationError, KeySentryError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from keysentry.service import KeySentry
 
 __all__ = [
     "MAX_FORM_BYTES",
+    "SECRET_KEY_ENV",
     "SECURITY_HEADERS",
     "Form",
     "FormError",
     "Pages",
     "View",
     "check_colour",
+    "cookie_secret",
     "svg",
 ]
 
@@ -52,6 +58,8 @@ __all__ = [
 View = Callable[[Request, "Form | None"], Response]
 
 logger = logging.getLogger("keysentry")
+#: The environment variable that may hold the cookies' signing key.
+SECRET_KEY_ENV = "KEYSENTRY_SECRET_KEY"  # noqa: S105  (a variable's name, not a secret)
 R = TypeVar("R", bound=Response)
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 64 * 1024
@@ -70,6 +78,16 @@ _STATIC = {
     "keysentry.js": "text/javascript; charset=utf-8",
 }
 _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+def cookie_secret(ks: KeySentry, given: str | None) -> str:
+    """The key that signs session cookies: *given*, else ``$KEYSENTRY_SECRET_KEY``, else the
+    store's shared secret (so every worker and machine on the store agrees)."""
+    if given is not None:
+        if not isinstance(given, str) or len(given) < 16:
+            raise ConfigurationError("secret_key must be a string of 16 characters or more")
+        return given
+    return os.environ.get(SECRET_KEY_ENV) or ks.store.shared_secret("web")
 
 
 def check_colour(value: str, name: str = "accent") -> str:

@@ -13,8 +13,14 @@ from keysentry._cli_format import key_status
 from keysentry.charts import usage_svg
 from keysentry.errors import ValidationError
 from keysentry.service import KeySentry
+from keysentry.web.pages import Form
 
-__all__ = ["RANGES", "Usage", "field_errors", "key_status", "split_list", "usage_chart"]
+__all__ = ["GRACES", "RANGES", "Usage", "field_errors", "grace_seconds", "key_status",
+           "split_list", "usage_chart"]  # fmt: skip
+
+#: The grace periods a rotation offers: seconds, label.
+GRACES = [(0, "none: the old secret stops now"), (3600, "1 hour"), (86_400, "1 day"),
+          (7 * 86_400, "7 days")]  # fmt: skip
 
 #: The ranges a chart offers: name -> (length, granularity).
 RANGES = {
@@ -62,3 +68,12 @@ _SEPARATORS = re.compile(r"[\s,]+")
 def split_list(text: str) -> list[str]:
     """``"a:read, b:write"`` or one per line -> ``["a:read", "b:write"]``."""
     return [item for item in _SEPARATORS.split(text) if item]
+
+
+def grace_seconds(form: Form) -> int | None:
+    """The rotation form's grace period, if it is one of :data:`GRACES`."""
+    chosen = form.get("grace_seconds", "0")
+    for seconds, _ in GRACES:
+        if chosen == str(seconds):
+            return seconds
+    return None

@@ -1,0 +1,240 @@
+"""The customer portal: where your customers manage their own keys, without your code.
+
+Your app mints a link for one customer (:meth:`KeySentry.create_portal_session`) and sends
+them to it; the link is good once, for a few minutes. Opening it starts a portal session
+(a signed cookie, for *session_seconds*) in which the customer sees only the keys of that
+app whose ``owner_user_id`` is theirs: they create keys (with at most the permissions the
+session allows), rotate them with a grace period, revoke them, and see their last use and
+usage. Whatever id is put in a URL or a form, another owner's key is "not found".
+
+Mount it (``Mount("/portal", create_portal_app(ks))``) or run ``keysentry serve``, which
+serves it at ``/portal/``. Needs the ``web`` extra (``pip install 'keysentry[web]'``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keysentry.errors import ConfigurationError, NotFoundError, ValidationError
+from keysentry.models import ApiKey
+from keysentry.web.pages import Form, Pages, check_colour, cookie_secret
+from keysentry.web.views import GRACES, RANGES, field_errors, grace_seconds, key_status, usage_chart
+
+if TYPE_CHECKING:
+    from keysentry.service import KeySentry
+
+__all__ = ["create_portal_app"]
+
+
+def create_portal_app(
+    ks: KeySentry,
+    *,
+    title: str = "API keys",
+    logo_url: str | None = None,
+    accent: str = "#2563eb",
+    session_seconds: int = 3600,
+    secret_key: str | None = None,
+) -> Starlette:
+    """The customer portal as an ASGI app.
+
+    Args:
+        ks: the service whose keys the customers manage.
+        title: the name in the header (your product's).
+        logo_url: a logo beside it: a path on your site or a ``data:`` URL (the pages load
+            nothing from other origins).
+        accent: the colour of links and buttons, ``#rrggbb``.
+        session_seconds: how long a customer stays signed in after opening their link.
+        secret_key: signs the session cookies; default ``$KEYSENTRY_SECRET_KEY``, else a
+            secret kept in the store (the same for every worker on that store).
+
+    Raises:
+        ConfigurationError: a malformed accent colour, logo URL or session length.
+    """
+    try:
+        accent = check_colour(accent)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if logo_url is not None and not (
+        logo_url.startswith("data:image/") or (logo_url.startswith("/") and "//" not in logo_url)
+    ):
+        raise ConfigurationError("logo_url must be a path on this site or a data:image/ URL")
+    if (
+        isinstance(session_seconds, bool)
+        or not isinstance(session_seconds, int)
+        or not (60 <= session_seconds <= 86_400)
+    ):
+        raise ConfigurationError("session_seconds must be an integer from 60 to 86400")
+    pages = Pages("portal", cookie_secret(ks, secret_key), max_age=session_seconds,
+                  globals={"site_title": title, "logo_url": logo_url,
+                           "layout": "portal/layout.html",
+                           "key_status": key_status, "customer": None, "section": ""})  # fmt: skip
+    views = _Views(ks, pages)
+    page = pages.page
+    theme = f":root {{ --accent: {accent}; }}\n"
+    return Starlette(
+        routes=[
+            Route("/", page(views.keys), methods=["GET", "HEAD"]),
+            Route("/t/{token}", page(views.enter), methods=["GET"]),
+            Route("/logout", page(views.logout, form=True), methods=["POST"]),
+            Route("/keys", page(views.create, form=True), methods=["POST"]),
+            Route("/keys/{key_id}", page(views.key), methods=["GET", "HEAD"]),
+            Route("/keys/{key_id}/rotate", page(views.rotate, form=True), methods=["POST"]),
+            Route("/keys/{key_id}/revoke", page(views.revoke, form=True), methods=["POST"]),
+            pages.static_route({"theme.css": ("text/css; charset=utf-8", theme)}),
+        ]
+    )
+
+
+class _Customer:
+    """The signed-in customer, from the session cookie."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.app_slug: str = data["app"]
+        self.owner_user_id: str = data["owner"]
+        allowed = data.get("allowed")
+        self.allowed: list[str] | None = list(allowed) if isinstance(allowed, list) else None
+        self.return_url: str | None = data.get("return_url")
+
+
+class _Views:
+    def __init__(self, ks: KeySentry, pages: Pages) -> None:
+        self.ks = ks
+        self.pages = pages
+
+    def _customer(self, request: Request) -> _Customer | None:
+        data = self.pages.session(request)
+        until = data.get("until")
+        if not isinstance(data.get("app"), str) or not isinstance(data.get("owner"), str):
+            return None
+        if not isinstance(until, int | float) or until <= self.ks._clock():
+            return None
+        return _Customer(data)
+
+    def _render(self, request: Request, template: str, customer: _Customer | None,
+                status: int = 200, **context: Any) -> Response:  # fmt: skip
+        return self.pages.render(request, f"portal/{template}",
+                                 {"customer": customer, **context}, status)  # fmt: skip
+
+    def _signed_out(self, request: Request) -> Response:
+        return self._render(request, "signed_out.html", None, 401, heading="Your session ended",
+                            message="Sign-in links last a few minutes; this page needs a new "
+                            "one.")  # fmt: skip
+
+    def _own_key(self, customer: _Customer, key_id: str) -> ApiKey:
+        """The customer's key, or NotFoundError: another owner's key is not found either."""
+        key = self.ks.get_api_key(key_id)
+        if key.app_slug != customer.app_slug or key.owner_user_id != customer.owner_user_id:
+            raise NotFoundError("key", key_id)
+        return key
+
+    # ------------------------------------------------------------ the link
+    def enter(self, request: Request, form: Form | None) -> Response:
+        ticket = self.ks.redeem_portal_link(request.path_params["token"])
+        if ticket is None:
+            return self._render(request, "signed_out.html", None, 403,
+                                heading="This link no longer works",
+                                message="It was used already, or it expired.")  # fmt: skip
+        session = {
+            "csrf": self.pages.session(request)["csrf"],
+            "ticket": ticket.id,
+            "app": ticket.app_slug,
+            "owner": ticket.owner_user_id,
+            "allowed": None if ticket.permissions is None else list(ticket.permissions),
+            "return_url": ticket.return_url,
+            "until": self.ks._clock() + self.pages.max_age,
+        }
+        response = self.pages.redirect(request)
+        self.pages.save(request, response, session)
+        return response
+
+    def logout(self, request: Request, form: Form | None) -> Response:
+        customer = self._customer(request)
+        response: Response
+        if customer is not None and customer.return_url:
+            response = self.pages.secure(
+                Response(status_code=303, headers={"location": customer.return_url})
+            )
+        else:
+            response = self._render(request, "signed_out.html", None, heading="Signed out",
+                                    message="You signed out of the API keys page.")  # fmt: skip
+        self.pages.clear(request, response)
+        return response
+
+    # ------------------------------------------------------------ keys
+    def keys(self, request: Request, _: Form | None, **extra: Any) -> Response:
+        customer = self._customer(request)
+        if customer is None:
+            return self._signed_out(request)
+        app = self.ks.get_api_auth_app(customer.app_slug)
+        keys = [k for k in self.ks.list_api_keys(customer.app_slug)
+                if k.owner_user_id == customer.owner_user_id]  # fmt: skip
+        context = {"app": app, "keys": keys, "allowed": customer.allowed, "form": Form(),
+                   "section": "keys"} | extra  # fmt: skip
+        return self._render(request, "keys.html", customer, 422 if "errors" in extra else 200,
+                            **context)  # fmt: skip
+
+    def create(self, request: Request, form: Form | None) -> Response:
+        assert form is not None
+        customer = self._customer(request)
+        if customer is None:
+            return self._signed_out(request)
+        permissions: list[str] = []
+        if customer.allowed is not None:
+            permissions = form.all("permissions")
+            # a key without permissions would hold all of its app's: never from a session
+            # that allows less
+            if not permissions or any(p not in customer.allowed for p in permissions):
+                errors = {"permissions": "choose at least one of the permissions shown"}
+                return self.keys(request, None, form=form, errors=errors)
+        try:
+            issued = self.ks.create_api_key(customer.app_slug, form.get("name"),
+                                            permissions=permissions,
+                                            owner_user_id=customer.owner_user_id)  # fmt: skip
+        except ValidationError as exc:
+            return self.keys(request, None, form=form, errors=field_errors(exc))
+        return self._render(request, "secret.html", customer, issued=issued,
+                            heading="Key created", section="keys")  # fmt: skip
+
+    def key(self, request: Request, _: Form | None, **extra: Any) -> Response:
+        customer = self._customer(request)
+        if customer is None:
+            return self._signed_out(request)
+        key = self._own_key(customer, request.path_params["key_id"])
+        app = self.ks.get_api_auth_app(customer.app_slug)
+        range_name = request.query_params.get("range", "24h")
+        range_name = range_name if range_name in RANGES else "24h"
+        return self._render(
+            request, "key.html", customer, 422 if "errors" in extra else 200, key=key, app=app,
+            range=range_name, ranges=list(RANGES), graces=GRACES, section="keys",
+            usage=usage_chart(self.ks, key.app_slug, key.id, range_name), **extra,
+        )  # fmt: skip
+
+    def rotate(self, request: Request, form: Form | None) -> Response:
+        assert form is not None
+        customer = self._customer(request)
+        if customer is None:
+            return self._signed_out(request)
+        key = self._own_key(customer, request.path_params["key_id"])
+        grace = grace_seconds(form)
+        if grace is None:
+            return self.key(request, None, errors={"grace_seconds": "choose a grace period"})
+        issued = self.ks.rotate_api_key(key.id, grace_seconds=grace)
+        return self._render(request, "secret.html", customer, issued=issued,
+                            heading="Key rotated", section="keys")  # fmt: skip
+
+    def revoke(self, request: Request, form: Form | None) -> Response:
+        assert form is not None
+        customer = self._customer(request)
+        if customer is None:
+            return self._signed_out(request)
+        key = self._own_key(customer, request.path_params["key_id"])
+        try:
+            self.ks.revoke_api_key(key.id, reason=form.get("reason") or None)
+        except ValidationError as exc:
+            return self.key(request, None, errors=field_errors(exc))
+        return self.pages.redirect(request, f"keys/{key.id}")
