@@ -107,9 +107,7 @@ def test_usage_svg_escapes_and_parses() -> None:
     [(0, (1, 1)), (1, (1, 1)), (4, (1, 4)), (7, (2, 8)), (10, (2, 10)), (11, (5, 15)),
      (2525, (1000, 3000)), (1262, (500, 1500)), (100_001, (50_000, 150_000))],
 )  # fmt: skip
-def test_the_axis_steps_by_1_2_or_5_times_a_power_of_ten(
-    peak: int, scale: tuple[int, int]
-) -> None:
+def test_the_axis_steps_by_1_2_or_5_times_a_power_of_ten(peak: int, scale: tuple[int, int]) -> None:
     step, top = nice_scale(peak)
     assert (step, top) == scale
     assert top >= peak

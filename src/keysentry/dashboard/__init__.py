@@ -228,10 +228,12 @@ class _Views:
             return operator
         key = self.ks.get_api_key(request.path_params["key_id"])
         range_name = _range(request)
+        usage = usage_chart(self.ks, key.app_slug, key.id, range_name)
+        key = self.ks.get_api_key(key.id)  # its last use, as the chart's query just wrote it
         return self._render(
             request, "key.html", operator, 422 if "errors" in extra else 200, key=key,
             range=range_name, ranges=list(RANGES), graces=GRACES, section="apps",
-            usage=usage_chart(self.ks, key.app_slug, key.id, range_name), **extra,
+            usage=usage, **extra,
         )  # fmt: skip
 
     def revoke(self, request: Request, form: Form | None) -> Response:

@@ -208,10 +208,12 @@ class _Views:
         app = self.ks.get_api_auth_app(customer.app_slug)
         range_name = request.query_params.get("range", "24h")
         range_name = range_name if range_name in RANGES else "24h"
+        usage = usage_chart(self.ks, key.app_slug, key.id, range_name)
+        key = self._own_key(customer, key.id)  # its last use, as the chart's query wrote it
         return self._render(
             request, "key.html", customer, 422 if "errors" in extra else 200, key=key, app=app,
             range=range_name, ranges=list(RANGES), graces=GRACES, section="keys",
-            usage=usage_chart(self.ks, key.app_slug, key.id, range_name), **extra,
+            usage=usage, **extra,
         )  # fmt: skip
 
     def rotate(self, request: Request, form: Form | None) -> Response:
