@@ -239,3 +239,28 @@ def test_readme_resource_template_block() -> None:
         assert client.get("/v1/users/42/orders", headers=auth).text == "orders"
         denied = client.get("/v1/users/43/orders", headers=auth)
         assert denied.json()["errors"][0]["reason"] == "resource_denied"
+
+
+def portal_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"## Dashboard and customer portal\n.*?```python\n(.*?)```", readme, re.S)
+    assert match, "README.md lost its dashboard block"
+    return match.group(1)
+
+
+def test_the_portal_example_is_the_readme_block_and_sends_a_customer_to_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.testclient import TestClient
+
+    source = (ROOT / "examples" / "portal_app.py").read_text()
+    assert portal_example() in source
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(ROOT / "examples" / "portal_app.py"))
+    assert "admin key for /dashboard/: ks_admin_" in capsys.readouterr().out
+    with TestClient(namespace["app"]) as client:
+        page = client.get("/account/api-keys")  # -> the link -> the portal
+        assert page.status_code == 200
+        assert "Your API keys" in page.text
+        assert client.get("/dashboard/", follow_redirects=False).status_code == 303
+    namespace["ks"].close()
