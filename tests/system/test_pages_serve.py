@@ -1,0 +1,69 @@
+"""The pages under ``keysentry serve --workers 3``: a sign-in made on one worker holds on
+every other (the cookie key is the store's shared secret, not each process's own), and a
+portal link is spent once whichever worker receives it."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from keysentry import KeySentry
+from keysentry.admin import create_admin_key
+from keysentry.server import free_port
+from tests.system.test_serve import wait_until_serving
+
+WORKERS = 3
+
+
+def _status(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None) -> int:
+    try:
+        with opener.open(url, data, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_sessions_and_links_hold_across_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/pages.db"
+    with KeySentry(url) as ks:
+        admin = create_admin_key(ks).secret
+        ks.create_api_auth_app("shop", "Shop", "sk_shop")
+        links = [ks.create_portal_session("shop", f"user_{i}").url for i in range(3)]
+    env = {**os.environ, "KEYSENTRY_DATABASE_URL": url}
+    env.pop("KEYSENTRY_SECRET_KEY", None)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keysentry", "serve", "--port", str(port), "--workers",
+         str(WORKERS), "--log-level", "warning", "--no-metrics"], env=env, cwd=tmp_path,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(base, process)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(base + "/dashboard/login", timeout=30) as page:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.read().decode())
+        assert csrf is not None
+        form = urllib.parse.urlencode({"csrf": csrf.group(1), "api_key": admin}).encode()
+        assert _status(opener, base + "/dashboard/login", form) == 200  # after the redirect
+        # each request on a new connection: uvicorn's workers share the socket, so they
+        # land on different processes; every one must read the same cookie
+        assert [_status(opener, base + "/dashboard/apps/shop") for _ in range(30)] == [200] * 30
+        # a link spent once, however many workers it reaches at the same time
+        for link in links:
+            with ThreadPoolExecutor(6) as pool:
+                statuses = list(pool.map(
+                    lambda _: _status(urllib.request.build_opener(
+                        urllib.request.HTTPCookieProcessor()), base + link), range(6)))  # fmt: skip
+            assert sorted(statuses) == [200] + [403] * 5
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
