@@ -57,12 +57,15 @@ def test_sessions_and_links_hold_across_workers(tmp_path: Path) -> None:
         # each request on a new connection: uvicorn's workers share the socket, so they
         # land on different processes; every one must read the same cookie
         assert [_status(opener, base + "/dashboard/apps/shop") for _ in range(30)] == [200] * 30
+
         # a link spent once, however many workers it reaches at the same time
+        def open_link(target: str) -> int:  # a browser of its own, cookies and all
+            own = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            return _status(own, target)
+
         for link in links:
             with ThreadPoolExecutor(6) as pool:
-                statuses = list(pool.map(
-                    lambda _: _status(urllib.request.build_opener(
-                        urllib.request.HTTPCookieProcessor()), base + link), range(6)))  # fmt: skip
+                statuses = list(pool.map(open_link, [base + link] * 6))
             assert sorted(statuses) == [200] + [403] * 5
     finally:
         process.terminate()
