@@ -66,6 +66,9 @@ RateLimitMode = Literal[
     "per_key_and_endpoint",
     "per_app_and_ip",
     "per_key_and_ip",
+    "per_owner",
+    "per_organization",
+    "per_workspace",
 ]
 UNITS: tuple[str, ...] = get_args(RateLimitUnit)
 MODES: tuple[str, ...] = get_args(RateLimitMode)

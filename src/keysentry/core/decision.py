@@ -190,7 +190,8 @@ class KeyEntry:
         usable = not self.revoked and self.active and self.app_active
         object.__setattr__(self, "usable", usable)
         object.__setattr__(self, "allowed", Decision.allow(identity))
-        checks = static_checks(self.limits, identity.key_id, identity.app_slug)
+        sharing = (identity.owner_user_id, identity.organization_id, identity.workspace_id)
+        checks = static_checks(self.limits, identity.key_id, identity.app_slug, sharing)
         object.__setattr__(self, "checks", checks)
 
 

@@ -269,6 +269,7 @@ def after_lookup(
         checks = plan_checks(
             entry.limits, request.method, request.path, identity.key_id, identity.app_slug,
             request.client_ip,
+            (identity.owner_user_id, identity.organization_id, identity.workspace_id),
         )  # fmt: skip
     if not checks:
         return decision

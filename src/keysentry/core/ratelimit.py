@@ -27,6 +27,8 @@ from typing import Any, Literal, NamedTuple
 from keysentry.core.patterns import EndpointPattern, parse_endpoint
 
 __all__ = [
+    "NO_SHARING",
+    "SHARED_MODES",
     "Counter",
     "Limit",
     "Outcome",
@@ -242,14 +244,30 @@ def decide_limits(
     )
 
 
+#: The modes whose counter the keys of one owner, organization or workspace share (within
+#: their app), and the index of that id in a request's *sharing* ids.
+SHARED_MODES = {"per_owner": 0, "per_organization": 1, "per_workspace": 2}
+Sharing = tuple[str | None, str | None, str | None]  # owner_user_id, organization, workspace
+NO_SHARING: Sharing = (None, None, None)
+
+
 def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: str,
-                client_ip: str | None) -> str:  # fmt: skip
+                client_ip: str | None,
+                sharing: Sharing = NO_SHARING) -> str:  # fmt: skip
     """The counter a request counts against under *limit*, by the rule's mode.
 
     It starts with ``{app_slug}``: a Redis Cluster hash tag, so that every counter of one
-    request (all of one app's) lives in one slot.
+    request (all of one app's) lives in one slot. *sharing* is the key's
+    ``(owner_user_id, organization_id, workspace_id)``: under ``per_owner``,
+    ``per_organization`` and ``per_workspace`` every key with the same id counts against
+    one counter; a key without that id is limited on its own, as under ``per_key``.
     """
     mode = limit.mode
+    shared = SHARED_MODES.get(mode)
+    if shared is not None:
+        who = sharing[shared]
+        owner = f"id:{who}" if who is not None else f"key:{key_id}"
+        return f"{{{app_slug}}}:{mode}|{owner}|{limit.name}"
     owner = app_slug if mode.startswith("per_app") else key_id
     if mode.endswith("_endpoint"):
         owner = f"{owner}|{endpoint.text}"
@@ -260,7 +278,7 @@ def counter_key(limit: Limit, endpoint: EndpointPattern, key_id: str, app_slug: 
 
 def plan_checks(
     limits: Sequence[Limit], method: str, path: str, key_id: str, app_slug: str,
-    client_ip: str | None,
+    client_ip: str | None, sharing: Sharing = NO_SHARING,
 ) -> tuple[tuple[Limit, str], ...]:  # fmt: skip
     """The ``(limit, counter key)`` pairs a request counts against: every rule whose
     endpoints it matches, highest priority first."""
@@ -268,13 +286,16 @@ def plan_checks(
     for limit in limits:
         endpoint = limit.matching_endpoint(method, path)
         if endpoint is not None:
-            checks.append((limit, counter_key(limit, endpoint, key_id, app_slug, client_ip)))
+            checks.append(
+                (limit, counter_key(limit, endpoint, key_id, app_slug, client_ip, sharing))
+            )
     return tuple(checks)
 
 
 def static_checks(
-    limits: Sequence[Limit], key_id: str, app_slug: str
-) -> tuple[tuple[Limit, str], ...] | None:
+    limits: Sequence[Limit], key_id: str, app_slug: str,
+    sharing: Sharing = NO_SHARING,
+) -> tuple[tuple[Limit, str], ...] | None:  # fmt: skip
     """The checks of :func:`plan_checks` when they are the same for every request with this
     key (every rule counts every request, none per IP), computed once per cached key; else
     ``None``."""
@@ -285,7 +306,7 @@ def static_checks(
         first = limit.endpoints[0]
         if not first.universal or limit.mode.endswith("_ip"):
             return None
-        checks.append((limit, counter_key(limit, first, key_id, app_slug, None)))
+        checks.append((limit, counter_key(limit, first, key_id, app_slug, None, sharing)))
     return tuple(checks)
 
 
