@@ -21,6 +21,7 @@ CORE_ALLOWED = {
     "functools",
     "hashlib",
     "hmac",
+    "ipaddress",
     "json",
     "operator",
     "re",

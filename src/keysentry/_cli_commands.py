@@ -57,14 +57,14 @@ _APP_FLAGS = {
     "name": "name", "key_prefix": "key_prefix", "description": "description",
     "permissions": "permission", "resources": "resource", "rate_limit_scheme_slug": "scheme",
     "is_active": "active", "user_id": "user_id", "organization_id": "organization_id",
-    "workspace_id": "workspace_id",
+    "workspace_id": "workspace_id", "allowed_ips": "allowed_ip",
 }  # fmt: skip
 _KEY_FLAGS = {
     "name": "name",
     "permissions": "permission", "metadata": "metadata", "expires_at": "expires_at",
     "owner": "owner", "environment": "environment", "rate_limit_scheme_slug": "scheme",
     "owner_user_id": "owner_user_id", "organization_id": "organization_id",
-    "workspace_id": "workspace_id",
+    "workspace_id": "workspace_id", "allowed_ips": "allowed_ip",
 }  # fmt: skip
 
 
@@ -81,6 +81,8 @@ def _apps_update(ks: KeySentry, a: argparse.Namespace) -> Any:
         fields["resources"] = []
     if a.no_scheme:
         fields["rate_limit_scheme_slug"] = None
+    if a.any_ip:
+        fields["allowed_ips"] = []
     return ks.update_api_auth_app(a.app_slug, **fields)
 
 
@@ -121,7 +123,11 @@ def _app_fields(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--scheme", metavar="SLUG", help="rate-limit scheme slug")
     for field in ("user-id", "organization-id", "workspace-id"):
         p.add_argument(f"--{field}")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
+                   help="where the app's keys may be used from, e.g. 10.0.0.0/8 "
+                   "(repeat for more; default: anywhere)")  # fmt: skip
     if update:
+        p.add_argument("--any-ip", action="store_true", help="drop the address list")
         p.add_argument("--name")
         p.add_argument("--key-prefix", help="prefix for keys issued from now on")
         p.add_argument("--clear-permissions", action="store_true")
@@ -252,6 +258,9 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--scheme", metavar="SLUG")
     for field in ("owner-user-id", "organization-id", "workspace-id"):
         p.add_argument(f"--{field}")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
+                   help="where the key may be used from, within the app's list "
+                   "(repeat for more; default: the app's)")  # fmt: skip
     _leaf(
         common, keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
     ).add_argument("app_slug")

@@ -4,6 +4,7 @@ errors turned into keysentry's :class:`~keysentry.errors.ValidationError`."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -28,8 +29,8 @@ from keysentry.errors import FieldError, ValidationError
 
 __all__ = [
     "APP_SLUG_PATTERN", "MAX_DEPTH", "MAX_LIST_LENGTH", "MAX_METADATA_BYTES",
-    "SCHEME_SLUG_PATTERN", "AppSlug", "KeyPrefix", "Metadata", "Name", "Patterns", "SchemeSlug",
-    "ScopeId", "Text", "UtcDatetime", "build", "value_problem",
+    "SCHEME_SLUG_PATTERN", "AppSlug", "IpNetworks", "KeyPrefix", "Metadata", "Name", "Patterns",
+    "SchemeSlug", "ScopeId", "Text", "UtcDatetime", "build", "parse_network", "value_problem",
 ]  # fmt: skip
 
 M = TypeVar("M", bound="BaseModel")
@@ -58,6 +59,37 @@ def _check_patterns(values: list[str]) -> list[str]:
         if problem:
             raise ValueError(f"{value!r} {problem}")
     return list(dict.fromkeys(values))  # drop repeats, keep order
+
+
+def _no_list_is_empty(value: object) -> object:
+    return [] if value is None else value
+
+
+def _check_networks(values: list[str]) -> list[str]:
+    if len(values) > MAX_LIST_LENGTH:
+        raise ValueError(f"at most {MAX_LIST_LENGTH} networks")
+    networks = []
+    for value in values:
+        networks.append(str(parse_network(value)))
+    return list(dict.fromkeys(networks))
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address or CIDR network (``203.0.113.7``, ``10.0.0.0/8``, ``2001:db8::/32``).
+
+    Raises:
+        ValueError: naming the value: malformed, or with host bits set.
+    """
+    if not isinstance(value, str) or not value or len(value) > 64 or value != value.strip():
+        raise ValueError(f"{value!r} is not an IP address or CIDR network")
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        raise ValueError(f"{value!r} has host bits set: did you mean {loose}?") from None
 
 
 MAX_DEPTH = 32
@@ -101,6 +133,10 @@ ScopeId = Annotated[str, BeforeValidator(_to_str), StringConstraints(min_length=
 Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_metadata)]
+#: Addresses and CIDR networks, normalised (``10.0.0.0/8``); none listed: any address.
+IpNetworks = Annotated[
+    list[str], BeforeValidator(_no_list_is_empty), AfterValidator(_check_networks)
+]
 
 
 def _syntax(pattern: str, description: str) -> AfterValidator:

@@ -23,6 +23,7 @@ from pydantic import (
 from keysentry._fields import (
     MAX_LIST_LENGTH,
     AppSlug,
+    IpNetworks,
     KeyPrefix,
     Metadata,
     Name,
@@ -219,6 +220,7 @@ class ApiAuthApp(_Model):
     resources: Patterns = Field(default_factory=list)
     rate_limit_scheme_slug: SchemeSlug | None = None
     rate_limits: list[RateLimitRule] = Field(default_factory=list)
+    allowed_ips: IpNetworks = Field(default_factory=list)
     created_at: UtcDatetime
     updated_at: UtcDatetime
     deleted_at: UtcDatetime | None = None
@@ -263,6 +265,7 @@ class ApiKey(_Model):
     updated_at: UtcDatetime
     revoked_at: UtcDatetime | None = None
     revoked_reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    allowed_ips: IpNetworks = Field(default_factory=list)
 
     @property
     def display(self) -> str:

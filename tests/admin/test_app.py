@@ -84,7 +84,7 @@ def test_reference_bodies_create_an_app_and_a_key(admin: Admin) -> None:
     response = admin("POST", "/api-auth/apps", body)
     assert response.status_code == 201, response.text
     app = response.json()
-    assert set(app) == WACHT_APP_FIELDS
+    assert set(app) == WACHT_APP_FIELDS | {"allowed_ips"}  # keysentry's one addition
     assert app["app_slug"] == "my-integration"
     assert app["user_id"] == "<string>"
     assert app["rate_limits"][0]["max_requests"] == 100  # resolved from the scheme
@@ -267,7 +267,7 @@ def test_openapi_document(admin: Admin) -> None:
     create = schemas["CreateAppRequest"]
     assert create["additionalProperties"] is False
     assert set(create["required"]) == {"app_slug", "name", "key_prefix"}
-    assert set(schemas["ApiAuthApp"]["properties"]) == WACHT_APP_FIELDS
+    assert set(schemas["ApiAuthApp"]["properties"]) == WACHT_APP_FIELDS | {"allowed_ips"}
     # every route the app serves is in the document, and the other way round
     served = {
         (route.path, method.lower())

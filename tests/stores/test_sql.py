@@ -89,6 +89,30 @@ def test_a_database_of_another_schema_version_is_refused(sql_url: str) -> None:
         ks.list_api_auth_apps()
 
 
+def test_a_version_1_database_is_upgraded_and_keeps_its_keys(sql_url: str) -> None:
+    with KeySentry(sql_url) as ks:
+        ks.create_api_auth_app("old", "Old", "sk_old")
+        issued = ks.create_api_key("old", "from version 1")
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        with store.engine.begin() as conn:  # what version 1 had
+            for table in ("keysentry_keys", "keysentry_apps"):
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN allowed_ips"))
+            conn.execute(sa.text("UPDATE keysentry_meta SET value = '1' "
+                                 "WHERE name = 'schema_version'"))  # fmt: skip
+    with KeySentry(sql_url) as ks:
+        assert ks.verify(issued.secret).allowed
+        assert ks.get_api_key(issued.key.id).allowed_ips == []
+        ks.update_api_auth_app("old", allowed_ips=["10.0.0.0/8"])
+        assert ks.get_api_auth_app("old").allowed_ips == ["10.0.0.0/8"]
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        with store.engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT value FROM keysentry_meta "
+                                           "WHERE name = 'schema_version'")).scalar()  # fmt: skip
+        assert version == "2"
+
+
 def test_the_secret_is_in_no_row_of_any_table(sql_url: str) -> None:
     with KeySentry(sql_url) as ks:
         ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live")

@@ -55,6 +55,10 @@ __all__ = [
 Str = Annotated[str, Field(max_length=2_000)]
 Id = Annotated[str | int, Field(union_mode="left_to_right")]
 Patterns = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=100)]
+Networks = Annotated[
+    list[Annotated[str, Field(max_length=64)]],
+    Field(max_length=100, description="addresses and CIDR networks, IPv4 or IPv6"),
+]
 
 
 def _documented(pattern: str, max_length: int) -> Any:
@@ -81,6 +85,7 @@ class _AppFields(_Body):
     rate_limit_scheme_slug: Str | None = None
     permissions: Patterns | None = None
     resources: Patterns | None = None
+    allowed_ips: Networks | None = None
 
 
 class CreateAppRequest(_AppFields):
@@ -117,6 +122,7 @@ class CreateKeyRequest(_Body):
     workspace_membership_id: Id | None = None
     org_role_permissions: Patterns | None = None
     workspace_role_permissions: Patterns | None = None
+    allowed_ips: Networks | None = None
 
 
 class RevokeKeyRequest(_Body):

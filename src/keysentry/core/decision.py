@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, NamedTuple, final
 
 from keysentry.core.patterns import Grants
@@ -33,6 +34,7 @@ class Reason(StrEnum):
     APP_DISABLED = "app_disabled"
     PERMISSION_DENIED = "permission_denied"
     RESOURCE_DENIED = "resource_denied"
+    IP_DENIED = "ip_denied"
     RATE_LIMITED = "rate_limited"
     INVALID_PATH = "invalid_path"
     INVALID_METHOD = "invalid_method"
@@ -59,6 +61,7 @@ _STATUS = {
     Reason.APP_DISABLED: 403,
     Reason.PERMISSION_DENIED: 403,
     Reason.RESOURCE_DENIED: 403,
+    Reason.IP_DENIED: 403,
     Reason.RATE_LIMITED: 429,
     Reason.INVALID_PATH: 400,
     Reason.INVALID_METHOD: 400,
@@ -74,6 +77,7 @@ _MESSAGE = {
     Reason.APP_DISABLED: "The app this API key belongs to is disabled.",
     Reason.PERMISSION_DENIED: "This API key lacks a required permission.",
     Reason.RESOURCE_DENIED: "This API key may not access this resource.",
+    Reason.IP_DENIED: "This API key may not be used from this address.",
     Reason.RATE_LIMITED: "Too many requests.",
     Reason.INVALID_PATH: "The request path has empty or dot segments.",
     Reason.INVALID_METHOD: "The request method is not a valid HTTP method.",
@@ -173,6 +177,8 @@ class KeyEntry:
     previous_until: float | None = None
     limits: tuple[Limit, ...] = field(default=())
     """Compiled rate-limit rules, highest priority first."""
+    networks: tuple[IPv4Network | IPv6Network, ...] | None = None
+    """Where the key may be used from (its own allowlist, else its app's); ``None``: anywhere."""
     allowed: Decision = field(init=False, repr=False, compare=False)
     checks: tuple[tuple[Limit, str], ...] | None = field(init=False, repr=False, compare=False)
     """The counters every request with this key counts against, when that does not depend

@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from enum import Enum
 from hashlib import sha256
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final, NamedTuple, final
 
 from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
@@ -247,6 +248,8 @@ def after_lookup(
         return _INVALID_KEY  # an old secret whose grace period is over
     if not entry.usable or (entry.expires_at is not None and now >= entry.expires_at):
         return refusal(entry, now)
+    if entry.networks is not None and not address_allowed(entry.networks, request.client_ip):
+        return Decision.deny(Reason.IP_DENIED, entry.identity)
     resource = policy.resource
     if resource is None:
         resource = request.path[1:]
@@ -285,6 +288,20 @@ def after_hit(hit: Hit, result: LimiterAnswer) -> Decision:
     if allowed:
         return _new(Decision, (True, _OK, identity, (), b"", outcomes))
     return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
+
+
+def address_allowed(networks: tuple[IPv4Network | IPv6Network, ...], client_ip: str | None) -> bool:
+    """Whether *client_ip* lies in one of *networks* (an unknown or unparsable address, or
+    an IPv4-mapped IPv6 one outside them, does not)."""
+    if not client_ip:
+        return False
+    try:
+        address = ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:10.0.0.1 from a dual-stack socket
+    return any(address in network for network in networks)
 
 
 def refusal(entry: KeyEntry, now: float) -> Decision:

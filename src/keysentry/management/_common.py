@@ -7,6 +7,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, Protocol
 
 from keysentry.core.keys import TokenFactory, base62
@@ -26,6 +27,7 @@ __all__ = ["MAX_GRACE_SECONDS", "Invalidation", "ManagementBase"]
 
 APP_UPDATABLE = frozenset(
     {
+        "allowed_ips",
         "name",
         "key_prefix",
         "description",
@@ -39,7 +41,7 @@ APP_UPDATABLE = frozenset(
     }
 )
 SCHEME_UPDATABLE = frozenset({"name", "description", "rules"})
-LIST_FIELDS = frozenset({"permissions", "resources", "rules"})
+LIST_FIELDS = frozenset({"permissions", "resources", "rules", "allowed_ips"})
 # a key's permission lists, each capped by its app's grants: a key never grants more
 GRANTED_FIELDS = ("permissions", "org_role_permissions", "workspace_role_permissions")
 
@@ -88,6 +90,24 @@ IMMUTABLE = frozenset(
 
 def ungranted(granted: Sequence[str], wanted: Iterable[str]) -> list[str]:
     return [w for w in wanted if not any(covers(g, w) for g in granted)]
+
+
+def networks_outside(inner: Sequence[str], outer: Sequence[str]) -> list[str]:
+    """The networks of *inner* that lie in none of *outer* (all of them fit an empty
+    *outer*: no list is no limit)."""
+    if not outer:
+        return []
+    wide = [ip_network(n) for n in outer]
+    outside = []
+    for text in inner:
+        network = ip_network(text)
+        if isinstance(network, IPv4Network):
+            inside = any(isinstance(w, IPv4Network) and network.subnet_of(w) for w in wide)
+        else:
+            inside = any(isinstance(w, IPv6Network) and network.subnet_of(w) for w in wide)
+        if not inside:
+            outside.append(text)
+    return outside
 
 
 def scheme_rules(session: StoreSession, slug: str | None, field: str) -> list[RateLimitRule]:
@@ -174,5 +194,10 @@ def check_new_key(app: ApiAuthApp, record: KeyRecord, now: datetime) -> None:
         for field in GRANTED_FIELDS
         for p in ungranted(app.permissions, getattr(record, field))
     ]
+    denied += [
+        FieldError("allowed_ips", f"{n!r} is not within app {app.app_slug!r}'s allowed_ips "
+                   f"{app.allowed_ips}")
+        for n in networks_outside(record.allowed_ips, app.allowed_ips)
+    ]  # fmt: skip
     if denied:
         raise ValidationError(denied)

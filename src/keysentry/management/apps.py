@@ -10,6 +10,7 @@ from keysentry.management._common import (
     APP_UPDATABLE,
     GRANTED_FIELDS,
     ManagementBase,
+    networks_outside,
     scheme_rules,
     ungranted,
     update_fields,
@@ -37,12 +38,14 @@ class AppManagement(ManagementBase):
         user_id: str | int | None = None,
         organization_id: str | int | None = None,
         workspace_id: str | int | None = None,
+        allowed_ips: Sequence[str] | None = None,
     ) -> ApiAuthApp:
         """Create an API auth app: the container that owns keys.
 
         ``permissions`` and ``resources`` are glob patterns (``users:*``, ``users/*``) that
         cap what the app's keys may be granted. When ``user_id`` is set they must be empty
-        (Wacht's rule).
+        (Wacht's rule). ``allowed_ips`` (addresses and CIDR networks, IPv4 and IPv6) limits
+        where the app's keys may be used from; none: anywhere.
 
         Raises:
             ValidationError: a field is malformed, or the scheme does not exist.
@@ -64,6 +67,7 @@ class AppManagement(ManagementBase):
                 "user_id": user_id,
                 "organization_id": organization_id,
                 "workspace_id": workspace_id,
+                "allowed_ips": list(allowed_ips) if isinstance(allowed_ips, tuple) else allowed_ips,
                 "created_at": now,
                 "updated_at": now,
             },
@@ -118,6 +122,8 @@ class AppManagement(ManagementBase):
             rules = scheme_rules(session, app.rate_limit_scheme_slug, "rate_limit_scheme_slug")
             if "permissions" in changes:
                 self._check_keys_still_granted(session, app)
+            if "allowed_ips" in changes:
+                self._check_keys_still_inside(session, app)
             session.save_app(app)
             session.append_event("app.updated", now, app_slug=app.app_slug)
         self.cache.evict_app(app.app_slug, announce=True)
@@ -139,6 +145,17 @@ class AppManagement(ManagementBase):
             session.append_event("app.deleted", now, app_slug=app.app_slug)
         self.cache.evict_app(app.app_slug, announce=True)
         return app
+
+    @staticmethod
+    def _check_keys_still_inside(session: StoreSession, app: ApiAuthApp) -> None:
+        outside = [
+            FieldError("allowed_ips", f"would no longer contain {n!r}, allowed to key {k.id!r}")
+            for k in session.list_keys(app.id)
+            if k.revoked_at is None
+            for n in networks_outside(k.allowed_ips, app.allowed_ips)
+        ]
+        if outside:
+            raise ValidationError(outside)
 
     @staticmethod
     def _check_keys_still_granted(session: StoreSession, app: ApiAuthApp) -> None:

@@ -42,13 +42,15 @@ class KeyManagement(ManagementBase):
         workspace_membership_id: str | int | None = None,
         org_role_permissions: Sequence[str] | None = None,
         workspace_role_permissions: Sequence[str] | None = None,
+        allowed_ips: Sequence[str] | None = None,
     ) -> IssuedKey:
         """Issue a key under an app and return it with its secret, shown this once.
 
         Each of ``permissions`` must be granted by the app's permission patterns; a key
         without permissions inherits the app's. ``expires_at`` must be timezone-aware and in
         the future. ``owner_user_id``, ``organization_id`` and ``workspace_id`` default to
-        the app's.
+        the app's. ``allowed_ips`` must lie within the app's (when it has any); the key is
+        then usable only from those addresses (without a list of its own: from the app's).
 
         Raises:
             NotFoundError: no live app has this slug.
@@ -84,6 +86,9 @@ class KeyManagement(ManagementBase):
                     "org_role_permissions": org_role_permissions or [],
                     "workspace_role_permissions": workspace_role_permissions or [],
                     "expires_at": expires_at,
+                    "allowed_ips": (
+                        list(allowed_ips) if isinstance(allowed_ips, tuple) else allowed_ips
+                    ),
                     "created_at": now,
                     "updated_at": now,
                 },

@@ -116,6 +116,7 @@ APPS = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("deleted_at", UTCDateTime),
+    sa.Column("allowed_ips", sa.JSON),  # null (a version-1 row): no list
     # A slug is unique among live apps; a deleted app's slug may be reused, and its keys
     # stay bound to the deleted app's id, so they never come back to life.
     sa.Index(
@@ -175,6 +176,7 @@ KEYS = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime),
     sa.Column("revoked_reason", sa.String(500)),
+    sa.Column("allowed_ips", sa.JSON),  # null (a version-1 row): no list
     sa.Index("keysentry_keys_lookup", "key_prefix", "key_suffix"),
     sa.Index("keysentry_keys_previous_lookup", "key_prefix", "previous_key_suffix"),
     **_MYSQL,

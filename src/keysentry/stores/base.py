@@ -32,8 +32,9 @@ from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["SCHEMA_VERSION", "Candidate", "KeyStore", "StoreSession", "Ticket", "key_rules"]
 
-#: Version of the stored layout; a store refuses a database written by another version.
-SCHEMA_VERSION = 1
+#: Version of the stored layout; a store upgrades a database of an older version it knows
+#: (1 -> 2: apps' and keys' ``allowed_ips``) and refuses any other.
+SCHEMA_VERSION = 2
 
 
 class Candidate(NamedTuple):

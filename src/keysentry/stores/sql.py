@@ -60,6 +60,16 @@ from keysentry.usage import BucketCounts, UsageQuery
 __all__ = ["SQLKeyStore"]
 
 
+def upgrade_from_1(conn: Connection) -> None:
+    """Version 1 -> 2: the apps' and keys' ``allowed_ips`` columns (null: no list)."""
+    inspector = sa.inspect(conn)
+    for table in (APPS, KEYS):
+        if "allowed_ips" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            column_type = table.c.allowed_ips.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN allowed_ips {column_type}"))
+    conn.execute(META.update().where(META.c.name == "schema_version").values(value="2"))
+
+
 class _Session:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
@@ -256,6 +266,8 @@ class SQLKeyStore:
                     conn.execute(
                         META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
                     )
+                elif version == "1":
+                    upgrade_from_1(conn)
                 elif version != str(SCHEMA_VERSION):
                     raise StoreError(
                         f"the database holds keysentry schema version {version}; "

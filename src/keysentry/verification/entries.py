@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from ipaddress import ip_network
 from types import MappingProxyType
 
 from keysentry.core.decision import Identity, KeyEntry
@@ -42,6 +43,7 @@ def compile_entry(
 ) -> KeyEntry:
     """Turn a stored key, its app and its rules into what verification needs."""
     own = record.permissions or app.permissions
+    allowed = record.allowed_ips or app.allowed_ips  # a key's list lies within its app's
     roles = [*record.org_role_permissions, *record.workspace_role_permissions]
     granted = app.permissions
     permissions = tuple(dict.fromkeys([*capped(granted, own), *capped(granted, roles)]))
@@ -67,6 +69,7 @@ def compile_entry(
         previous_digest=record.previous_key_hash,
         previous_until=_ts(record.previous_expires_at),
         limits=compile_limits(rules, algorithm),
+        networks=tuple(ip_network(n) for n in allowed) if allowed else None,
     )
 
 
