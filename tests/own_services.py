@@ -1,4 +1,5 @@
-"""Our own ``redis-server`` and ``postgres``, on spare ports, for tests that stop them by pid.
+"""Our own ``redis-server``, ``postgres`` and ``mariadbd``, on spare ports, for tests that stop
+them by pid.
 
 The shared services on 6379 and 5432 are never touched. When a server binary is missing the
 test skips, or fails when ``KEYSENTRY_REQUIRE_SERVICES=1`` (CI).
@@ -253,6 +254,71 @@ class OwnPostgres:
         """Fast shutdown by the server's pid: clients are disconnected at once."""
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+
+    def remove(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class OwnMariaDB:
+    """A throw-away MariaDB (``mariadb-install-db``; ``--skip-grant-tables``, so root needs
+    no password) run by ``mariadbd`` directly, so :meth:`stop` kills the server by its pid.
+    As root, it runs as the ``mysql`` user."""
+
+    def __init__(self) -> None:
+        self.server = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin")
+        install = shutil.which("mariadb-install-db")
+        if self.server is None or install is None:
+            _missing("MariaDB's mariadbd/mariadb-install-db are not installed")
+        assert self.server is not None and install is not None
+        self.directory = Path(tempfile.mkdtemp(prefix="keysentry-mariadb-"))
+        self.data = self.directory / "data"
+        self._user: list[str] = []
+        if os.geteuid() == 0:
+            self._user = ["--user=mysql"]
+            shutil.chown(self.directory, "mysql", "mysql")
+        subprocess.run(
+            [install, "--no-defaults", f"--datadir={self.data}", *self._user,
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        self.port = free_port()
+        self.url = f"mysql://root@127.0.0.1:{self.port}/test"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.server is not None
+        log = open(self.directory / "mariadb.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [self.server, "--no-defaults", f"--datadir={self.data}", *self._user,
+             f"--port={self.port}", "--bind-address=127.0.0.1",
+             f"--socket={self.directory / 'mariadb.sock'}", "--skip-grant-tables",
+             "--skip-log-bin"],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        _wait_for_port(self.port, "mariadb")
+        import pymysql  # accepting TCP is not yet accepting queries
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root",
+                                       connect_timeout=1)  # fmt: skip
+                break
+            except pymysql.err.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with conn, conn.cursor() as cursor:
+            cursor.execute("CREATE DATABASE IF NOT EXISTS test")
+
+    def stop(self) -> None:
+        """Killed by its pid (SIGKILL): no goodbye to its clients."""
+        assert self.process is not None
+        self.process.kill()
         self.process.wait(timeout=30)
 
     def remove(self) -> None:

@@ -1,5 +1,6 @@
-"""PostgreSQL stopped under a served app (docs/design.md §7): our own ``postgres`` on a
-spare port, stopped by its pid while uvicorn serves requests. A key verified before keeps
+"""The store stopped under a served app (docs/design.md §7): our own ``postgres`` (stopped
+by its pid) or ``mariadbd`` (killed by its pid, SIGKILL) on a spare port, while uvicorn
+serves requests. A key verified before keeps
 verifying for at most ``max_stale``; a cache miss answers 503 with ``Retry-After`` within the
 store timeout; nothing answers 500 and no unknown key gets a 200; exact service, revocation
 included, resumes once the server is back."""
@@ -17,17 +18,18 @@ import pytest
 
 from keysentry import KeySentry
 from keysentry.core.keys import generate_key
-from tests.own_services import OwnPostgres
+from tests.own_services import OwnMariaDB, OwnPostgres
 from tests.system.test_processes import uvicorn
 
-pytestmark = pytest.mark.postgres
 MAX_STALE = 4.0
-STORE_TIMEOUT = 5.0  # connect_timeout and statement_timeout of the PostgreSQL store
+# the stores' connect_timeout and statement_timeout (PostgreSQL) / read_timeout (MySQL)
+STORE_TIMEOUT = 5.0
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    server = OwnPostgres()
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mysql)])  # fmt: skip
+def own_store(request: pytest.FixtureRequest) -> Iterator[OwnPostgres | OwnMariaDB]:
+    server = OwnPostgres() if request.param == "postgres" else OwnMariaDB()
     server.start()
     yield server
     server.remove()
@@ -46,7 +48,10 @@ def get(port: int, secret: str | None) -> tuple[int, dict[str, str], float]:
     return status, {k.lower(): v for k, v in headers.items()}, time.monotonic() - started
 
 
-def test_postgres_stopped_and_back_under_uvicorn(tmp_path: Path, own_postgres: OwnPostgres) -> None:
+def test_the_store_stopped_and_back_under_uvicorn(
+    tmp_path: Path, own_store: OwnPostgres | OwnMariaDB
+) -> None:
+    own_postgres = own_store  # the same steps for either server
     with KeySentry(own_postgres.url) as ks:
         ks.create_api_auth_app("api", "API", "sk_live")
         known = ks.create_api_key("api", "known").secret  # verified before the outage
@@ -110,6 +115,7 @@ def test_postgres_stopped_and_back_under_uvicorn(tmp_path: Path, own_postgres: O
 
     assert 500 not in statuses
     print(
-        f"\n  postgres outage: misses answered 503 in at most {max(miss_times) * 1000:.0f} ms; "
+        f"\n  {type(own_store).__name__[3:].lower()} outage: misses answered 503 in at most "
+        f"{max(miss_times) * 1000:.0f} ms; "
         f"service resumed {resumed * 1000:.0f} ms after the server came back; {dict(statuses)}"
     )
