@@ -118,26 +118,11 @@ class KeySentry(Management):
         metrics_per_key: bool = False,
         redis_namespace: str = "keysentry",
     ) -> None:
-        if store is not None and database_url is not None:
-            raise ConfigurationError("pass database_url or store, not both")
-        if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
-            raise ConfigurationError(
-                "rate_limit_algorithm must be 'sliding_window' or 'fixed_window'"
-            )
-        if not isinstance(max_stale, int | float) or isinstance(max_stale, bool) or max_stale < 0:
-            raise ConfigurationError("max_stale must be a number of seconds >= 0")
-        if usage_interval is not None and (
-            not isinstance(usage_interval, int | float)
-            or isinstance(usage_interval, bool)
-            or usage_interval <= 0
-        ):
-            raise ConfigurationError("usage_interval must be a number of seconds > 0, or None")
-        if limiter is not None and limiter_url is not None:
-            raise ConfigurationError("pass limiter_url or limiter, not both")
-        if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
-            raise ConfigurationError(
-                "redis_namespace must be 1-64 of a-z, A-Z, 0-9, '_', '-' and '.'"
-            )
+        _check_options(
+            database_url=database_url, store=store, limiter_url=limiter_url, limiter=limiter,
+            rate_limit_algorithm=rate_limit_algorithm, max_stale=max_stale,
+            usage_interval=usage_interval, retention=retention, redis_namespace=redis_namespace,
+        )  # fmt: skip
         self.limiter_url = check_limiter_url(limiter_url)
         check_on_error(on_limiter_error)
         self.limiter: Limiter = limiter or limiter_from_url(
@@ -157,8 +142,6 @@ class KeySentry(Management):
             changes=changes_from_url(self.limiter_url, redis_namespace, limiter_timeout),
             entries=EntryBuilder(rate_limit_algorithm),
         )
-        if retention is not None and not isinstance(retention, Retention):
-            raise ConfigurationError("retention must be a keysentry.usage.Retention")
         self.usage = UsageRecorder(
             self.store,
             interval=usage_interval,
@@ -167,12 +150,7 @@ class KeySentry(Management):
             clock=clock,
         )
         """Usage and ``last_used_at`` write-behind; :meth:`UsageRecorder.flush` writes now."""
-        observer = None
-        if metrics:
-            from keysentry.metrics import Metrics  # prometheus_client: an optional extra
-
-            observer = Metrics(per_key=metrics_per_key, clock=clock)
-            observer.watch_limiter(self.limiter)
+        observer = _metrics(self.limiter, clock, metrics_per_key) if metrics else None
         self.metrics: Metrics | None = observer
         """The Prometheus metrics (``None`` unless ``metrics=True``)."""
         self.verifier = Verifier(cache, self.limiter, self.usage, clock, observer)
@@ -297,3 +275,37 @@ class KeySentry(Management):
         from keysentry.fastapi import dependency
 
         return dependency(self, permissions, resource, api_key_header, read_authorization)
+
+
+def _check_options(
+    *, database_url: str | None, store: KeyStore | None, limiter_url: str | None,
+    limiter: Limiter | None, rate_limit_algorithm: str, max_stale: float,
+    usage_interval: float | None, retention: Retention | None, redis_namespace: str,
+) -> None:  # fmt: skip
+    """Refuse a bad :class:`KeySentry` argument before anything is opened or started."""
+    if store is not None and database_url is not None:
+        raise ConfigurationError("pass database_url or store, not both")
+    if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
+        raise ConfigurationError("rate_limit_algorithm must be 'sliding_window' or 'fixed_window'")
+    if not isinstance(max_stale, int | float) or isinstance(max_stale, bool) or max_stale < 0:
+        raise ConfigurationError("max_stale must be a number of seconds >= 0")
+    if usage_interval is not None and (
+        not isinstance(usage_interval, int | float)
+        or isinstance(usage_interval, bool)
+        or usage_interval <= 0
+    ):
+        raise ConfigurationError("usage_interval must be a number of seconds > 0, or None")
+    if limiter is not None and limiter_url is not None:
+        raise ConfigurationError("pass limiter_url or limiter, not both")
+    if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
+        raise ConfigurationError("redis_namespace must be 1-64 of a-z, A-Z, 0-9, '_', '-' and '.'")
+    if retention is not None and not isinstance(retention, Retention):
+        raise ConfigurationError("retention must be a keysentry.usage.Retention")
+
+
+def _metrics(limiter: Limiter, clock: Callable[[], float], per_key: bool) -> Metrics:
+    from keysentry.metrics import Metrics  # prometheus_client: an optional extra
+
+    observer = Metrics(per_key=per_key, clock=clock)
+    observer.watch_limiter(limiter)
+    return observer

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from keysentry.core.keys import generate_key
+from keysentry.core.keys import ParsedKey, generate_key
 from keysentry.errors import ConflictError, ValidationError
 from keysentry.management._common import (
     MAX_GRACE_SECONDS,
@@ -16,7 +16,14 @@ from keysentry.management._common import (
     rules_of_key,
     scheme_rules,
 )
-from keysentry.models import ApiKey, IssuedKey, KeyRecord, build, effective_scheme_slug
+from keysentry.models import (
+    ApiAuthApp,
+    ApiKey,
+    IssuedKey,
+    KeyRecord,
+    build,
+    effective_scheme_slug,
+)
 
 __all__ = ["KeyManagement"]
 
@@ -61,38 +68,18 @@ class KeyManagement(ManagementBase):
         with self.store.write() as session:
             app = self._live_app(session, app_slug)
             parsed = generate_key(app.key_prefix, token_factory=self._token_factory)
-            record = build(
-                KeyRecord,
-                {
-                    "id": self._new_id("key", now),
-                    "app_id": app.id,
-                    "app_slug": app.app_slug,
-                    "name": name,
-                    "key_prefix": parsed.prefix,
-                    "key_suffix": parsed.suffix,
-                    "key_hash": parsed.digest,
-                    "permissions": permissions or [],
-                    "metadata": {} if metadata is None else metadata,
-                    "owner": owner,
-                    "environment": environment,
-                    "rate_limit_scheme_slug": rate_limit_scheme_slug,
-                    "owner_user_id": owner_user_id if owner_user_id is not None else app.user_id,
-                    "organization_id": (
-                        organization_id if organization_id is not None else app.organization_id
-                    ),
-                    "workspace_id": workspace_id if workspace_id is not None else app.workspace_id,
-                    "organization_membership_id": organization_membership_id,
-                    "workspace_membership_id": workspace_membership_id,
-                    "org_role_permissions": org_role_permissions or [],
-                    "workspace_role_permissions": workspace_role_permissions or [],
-                    "expires_at": expires_at,
-                    "allowed_ips": (
-                        list(allowed_ips) if isinstance(allowed_ips, tuple) else allowed_ips
-                    ),
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
+            fields = {
+                "name": name, "permissions": permissions, "metadata": metadata,
+                "owner": owner, "environment": environment,
+                "rate_limit_scheme_slug": rate_limit_scheme_slug, "owner_user_id": owner_user_id,
+                "organization_id": organization_id, "workspace_id": workspace_id,
+                "organization_membership_id": organization_membership_id,
+                "workspace_membership_id": workspace_membership_id,
+                "org_role_permissions": org_role_permissions,
+                "workspace_role_permissions": workspace_role_permissions,
+                "expires_at": expires_at, "allowed_ips": allowed_ips,
+            }  # fmt: skip
+            record = self._new_record(app, parsed, fields, now)
             check_new_key(app, record, now)
             if record.rate_limit_scheme_slug is not None:
                 scheme_rules(session, record.rate_limit_scheme_slug, "rate_limit_scheme_slug")
@@ -100,6 +87,32 @@ class KeyManagement(ManagementBase):
             session.append_event("key.created", now, app_slug=app.app_slug, key_id=record.id)
             rules = rules_of_key(session, record)
         return IssuedKey(key=record.public(rules), secret=parsed.secret)
+
+    def _new_record(
+        self, app: ApiAuthApp, parsed: ParsedKey, fields: dict[str, Any], now: datetime
+    ) -> KeyRecord:
+        """A new key's record from *fields* (the ids default to the app's)."""
+        f = fields
+        data = {
+            "id": self._new_id("key", now),
+            "app_id": app.id,
+            "app_slug": app.app_slug,
+            "key_prefix": parsed.prefix,
+            "key_suffix": parsed.suffix,
+            "key_hash": parsed.digest,
+            **f,
+            "permissions": f["permissions"] or [],
+            "metadata": {} if f["metadata"] is None else f["metadata"],
+            "owner_user_id": _or(f["owner_user_id"], app.user_id),
+            "organization_id": _or(f["organization_id"], app.organization_id),
+            "workspace_id": _or(f["workspace_id"], app.workspace_id),
+            "org_role_permissions": f["org_role_permissions"] or [],
+            "workspace_role_permissions": f["workspace_role_permissions"] or [],
+            "allowed_ips": _as_list(f["allowed_ips"]),
+            "created_at": now,
+            "updated_at": now,
+        }
+        return build(KeyRecord, data)
 
     def list_api_keys(self, app_slug: str, *, unused_for: timedelta | None = None) -> list[ApiKey]:
         """Return every key of a live app, revoked ones included, oldest first. No secrets.
@@ -212,3 +225,11 @@ class KeyManagement(ManagementBase):
     @staticmethod
     def _replace_key(record: KeyRecord, **changes: Any) -> KeyRecord:
         return build(KeyRecord, record.dump_all() | changes)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return value if value is not None else default
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
