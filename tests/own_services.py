@@ -272,7 +272,8 @@ class OwnMariaDB:
         install = shutil.which("mariadb-install-db")
         if self.server is None or install is None:
             _missing("MariaDB's mariadbd/mariadb-install-db are not installed")
-        assert self.server is not None and install is not None
+        assert self.server is not None
+        assert install is not None
         self.directory = Path(tempfile.mkdtemp(prefix="keysentry-mariadb-"))
         self.data = self.directory / "data"
         self._user: list[str] = []

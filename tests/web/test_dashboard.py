@@ -147,6 +147,8 @@ def test_field_errors_name_the_field_and_write_nothing(ks: KeySentry, browser: B
     key = browser.post("/dashboard/apps/shop/keys", {"name": "k", "permissions": "billing:read"})
     assert key.status_code == 422
     assert any("billing:read" in e for e in errors(key.text))
+    ips = browser.post("/dashboard/apps/shop/keys", {"name": "k", "allowed_ips": "10.0.0.1/8"})
+    assert errors(ips.text) == ["&#39;10.0.0.1/8&#39; has host bits set: did you mean 10.0.0.0/8?"]
     expiry = browser.post("/dashboard/apps/shop/keys", {"name": "k", "expires_at": "soon"})
     assert errors(expiry.text) == ["must be a date and time, e.g. 2027-01-31T12:00"]
     assert len(ks.list_events()) == before
@@ -156,10 +158,13 @@ def test_field_errors_name_the_field_and_write_nothing(ks: KeySentry, browser: B
 def test_an_app_created_from_the_dashboard(ks: KeySentry, browser: Browser) -> None:
     signed_in(ks, browser)
     form = {"app_slug": "billing", "name": "Billing", "key_prefix": "sk_bill",
-            "permissions": "invoices:read, invoices:write"}  # fmt: skip
+            "permissions": "invoices:read, invoices:write",
+            "allowed_ips": "10.0.0.0/8"}  # fmt: skip
     page = browser.post("/dashboard/apps", form)
     assert page.status_code == 200
     assert ks.get_api_auth_app("billing").permissions == ["invoices:read", "invoices:write"]
+    assert ks.get_api_auth_app("billing").allowed_ips == ["10.0.0.0/8"]
+    assert "<code>10.0.0.0/8</code>" in page.text
 
 
 @pytest.mark.parametrize("csrf", ["missing", "wrong", "another session's"])

@@ -164,6 +164,7 @@ class _Views:
                 description=form.get("description") or None,
                 permissions=split_list(form.get("permissions")),
                 rate_limit_scheme_slug=form.get("rate_limit_scheme_slug") or None,
+                allowed_ips=split_list(form.get("allowed_ips")),
             )  # fmt: skip
         except ValidationError as exc:
             return self._render(request, "app_new.html", operator, 422, form=form,
@@ -211,6 +212,7 @@ class _Views:
             issued = self.ks.create_api_key(
                 slug, form.get("name"), permissions=split_list(form.get("permissions")),
                 owner_user_id=form.get("owner_user_id") or None, expires_at=expires_at,
+                allowed_ips=split_list(form.get("allowed_ips")),
             )  # fmt: skip
         except ValidationError as exc:
             return self.app(request, None, form=form, errors=field_errors(exc))
