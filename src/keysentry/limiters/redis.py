@@ -27,6 +27,13 @@ from keysentry._redis import async_client, parse_redis_url, sentinels_of, sync_c
 from keysentry.core.pipeline import UNAVAILABLE, LimiterAnswer
 from keysentry.core.ratelimit import Limit, Outcome, decide_limits
 from keysentry.errors import ConfigurationError
+from keysentry.limiters._redis_connections import (
+    adrop,
+    after_load,
+    redis_errors,
+    stale_after,
+    take_all,
+)
 from keysentry.limiters._redis_script import LOAD, SHA, resp, spec
 from keysentry.limiters.base import OnError, check_on_error
 from keysentry.limiters.memory import MemoryLimiter
@@ -37,62 +44,6 @@ logger = logging.getLogger("keysentry")
 
 #: Prepended to every counter name.
 KEY_PREFIX: Final = "keysentry:rl:"
-
-
-class _Errors:
-    """redis-py's exception classes, imported when the first limiter is made (redis is an
-    optional extra: importing this module must not need it)."""
-
-    NoScriptError: type[BaseException]
-    ConnectionError: type[BaseException]
-    ReadOnlyError: type[BaseException]
-
-    def bind(self) -> None:
-        from redis import exceptions
-
-        self.NoScriptError = exceptions.NoScriptError
-        self.ConnectionError = exceptions.ConnectionError
-        self.ReadOnlyError = exceptions.ReadOnlyError
-
-
-_errors = _Errors()
-
-
-def _dead(exc: BaseException) -> bool:
-    """Whether *exc* says the connection is no use any more: closed (not a timeout), or to a
-    server that became a replica (a Sentinel failover; a new connection finds the primary)."""
-    return isinstance(exc, _errors.ConnectionError | _errors.ReadOnlyError)
-
-
-def _stale_after(exc: BaseException, reused: bool, idle: list[Any]) -> list[Any]:
-    """After a call failed with *exc*: re-raise it, unless the connection was an idle one
-    that Redis had closed (a restart); then the call is worth one retry on a new connection,
-    and the other idle connections went with it: they are returned, to be dropped."""
-    if not (reused and _dead(exc)):
-        raise exc
-    return _take_all(idle)
-
-
-def _loaded(load_reply: Any, reply: bytes) -> bytes:
-    """The reply of a command sent right after ``SCRIPT LOAD``, in one round trip."""
-    del load_reply  # the script's SHA, which SHA already is
-    return reply
-
-
-def _take_all(idle: list[Any]) -> list[Any]:
-    """Empty *idle* and return what it held (pop() by pop(): other threads may be taking
-    from it at the same time)."""
-    taken = []
-    while True:
-        try:
-            taken.append(idle.pop())
-        except IndexError:
-            return taken
-
-
-async def _adrop(client: Any, connection: Any) -> None:
-    await connection.disconnect(nowait=True)
-    await client.connection_pool.release(connection)
 
 
 _LIMITERS: weakref.WeakSet[RedisLimiter] = weakref.WeakSet()
@@ -161,7 +112,7 @@ class RedisLimiter:
         self._down: dict[int | None, float] = {}
         self.on_failure: Callable[[], None] | None = None
         """Called on each failed call to Redis (the metrics count them)."""
-        _errors.bind()
+        redis_errors.bind()
         _LIMITERS.add(self)
 
     # ------------------------------------------------------------ clients
@@ -236,12 +187,12 @@ class RedisLimiter:
             connection.send_packed_command((command,), check_health=False)
             try:
                 reply: bytes = connection.read_response()
-            except _errors.NoScriptError:
+            except redis_errors.NoScriptError:
                 connection.send_packed_command((LOAD + command,), check_health=False)
-                reply = _loaded(connection.read_response(), connection.read_response())
+                reply = after_load(connection.read_response(), connection.read_response())
         except BaseException as exc:
             self._drop(connection)
-            for stale in _stale_after(exc, reused, idle):  # raises unless worth a retry
+            for stale in stale_after(exc, reused, idle):  # raises unless worth a retry
                 self._drop(stale)
             return self._run(command)
         idle.append(connection)
@@ -262,13 +213,15 @@ class RedisLimiter:
             await connection.send_packed_command((command,), check_health=False)
             try:
                 reply: bytes = await connection.read_response()
-            except _errors.NoScriptError:
+            except redis_errors.NoScriptError:
                 await connection.send_packed_command((LOAD + command,), check_health=False)
-                reply = _loaded(await connection.read_response(), await connection.read_response())
+                reply = after_load(
+                    await connection.read_response(), await connection.read_response()
+                )
         except BaseException as exc:  # a cancelled request too: its reply would be read later
-            await _adrop(client, connection)
-            for stale in _stale_after(exc, reused, idle):
-                await _adrop(client, stale)
+            await adrop(client, connection)
+            for stale in stale_after(exc, reused, idle):
+                await adrop(client, stale)
             return await self._arun(command)
         idle.append(connection)
         return reply
@@ -393,8 +346,8 @@ class RedisLimiter:
         """Close the asyncio client of the running event loop."""
         entry = self._async.pop(id(asyncio.get_running_loop()), None)
         if entry is not None:
-            for connection in _take_all(entry[2]):
-                await _adrop(entry[0], connection)
+            for connection in take_all(entry[2]):
+                await adrop(entry[0], connection)
             await entry[0].aclose()
             for sentinel in sentinels_of(entry[0]):
                 await sentinel.aclose()
@@ -403,7 +356,7 @@ class RedisLimiter:
         """Close the sync client, and forget the asyncio ones (call :meth:`aclose` on their
         event loops to close them cleanly)."""
         if self._client is not None:
-            for connection in _take_all(self._idle):
+            for connection in take_all(self._idle):
                 self._drop(connection)
             self._client.close()
             for sentinel in sentinels_of(self._client):

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from keysentry.core.ratelimit import Limit
+from keysentry.limiters._redis_connections import redis_errors
 from keysentry.limiters._redis_script import SCRIPT, SHA
-from keysentry.limiters.redis import RedisLimiter, _errors
+from keysentry.limiters.redis import RedisLimiter
 
 __all__ = ["RedisClusterLimiter"]
 
@@ -37,7 +38,7 @@ class RedisClusterLimiter(RedisLimiter):
         client = self._sync_client()
         try:
             reply: bytes = client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        except _errors.NoScriptError:  # this node has not seen the script: EVAL caches it
+        except redis_errors.NoScriptError:  # this node has not seen the script: EVAL caches it
             reply = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
         return reply
 
@@ -46,6 +47,6 @@ class RedisClusterLimiter(RedisLimiter):
         client, _, _ = self._async_client()
         try:
             reply: bytes = await client.execute_command("EVALSHA", SHA, len(keys), *keys, *args)
-        except _errors.NoScriptError:
+        except redis_errors.NoScriptError:
             reply = await client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
         return reply
