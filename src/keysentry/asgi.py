@@ -18,13 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from keysentry.core.decision import Decision
-from keysentry.core.ratelimit import rate_header_bytes
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_facts, scope_header
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ApiKeyUser, PermissionScopes, attach
-from keysentry.toolkit.render import refuse_asgi, with_asgi_headers
+from keysentry.toolkit.render import allowed_header_bytes, refuse_asgi, with_asgi_headers
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 # ApiKeyUser, PermissionScopes, attach and scope_facts are the toolkit's, named here too
@@ -66,6 +65,7 @@ class KeySentryMiddleware:
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
         read_authorization: bool | None = None,
+        costs: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -77,6 +77,7 @@ class KeySentryMiddleware:
             trusted_proxies=trusted_proxies,
             resources=resources,
             read_authorization=read_authorization,
+            costs=costs,
         )
         self._api_key_header = scope_header(self.config.api_key_header)
         self._read_authorization = self.config.read_authorization
@@ -109,8 +110,8 @@ class KeySentryMiddleware:
         identity = decision.identity
         if decision.allowed and identity is not None:
             attach(scope, identity)
-            if decision.rate_limits and kind == "http":
-                send = with_asgi_headers(send, rate_header_bytes(decision.rate_limits))
+            if (decision.rate_limits or decision.fixed_headers) and kind == "http":
+                send = with_asgi_headers(send, allowed_header_bytes(decision))
             await self.app(scope, receive, send)
         else:
             await refuse_asgi(decision, scope, send)

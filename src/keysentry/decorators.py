@@ -106,9 +106,10 @@ def require(
     resource: str | None,
     api_key_header: str | None = None,
     read_authorization: bool | None = None,
+    cost: int = 1,
 ) -> Callable[[F], F]:
     """Build the decorator behind :meth:`KeySentry.require`."""
-    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization)
+    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization, cost)
 
     def decorate(func: F) -> F:
         if _is_async(func):

@@ -53,9 +53,10 @@ def dependency(
     resource: str | None = None,
     api_key_header: str | None = None,
     read_authorization: bool | None = None,
+    cost: int = 1,
 ) -> Callable[..., Awaitable[Identity]]:
     """Build the dependency behind :meth:`KeySentry.depends`."""
-    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization)
+    guard = Guard(sentry, permissions, resource, api_key_header, read_authorization, cost)
 
     async def check(request: Request, response: Response) -> Identity:
         decision = await guard.acheck(request)

@@ -35,16 +35,19 @@ from keysentry._fields import (
     _Model,
     build,
 )
+from keysentry.core.credits import CreditPlan
 from keysentry.core.patterns import parse_endpoint
 from keysentry.errors import ValidationError
 
 __all__ = [
+    "MAX_CREDITS",
     "MAX_GRACE_SECONDS",
     "MODES",
     "PORTAL_TTL_RANGE",
     "UNITS",
     "ApiAuthApp",
     "ApiKey",
+    "CreditRefill",
     "Event",
     "IssuedKey",
     "KeyRecord",
@@ -233,6 +236,33 @@ class ApiAuthApp(_Model):
         return value
 
 
+#: The largest balance a key may hold (and an update may add): far beyond any real use,
+#: and exact in every store's BIGINT and in a double.
+MAX_CREDITS = 10**15
+
+
+class CreditRefill(_Model):
+    """How a key's credits come back: each period the balance is *set* to ``amount`` (as
+    Unkey does), at UTC midnight (``daily``) or at 00:00 UTC on ``refill_day`` of each month
+    (``monthly``; 1-28, so that every month has that day)."""
+
+    interval: Literal["daily", "monthly"]
+    amount: Annotated[StrictInt, Field(ge=1, le=MAX_CREDITS)]
+    refill_day: Annotated[StrictInt, Field(ge=1, le=28)] | None = None
+
+    @field_validator("refill_day")
+    @classmethod
+    def _monthly_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("interval") == "daily":
+            raise ValueError("is for monthly refills only")
+        return value
+
+    @property
+    def day(self) -> int:
+        """The day of the month a monthly refill happens (1 unless set)."""
+        return self.refill_day or 1
+
+
 class ApiKey(_Model):
     """An API key as every read API returns it: no secret, no hash.
 
@@ -266,6 +296,10 @@ class ApiKey(_Model):
     revoked_at: UtcDatetime | None = None
     revoked_reason: Annotated[str, StringConstraints(max_length=500)] | None = None
     allowed_ips: IpNetworks = Field(default_factory=list)
+    credits: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)] | None = None
+    """Requests the key may still make (``None``: unlimited): the stored balance, of which
+    running workers may hold up to a lease each (docs/credits.md)."""
+    refill: CreditRefill | None = None
 
     @property
     def display(self) -> str:
@@ -287,6 +321,22 @@ class KeyRecord(ApiKey):
     previous_key_hash: str | None = Field(default=None, exclude=True, repr=False)
     previous_key_suffix: str | None = Field(default=None, exclude=True, repr=False)
     previous_expires_at: UtcDatetime | None = Field(default=None, exclude=True, repr=False)
+    credit_period: StrictInt | None = Field(default=None, exclude=True, repr=False)
+    """The start of the refill period the stored balance belongs to."""
+    credit_generation: StrictInt | None = Field(default=None, exclude=True, repr=False)
+    """Bumped when the balance is set: leases taken before no longer count."""
+
+    def credit_plan(self) -> CreditPlan:
+        """The key's credits as verification needs them."""
+        refill = self.refill
+        return CreditPlan(
+            key_id=self.id,
+            app_slug=self.app_slug,
+            generation=self.credit_generation or 0,
+            interval=refill.interval if refill is not None else None,
+            amount=refill.amount if refill is not None else 0,
+            refill_day=refill.day if refill is not None else 1,
+        )
 
     def dump_all(self) -> dict[str, Any]:
         """Every field, the store-only ones included: for the store and for copies."""
@@ -306,6 +356,8 @@ _STORE_ONLY = (
     "previous_key_hash",
     "previous_key_suffix",
     "previous_expires_at",
+    "credit_period",
+    "credit_generation",
 )
 
 
@@ -336,6 +388,7 @@ EventKind = Literal[
     "key.created",
     "key.revoked",
     "key.rotated",
+    "key.credits_updated",
 ]
 
 

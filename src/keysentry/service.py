@@ -168,6 +168,7 @@ class KeySentry(Management):
     def close(self) -> None:
         """Write the pending ``last_used_at`` times, then release the store's connections,
         the limiter and the invalidation channel; publish and stop the metrics."""
+        self.verifier.credits.drain()  # unspent leases go back to the store
         self.usage.close()
         if self.metrics is not None:
             self.metrics.close()
@@ -201,6 +202,7 @@ class KeySentry(Management):
         resource: str | None = None,
         api_key: str | None = None,
         client_ip: str | None = None,
+        cost: int = 1,
     ) -> Decision:
         """Verify a presented key, as the adapters do for each request.
 
@@ -211,14 +213,19 @@ class KeySentry(Management):
             permissions: every one must be granted by the key.
             resource: checked against the app's resource patterns instead of the path.
             api_key: an ``X-API-Key`` value, if the request had one.
-            client_ip: the client's address (for per-IP rate limits).
+            client_ip: the client's address (for per-IP rate limits and IP allowlists).
+            cost: the credits the request spends when the key has credits (0: none).
 
         Returns:
             The verdict: ``allowed``, ``status``, ``reason``, ``identity``, ``headers``.
-            Never raises for bad input or an unreachable store (that is a 503 verdict).
+            Never raises for a bad credential or an unreachable store (that is a 503
+            verdict).
+
+        Raises:
+            ValidationError: *cost* is not an integer from 0 up.
         """
         facts, policy = request_facts(
-            credential, method, path, permissions, resource, api_key, client_ip
+            credential, method, path, permissions, resource, api_key, client_ip, cost
         )
         return self.verify_request(facts, policy)
 
@@ -232,11 +239,12 @@ class KeySentry(Management):
         resource: str | None = None,
         api_key: str | None = None,
         client_ip: str | None = None,
+        cost: int = 1,
     ) -> Decision:
         """:meth:`verify` for async callers: a cache hit stays on the event loop, a store
         read runs in a worker thread."""
         facts, policy = request_facts(
-            credential, method, path, permissions, resource, api_key, client_ip
+            credential, method, path, permissions, resource, api_key, client_ip, cost
         )
         return await self.averify_request(facts, policy)
 
@@ -247,19 +255,22 @@ class KeySentry(Management):
         resource: str | None = None,
         api_key_header: str | None = None,
         read_authorization: bool | None = None,
+        cost: int = 1,
     ) -> Callable[[F], F]:
         """Decorate a Starlette, FastAPI or Flask handler (sync or async) so that it runs
         only for a key holding every one of *permissions* (and *resource*, a template such
         as ``"users/{user_id}"`` filled from the path parameters). With *api_key_header*
         (e.g. ``"X-API-Key"``) the key is read from that header instead of
-        ``Authorization``; *read_authorization=True* accepts either.
+        ``Authorization``; *read_authorization=True* accepts either. A key with credits
+        spends *cost* of them (behind the middleware, which verified and spent already,
+        set ``costs=`` there instead).
 
         Raises:
-            ConfigurationError: a malformed permission or header name.
+            ConfigurationError: a malformed permission, header name or cost.
         """
         from keysentry.decorators import require
 
-        return require(self, permissions, resource, api_key_header, read_authorization)
+        return require(self, permissions, resource, api_key_header, read_authorization, cost)
 
     def depends(
         self,
@@ -267,14 +278,17 @@ class KeySentry(Management):
         resource: str | None = None,
         api_key_header: str | None = None,
         read_authorization: bool | None = None,
+        cost: int = 1,
     ) -> Callable[..., Any]:
         """A FastAPI dependency returning the verified :class:`Identity`; use it as
         ``Depends(ks.depends("users:read"))``. With *api_key_header* the key is read from
         that header instead of ``Authorization`` (declared in OpenAPI too);
-        *read_authorization=True* accepts either. Needs ``keysentry[fastapi]``."""
+        *read_authorization=True* accepts either; a key with credits spends *cost*. Needs
+        ``keysentry[fastapi]``."""
         from keysentry.fastapi import dependency
 
-        return dependency(self, permissions, resource, api_key_header, read_authorization)
+        return dependency(self, permissions, resource, api_key_header, read_authorization,
+                          cost)  # fmt: skip
 
 
 def _check_options(

@@ -60,6 +60,7 @@ class KeySentryWSGIMiddleware:
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
         read_authorization: bool | None = None,
+        costs: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.sentry = sentry
@@ -71,6 +72,7 @@ class KeySentryWSGIMiddleware:
             trusted_proxies=trusted_proxies,
             resources=resources,
             read_authorization=read_authorization,
+            costs=costs,
         )
         self._api_key_var = environ_var(self.config.api_key_header)
         self._read_authorization = self.config.read_authorization
@@ -94,7 +96,7 @@ class KeySentryWSGIMiddleware:
             return self.app(environ, start_response)
         if decision.allowed:
             environ[ENVIRON_KEY] = decision.identity
-            if decision.rate_limits:
+            if decision.rate_limits or decision.fixed_headers:  # rate limits, credits left
                 start_response = with_wsgi_headers(start_response, list(decision.headers))
             return self.app(environ, start_response)
         return refuse_wsgi(decision, environ.get("REQUEST_METHOD", "GET"), start_response)

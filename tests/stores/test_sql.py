@@ -96,8 +96,12 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_keys(sql_url: str) -> No
         store = ks.store
         assert isinstance(store, SQLKeyStore)
         with store.engine.begin() as conn:  # what version 1 had
-            for table in ("keysentry_keys", "keysentry_apps"):
-                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN allowed_ips"))
+            for table, column in [("keysentry_apps", "allowed_ips"),
+                                  ("keysentry_keys", "allowed_ips"), ("keysentry_keys", "credits"),
+                                  ("keysentry_keys", "refill"),
+                                  ("keysentry_keys", "credit_period"),
+                                  ("keysentry_keys", "credit_generation")]:  # fmt: skip
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
             conn.execute(sa.text("UPDATE keysentry_meta SET value = '1' "
                                  "WHERE name = 'schema_version'"))  # fmt: skip
     with KeySentry(sql_url) as ks:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any, NamedTuple, final
 
+from keysentry.core.credits import CreditPlan
 from keysentry.core.patterns import Grants
 from keysentry.core.ratelimit import Limit, Outcome, rate_headers, static_checks
 
@@ -36,6 +37,7 @@ class Reason(StrEnum):
     RESOURCE_DENIED = "resource_denied"
     IP_DENIED = "ip_denied"
     RATE_LIMITED = "rate_limited"
+    USAGE_EXCEEDED = "usage_exceeded"
     INVALID_PATH = "invalid_path"
     INVALID_METHOD = "invalid_method"
     UNAVAILABLE = "unavailable"
@@ -63,6 +65,7 @@ _STATUS = {
     Reason.RESOURCE_DENIED: 403,
     Reason.IP_DENIED: 403,
     Reason.RATE_LIMITED: 429,
+    Reason.USAGE_EXCEEDED: 429,
     Reason.INVALID_PATH: 400,
     Reason.INVALID_METHOD: 400,
     Reason.UNAVAILABLE: 503,
@@ -79,6 +82,7 @@ _MESSAGE = {
     Reason.RESOURCE_DENIED: "This API key may not access this resource.",
     Reason.IP_DENIED: "This API key may not be used from this address.",
     Reason.RATE_LIMITED: "Too many requests.",
+    Reason.USAGE_EXCEEDED: "This API key has no credits left.",
     Reason.INVALID_PATH: "The request path has empty or dot segments.",
     Reason.INVALID_METHOD: "The request method is not a valid HTTP method.",
     Reason.UNAVAILABLE: "API key verification is temporarily unavailable.",
@@ -120,6 +124,8 @@ class Identity:
     organization_id: str | None = None
     workspace_id: str | None = None
     expires_at: float | None = None
+    credits_remaining: int | None = None
+    """The key's credits left after this request (``None``: the key has no credit limit)."""
     rate_limits: tuple[Outcome, ...] = ()
     """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``):
     ``limit``, ``allowed``, ``remaining``, ``reset_ms``."""
@@ -141,6 +147,15 @@ class Identity:
         state = self.__dict__.copy()
         state["rate_limits"] = rate_limits
         object.__setattr__(clone, "__dict__", state)  # one dict, not an empty one then filled
+        return clone
+
+    def with_credits(self, remaining: int, rate_limits: tuple[Outcome, ...]) -> Identity:
+        """A copy carrying the credits left and this request's rate-limit outcomes."""
+        clone = object.__new__(Identity)
+        state = self.__dict__.copy()
+        state["credits_remaining"] = remaining
+        state["rate_limits"] = rate_limits
+        object.__setattr__(clone, "__dict__", state)
         return clone
 
     @property
@@ -179,6 +194,8 @@ class KeyEntry:
     """Compiled rate-limit rules, highest priority first."""
     networks: tuple[IPv4Network | IPv6Network, ...] | None = None
     """Where the key may be used from (its own allowlist, else its app's); ``None``: anywhere."""
+    credits: CreditPlan | None = None
+    """The key's credits (``None``: no credit limit)."""
     allowed: Decision = field(init=False, repr=False, compare=False)
     checks: tuple[tuple[Limit, str], ...] | None = field(init=False, repr=False, compare=False)
     """The counters every request with this key counts against, when that does not depend

@@ -30,6 +30,7 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final, NamedTuple, final
 
 from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
+from keysentry.core.credits import CreditPlan, next_refill
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match
 from keysentry.core.ratelimit import Limit, Outcome, plan_checks
@@ -41,8 +42,10 @@ __all__ = [
     "LookupKey",
     "Policy",
     "RequestFacts",
+    "Spend",
     "after_hit",
     "after_lookup",
+    "after_spend",
     "authorize",
     "begin",
     "normal_method",
@@ -116,6 +119,8 @@ class Policy(NamedTuple):
 
     permissions: tuple[str, ...] = ()
     resource: str | None = None
+    cost: int = 1
+    """Credits the request spends, when the key has credits (0: verify without spending)."""
 
 
 @final
@@ -151,6 +156,18 @@ class Hit(NamedTuple):
     checks: tuple[tuple[Limit, str], ...]
     now_ms: int
     identity: Identity
+
+
+@final
+class Spend(NamedTuple):
+    """Step 7 for a key with credits: "take *cost* of the key's credits, then count the
+    rate limits (if any); if they refuse, give the credits back"."""
+
+    checks: tuple[tuple[Limit, str], ...]
+    now_ms: int
+    identity: Identity
+    plan: CreditPlan
+    cost: int
 
 
 LookupResult = KeyEntry | None | _Unavailable
@@ -233,7 +250,7 @@ def begin(request: RequestFacts) -> Decision | LookupKey:
 
 def after_lookup(
     lookup: LookupKey, entry: LookupResult, request: RequestFacts, policy: Policy, now: float
-) -> Decision | Hit:
+) -> Decision | Hit | Spend:
     """Steps 4-7 once the key was looked up, at time *now* (Unix seconds).
 
     Returns the verdict, or the rate-limit hit to perform when rules apply.
@@ -264,7 +281,12 @@ def after_lookup(
             if len(verdicts) < MAX_VERDICTS:
                 verdicts[asked] = remembered
         decision = remembered
-    if not decision.allowed or not entry.limits:
+    if not decision.allowed:
+        return decision
+    if entry.credits is not None and policy.cost:
+        return _new(Spend, (_checks(entry, request), int(now * 1000), entry.identity,
+                            entry.credits, policy.cost))  # fmt: skip
+    if not entry.limits:
         return decision
     checks = entry.checks
     if checks is None:  # some rule depends on the endpoint or the client's address
@@ -277,6 +299,40 @@ def after_lookup(
     if not checks:
         return decision
     return _new(Hit, (checks, int(now * 1000), entry.identity))
+
+
+def _checks(entry: KeyEntry, request: RequestFacts) -> tuple[tuple[Limit, str], ...]:
+    if entry.checks is not None or not entry.limits:
+        return entry.checks or ()
+    identity = entry.identity
+    return plan_checks(
+        entry.limits, request.method, request.path, identity.key_id, identity.app_slug,
+        request.client_ip,
+        (identity.owner_user_id, identity.organization_id, identity.workspace_id),
+    )  # fmt: skip
+
+
+def after_spend(spend: Spend, remaining: int | None, result: LimiterAnswer | None) -> Decision:
+    """Step 7's verdict for a key with credits: *remaining* is what is left after taking the
+    cost (``None``: there was not enough), *result* the limiter's answer (``None``: no rule
+    applied)."""
+    plan = spend.plan
+    if remaining is None:
+        refill = next_refill(plan, spend.now_ms / 1000)
+        wait = () if refill is None else (
+            ("retry-after", str(max(1, -(-(refill * 1000 - spend.now_ms) // 1000)))),)  # fmt: skip
+        return Decision.deny(Reason.USAGE_EXCEEDED, spend.identity, headers=wait)
+    credit_header = (("x-credits-remaining", str(remaining)),)
+    if result is None:
+        identity = spend.identity.with_credits(remaining, ())
+        return _new(Decision, (True, _OK, identity, credit_header, b"", ()))
+    if type(result) is not tuple:
+        return _UNAVAILABLE
+    allowed, outcomes = result
+    identity = spend.identity.with_credits(remaining, outcomes)
+    if allowed:
+        return _new(Decision, (True, _OK, identity, credit_header, b"", outcomes))
+    return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
 
 
 def after_hit(hit: Hit, result: LimiterAnswer) -> Decision:

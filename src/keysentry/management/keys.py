@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from keysentry.core.credits import period_start
 from keysentry.core.keys import ParsedKey, generate_key
 from keysentry.errors import ConflictError, ValidationError
 from keysentry.management._common import (
@@ -17,8 +18,10 @@ from keysentry.management._common import (
     scheme_rules,
 )
 from keysentry.models import (
+    MAX_CREDITS,
     ApiAuthApp,
     ApiKey,
+    CreditRefill,
     IssuedKey,
     KeyRecord,
     build,
@@ -50,6 +53,8 @@ class KeyManagement(ManagementBase):
         org_role_permissions: Sequence[str] | None = None,
         workspace_role_permissions: Sequence[str] | None = None,
         allowed_ips: Sequence[str] | None = None,
+        credits: int | None = None,
+        refill: CreditRefill | Mapping[str, Any] | None = None,
     ) -> IssuedKey:
         """Issue a key under an app and return it with its secret, shown this once.
 
@@ -58,6 +63,8 @@ class KeyManagement(ManagementBase):
         the future. ``owner_user_id``, ``organization_id`` and ``workspace_id`` default to
         the app's. ``allowed_ips`` must lie within the app's (when it has any); the key is
         then usable only from those addresses (without a list of its own: from the app's).
+        ``credits`` is how many requests the key may make (``None``: unlimited); a
+        ``refill`` sets the balance to its amount each day or month (credits default to it).
 
         Raises:
             NotFoundError: no live app has this slug.
@@ -78,6 +85,7 @@ class KeyManagement(ManagementBase):
                 "org_role_permissions": org_role_permissions,
                 "workspace_role_permissions": workspace_role_permissions,
                 "expires_at": expires_at, "allowed_ips": allowed_ips,
+                "credits": credits, "refill": refill,
             }  # fmt: skip
             record = self._new_record(app, parsed, fields, now)
             check_new_key(app, record, now)
@@ -109,10 +117,75 @@ class KeyManagement(ManagementBase):
             "org_role_permissions": f["org_role_permissions"] or [],
             "workspace_role_permissions": f["workspace_role_permissions"] or [],
             "allowed_ips": _as_list(f["allowed_ips"]),
+            "credit_generation": 0,
             "created_at": now,
             "updated_at": now,
         }
-        return build(KeyRecord, data)
+        record = build(KeyRecord, data)
+        if record.refill is not None:  # the balance belongs to this period; refills follow
+            if record.credits is None:
+                record = record.model_copy(update={"credits": record.refill.amount})
+            period = period_start(record.credit_plan(), now.timestamp())
+            record = record.model_copy(update={"credit_period": period})
+        elif record.credits is not None:
+            record = record.model_copy(update={"credit_period": 0})
+        return record
+
+    def update_credits(
+        self,
+        key_id: str,
+        *,
+        set: int | None = None,
+        increment: int | None = None,
+        decrement: int | None = None,
+    ) -> ApiKey:
+        """Change a key's credits: exactly one of *set* (the balance is now this; leases
+        held by running workers stop counting), *increment* or *decrement* (taken from the
+        stored balance; if it holds less, it goes to 0 and the workers' leases stop
+        counting too). Logged as ``key.credits_updated``; running workers reload the key
+        like after a revocation.
+
+        Raises:
+            NotFoundError: no key has this id.
+            ValidationError: not exactly one change, a negative or non-integer amount, or
+                *increment* / *decrement* on a key without credits.
+        """
+        given = {n: v for n, v in (("set", set), ("increment", increment),
+                                   ("decrement", decrement)) if v is not None}  # fmt: skip
+        if len(given) != 1:
+            raise ValidationError.single("set", "give exactly one of set, increment, decrement")
+        ((field, amount),) = given.items()
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int)
+            or not (0 <= amount <= MAX_CREDITS)
+        ):
+            raise ValidationError.single(field, f"must be an integer from 0 to {MAX_CREDITS}")
+        now = self._now()
+        with self.store.write() as session:
+            record = self._key(session, key_id)
+            generation = record.credit_generation or 0
+            period = record.credit_period or 0
+            if field == "set":
+                balance, generation = amount, generation + 1
+                if record.refill is not None:
+                    period = period_start(record.credit_plan(), now.timestamp())
+            elif record.credits is None:
+                raise ValidationError.single(field, "the key has no credit limit: use set")
+            elif field == "increment":
+                balance = min(record.credits + amount, MAX_CREDITS)
+            else:
+                balance = max(record.credits - amount, 0)
+                if record.credits < amount:
+                    generation += 1  # the leases held elsewhere go too
+            session.set_credits(record.id, balance, period, generation)
+            session.append_event("key.credits_updated", now, app_slug=record.app_slug,
+                                 key_id=record.id)  # fmt: skip
+            record = record.model_copy(update={"credits": balance, "credit_period": period,
+                                               "credit_generation": generation})  # fmt: skip
+            rules = rules_of_key(session, record)
+        self.cache.evict_key(record.id, announce=True)
+        return record.public(rules)
 
     def list_api_keys(self, app_slug: str, *, unused_for: timedelta | None = None) -> list[ApiKey]:
         """Return every key of a live app, revoked ones included, oldest first. No secrets.

@@ -177,6 +177,12 @@ KEYS = sa.Table(
     sa.Column("revoked_at", UTCDateTime),
     sa.Column("revoked_reason", sa.String(500)),
     sa.Column("allowed_ips", sa.JSON),  # null (a version-1 row): no list
+    # the balance (null: unlimited), written only by the credit statements, never by a
+    # whole-record save (which would undo the spending of other processes)
+    sa.Column("credits", sa.BigInteger),
+    sa.Column("refill", sa.JSON),
+    sa.Column("credit_period", sa.BigInteger),
+    sa.Column("credit_generation", sa.Integer),
     sa.Index("keysentry_keys_lookup", "key_prefix", "key_suffix"),
     sa.Index("keysentry_keys_previous_lookup", "key_prefix", "previous_key_suffix"),
     **_MYSQL,
@@ -255,8 +261,10 @@ LAST_SEQ = sa.select(sa.func.coalesce(sa.func.max(EVENTS.c.seq), 0))
 
 
 _NOT_COLUMNS = frozenset({"rate_limits"})
-# last_used_at is the usage writer's (record_usage): a revocation must not undo it
-NOT_SAVED = frozenset({"rate_limits", "last_used_at"})
+# last_used_at is the usage writer's (record_usage), the balance the credit statements': a
+# revocation must not undo either
+NOT_SAVED = frozenset({"rate_limits", "last_used_at", "credits", "credit_period",
+                       "credit_generation"})  # fmt: skip
 
 
 def key_row(record: KeyRecord, skip: frozenset[str] = _NOT_COLUMNS) -> dict[str, Any]:

@@ -86,6 +86,9 @@ class StoreSession(Protocol):
         """Live apps and unrevoked keys of live apps that name this scheme, for messages:
         ``["app 'billing'", "key 'key_…'"]``."""
 
+    def set_credits(self, key_id: str, credits: int | None, period: int, generation: int) -> None:
+        """Write the key's balance, its period and generation (nothing else of the key)."""
+
     def forget_usage(self, app_slug: str) -> None:
         """Delete the usage buckets counted under this slug (its app was deleted, or a new
         app takes the slug and starts with none)."""
@@ -179,6 +182,19 @@ class KeyStore(Protocol):
     def prune_usage(self, cutoffs: Mapping[int, int], events_before: datetime | None) -> int:
         """Delete buckets of each granularity that start before its cutoff, and events
         before *events_before* (never the newest event); return how many rows went."""
+
+    def lease_credits(
+        self, key_id: str, generation: int, period: int, refill_amount: int | None, cost: int
+    ) -> tuple[int, int] | None:
+        """Take a lease of the key's credits: ``(taken, left in the store)``. First, when
+        *period* is later than the stored balance's and *refill_amount* is given, the balance
+        is set to it (the refill). *taken* is :func:`keysentry.core.credits.lease_size` of
+        the balance (0 when it cannot pay *cost*). ``None``: the key's credits changed since
+        its entry was cached (another *generation*, or no credit limit any more). Atomic
+        across processes: no credit is leased twice."""
+
+    def return_credits(self, key_id: str, generation: int, period: int, credits: int) -> None:
+        """Give back unspent leased credits, unless the balance was set or refilled since."""
 
     def add_ticket(self, ticket: Ticket) -> None:
         """Store a portal link (and forget links that expired a day ago or more)."""

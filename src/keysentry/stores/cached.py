@@ -39,6 +39,10 @@ EntryLoader = Callable[[StoreSession, KeyRecord], KeyEntry | None]
 logger = logging.getLogger("keysentry")
 
 
+# the events after which a cached key entry is out of date
+_KEY_CHANGES = frozenset({"key.revoked", "key.rotated", "key.credits_updated"})
+
+
 class _Miss(enum.Enum):
     # an enum member, so that "entry is MISS" narrows the type for mypy
     MISS = "MISS"
@@ -356,7 +360,7 @@ class CachedKeyStore:
                         self.clear()
                     elif event.kind.startswith("app.") and event.app_slug:
                         self.evict_app(event.app_slug)
-                    elif event.kind in ("key.revoked", "key.rotated") and event.key_id:
+                    elif event.kind in _KEY_CHANGES and event.key_id:
                         self.evict_key(event.key_id)
                 self._last_seq = events[-1].seq
                 events = session.events_after(self._last_seq, 1000) if len(events) == 1000 else []

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from keysentry.core.credits import lease_size
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
 from keysentry.stores.base import Candidate, Ticket
 from keysentry.usage import BucketCounts, UsageQuery
@@ -82,6 +83,11 @@ class _Session:
     def remove_scheme(self, slug: str) -> None:
         self._t.schemes.pop(slug, None)
 
+    def set_credits(self, key_id: str, credits: int | None, period: int, generation: int) -> None:
+        record = self._t.keys[key_id]
+        update = {"credits": credits, "credit_period": period, "credit_generation": generation}
+        self._t.keys[key_id] = record.model_copy(update=update)
+
     def forget_usage(self, app_slug: str) -> None:
         usage = self._t.usage
         for row in [row for row in usage if row[0] == app_slug]:
@@ -110,8 +116,11 @@ class _Session:
 
     def save_key(self, record: KeyRecord) -> None:
         old = self._t.keys.get(record.id)
-        if old is not None and old.last_used_at != record.last_used_at:
-            record = record.model_copy(update={"last_used_at": old.last_used_at})
+        if old is not None:  # as the SQL store: a whole-record save keeps these
+            kept = {"last_used_at": old.last_used_at, "credits": old.credits,
+                    "credit_period": old.credit_period,
+                    "credit_generation": old.credit_generation}  # fmt: skip
+            record = record.model_copy(update=kept)
         self._t.keys[record.id] = record
 
     def append_event(
@@ -231,6 +240,36 @@ class MemoryKeyStore:
         column = 0 if by == "requests" else 1
         ranked = sorted(totals.items(), key=lambda kv: (-kv[1][column], kv[0]))[:limit]
         return [(key, t[0], t[1]) for key, t in ranked]
+
+    def lease_credits(
+        self, key_id: str, generation: int, period: int, refill_amount: int | None, cost: int
+    ) -> tuple[int, int] | None:
+        """Lease credits (under the store's lock)."""
+        with self._lock:
+            record = self._tables.keys.get(key_id)
+            if record is None or record.credits is None:
+                return None
+            if (record.credit_generation or 0) != generation:
+                return None
+            balance, new_period = record.credits, record.credit_period or 0
+            if refill_amount is not None and period > new_period:
+                balance, new_period = refill_amount, period
+            taken = lease_size(balance, cost)
+            update = {"credits": balance - taken, "credit_period": new_period}
+            self._tables.keys[key_id] = record.model_copy(update=update)
+            return taken, balance - taken
+
+    def return_credits(self, key_id: str, generation: int, period: int, credits: int) -> None:
+        """Give back unspent leased credits."""
+        with self._lock:
+            record = self._tables.keys.get(key_id)
+            if (
+                record is not None and record.credits is not None
+                and (record.credit_generation or 0) == generation
+                and (record.credit_period or 0) == period
+            ):  # fmt: skip
+                update = {"credits": record.credits + credits}
+                self._tables.keys[key_id] = record.model_copy(update=update)
 
     def add_ticket(self, ticket: Ticket) -> None:
         """Store a portal link; forget those that expired a day ago."""

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from keysentry.errors import ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
-from keysentry.stores import _sql_tickets, _sql_usage
+from keysentry.stores import _sql_credits, _sql_tickets, _sql_usage
 from keysentry.stores._sql_engines import (
     MYSQL_WRITER_ROW,
     engine_for,
@@ -61,12 +61,15 @@ __all__ = ["SQLKeyStore"]
 
 
 def upgrade_from_1(conn: Connection) -> None:
-    """Version 1 -> 2: the apps' and keys' ``allowed_ips`` columns (null: no list)."""
+    """Version 1 -> 2: the apps' and keys' ``allowed_ips``, the keys' credits (all null:
+    no list, unlimited)."""
     inspector = sa.inspect(conn)
-    for table in (APPS, KEYS):
-        if "allowed_ips" not in {c["name"] for c in inspector.get_columns(table.name)}:
-            column_type = table.c.allowed_ips.type.compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN allowed_ips {column_type}"))
+    added = [(APPS, "allowed_ips"), (KEYS, "allowed_ips"), (KEYS, "credits"), (KEYS, "refill"),
+             (KEYS, "credit_period"), (KEYS, "credit_generation")]  # fmt: skip
+    for table, name in added:
+        if name not in {c["name"] for c in inspector.get_columns(table.name)}:
+            column_type = table.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}"))
     conn.execute(META.update().where(META.c.name == "schema_version").values(value="2"))
 
 
@@ -125,6 +128,9 @@ class _Session:
 
     def remove_scheme(self, slug: str) -> None:
         self._c.execute(SCHEMES.delete().where(SCHEMES.c.slug == slug))
+
+    def set_credits(self, key_id: str, credits: int | None, period: int, generation: int) -> None:
+        _sql_credits.set_credits(self._c, key_id, credits, period, generation)
 
     def forget_usage(self, app_slug: str) -> None:
         self._c.execute(_sql_usage.USAGE.delete().where(_sql_usage.USAGE.c.app_slug == app_slug))
@@ -343,6 +349,21 @@ class SQLKeyStore:
         self._ensure_schema()
         with self._transaction(write=True, serialized=False) as conn:
             return _sql_usage.prune_usage(conn, cutoffs, events_before)
+
+    def lease_credits(
+        self, key_id: str, generation: int, period: int, refill_amount: int | None, cost: int
+    ) -> tuple[int, int] | None:
+        """Lease credits: a conditional update, in a transaction of its own."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            return _sql_credits.lease_credits(conn, key_id, generation, period, refill_amount,
+                                              cost)  # fmt: skip
+
+    def return_credits(self, key_id: str, generation: int, period: int, credits: int) -> None:
+        """Give back unspent leased credits."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            _sql_credits.return_credits(conn, key_id, generation, period, credits)
 
     def add_ticket(self, ticket: Ticket) -> None:
         """Store a portal link (one transaction: the insert and the old links' delete)."""

@@ -107,6 +107,7 @@ class AdapterConfig:
     trusted_proxies: tuple[Network, ...] = ()
     resources: tuple[ResourceTemplate, ...] = ()
     read_authorization: bool = True
+    costs: tuple[tuple[EndpointPattern, int], ...] = ()
     # (method, path) -> what route() answers, for recently seen requests: matching every
     # pattern costs microseconds, a dict hit a tenth of one. Bounded; cleared when full.
     _routes: dict[tuple[str, str], Policy | None] = field(
@@ -124,8 +125,10 @@ class AdapterConfig:
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
         read_authorization: bool | None = None,
+        costs: Mapping[str, int] | None = None,
     ) -> AdapterConfig:
-        """Validate and compile the options.
+        """Validate and compile the options (*costs*: route -> credits a request spends;
+        others spend 1).
 
         Raises:
             ConfigurationError: a malformed pattern or permission, naming it.
@@ -158,9 +161,20 @@ class AdapterConfig:
                 templates.append(parse_resource_template(route, resource))
             except ValueError as exc:
                 raise ConfigurationError(f"resources: {exc}") from None
+        if costs is not None and not isinstance(costs, Mapping):
+            raise ConfigurationError("costs must map routes to credits, e.g. {'POST /v1/x': 10}")
+        priced = []
+        for endpoint, cost in (costs or {}).items():
+            try:
+                pattern = parse_endpoint(endpoint)
+            except (ValueError, TypeError) as exc:
+                raise ConfigurationError(f"costs: {exc}") from None
+            if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
+                raise ConfigurationError(f"costs: {endpoint!r} must cost an integer >= 0")
+            priced.append((pattern, cost))
         return cls(
             tuple(excluded), tuple(rules), header, allow_preflight, networks,
-            tuple(templates), read_authorization,
+            tuple(templates), read_authorization, tuple(priced),
         )  # fmt: skip
 
     def is_trusted(self, address: str) -> bool:
@@ -203,8 +217,9 @@ class AdapterConfig:
         :meth:`route`)."""
         required = self.required(method, path)
         resource = self.resource(method, path)
-        if required or resource is not None:
-            return Policy(required, resource)
+        cost = next((c for pattern, c in self.costs if pattern.matches(method, path)), 1)
+        if required or resource is not None or cost != 1:
+            return Policy(required, resource, cost)
         return _NO_REQUIREMENTS
 
     def resource(self, method: str, path: str) -> str | None:

@@ -48,7 +48,11 @@ class Guard:
         resource: str | None = None,
         api_key_header: str | None = None,
         read_authorization: bool | None = None,
+        cost: int = 1,
     ) -> None:
+        if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
+            raise ConfigurationError("require(cost=...) must be an integer >= 0")
+        self.cost = cost
         for permission in permissions:
             problem = pattern_problem(permission)
             if problem:
@@ -86,7 +90,7 @@ class Guard:
             return _UNAVAILABLE
         if identity is not None:
             return authorize(identity, self.permissions, resource)
-        return facts, Policy(self.permissions, resource)
+        return facts, Policy(self.permissions, resource, self.cost)
 
     def check(self, request: Any) -> Decision:
         """Decide, verifying in this thread if needed; attach the identity if allowed."""

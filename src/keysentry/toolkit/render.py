@@ -10,9 +10,11 @@ from typing import Any
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
+from keysentry.core.ratelimit import rate_header_bytes
 from keysentry.types import Message, Scope, Send, StartResponse
 
 __all__ = [
+    "allowed_header_bytes",
     "asgi_headers",
     "flask_refusal",
     "refusal_parts",
@@ -42,6 +44,15 @@ def asgi_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, byte
         encoded = names.get(name)
         raw.append((encoded or name.encode("latin-1"), value.encode("latin-1")))
     return raw
+
+
+def allowed_header_bytes(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """An admitted request's headers, as ASGI sends them: the rate limits and, for a key
+    with credits, ``X-Credits-Remaining``."""
+    extra = rate_header_bytes(decision.rate_limits) if decision.rate_limits else []
+    for name, value in decision.fixed_headers:
+        extra.append((name.encode("latin-1"), value.encode("latin-1")))
+    return extra
 
 
 def with_asgi_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, final
 
-from keysentry.core.decision import Decision
+from keysentry.core.credits import period_start, pool_key
+from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import (
     UNAVAILABLE,
     Hit,
@@ -17,17 +18,30 @@ from keysentry.core.pipeline import (
     LookupResult,
     Policy,
     RequestFacts,
+    Spend,
     after_hit,
     after_lookup,
+    after_spend,
     begin,
     normal_method,
 )
-from keysentry.errors import StoreError
+from keysentry.errors import StoreError, ValidationError
 from keysentry.limiters import Limiter
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
+from keysentry.verification.credits import STALE, CreditPools
 
-__all__ = ["Observer", "Verifier", "request_facts"]
+__all__ = ["Observer", "Verifier", "check_cost", "request_facts"]
+
+
+@final
+class _Reload:
+    """A credit lease found the cached entry out of date: verify again."""
+
+
+_RELOAD = _Reload()
+_NO_LEASE = Decision.deny(Reason.UNAVAILABLE)  # the store failed while leasing credits
+Taken = int | None | _Reload | Decision
 
 logger = logging.getLogger("keysentry")
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
@@ -80,6 +94,8 @@ class Verifier:
         self.clock = clock
         self.metrics = metrics
         self.cache = cache
+        self.credits = CreditPools(cache.store)
+        """Credits leased from the store and not yet spent, in this process."""
 
     @property
     def cache(self) -> CachedKeyStore:
@@ -109,9 +125,13 @@ class Verifier:
         else:
             entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
-        decision = (
-            after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms)) if type(hit) is Hit else hit
-        )
+        decision: Decision
+        if type(hit) is Hit:
+            decision = after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
+        elif type(hit) is Spend:
+            decision = self._spend(hit, retry=(facts, policy))
+        else:
+            decision = hit
         self.usage.note(decision, lookup.prefix, now)
         if self.metrics is not None:
             self.metrics.observe(decision, cached, now)
@@ -136,7 +156,9 @@ class Verifier:
             entry = cached
         hit = after_lookup(lookup, entry, facts, policy, now)
         decision: Decision
-        if type(hit) is not Hit:
+        if type(hit) is Spend:
+            decision = await self._aspend(hit, (facts, policy))
+        elif type(hit) is not Hit:
             decision = hit
         elif self.limiter.remote:
             decision = after_hit(hit, await self.limiter.ahit(hit.checks, hit.now_ms))
@@ -146,6 +168,68 @@ class Verifier:
         if self.metrics is not None:
             self.metrics.observe(decision, cached, now)
         return decision
+
+    # ------------------------------------------------------------ credits
+    def _spend(self, spend: Spend, retry: tuple[RequestFacts, Policy]) -> Decision:
+        """Take the cost from this process's pool (leasing from the store when it is short),
+        then count the rate limits; give the cost back if they refuse."""
+        pool = pool_key(spend.plan, period_start(spend.plan, spend.now_ms / 1000))
+        taken = self._take(spend, pool)
+        if type(taken) is _Reload:
+            return self.verify_request(*retry)  # the entry was evicted: once more, reloaded
+        if type(taken) is Decision:
+            return taken
+        remaining = taken if type(taken) is int else None
+        if remaining is None or not spend.checks:
+            return after_spend(spend, remaining, None)
+        result = self.limiter.hit(spend.checks, spend.now_ms)
+        if type(result) is not tuple or not result[0]:
+            self.credits.give_back(pool, spend.cost)
+            remaining += spend.cost
+        return after_spend(spend, remaining, result)
+
+    async def _aspend(self, spend: Spend, retry: tuple[RequestFacts, Policy]) -> Decision:
+        """:meth:`_spend` for the async driver: a lease (a store write) runs in a thread,
+        a Redis hit on the event loop."""
+        pool = pool_key(spend.plan, period_start(spend.plan, spend.now_ms / 1000))
+        taken: Taken = self.credits.take(pool, spend.cost)
+        if taken is None:  # a lease is needed: a store write, off the event loop
+            from anyio import to_thread  # starlette's dependency
+
+            taken = await to_thread.run_sync(self._take, spend, pool)
+        if type(taken) is _Reload:
+            return await self.averify_request(*retry)
+        if type(taken) is Decision:
+            return taken
+        remaining = taken if type(taken) is int else None
+        if remaining is None or not spend.checks:
+            return after_spend(spend, remaining, None)
+        if self.limiter.remote:
+            result = await self.limiter.ahit(spend.checks, spend.now_ms)
+        else:
+            result = self.limiter.hit(spend.checks, spend.now_ms)
+        if type(result) is not tuple or not result[0]:
+            self.credits.give_back(pool, spend.cost)
+            remaining += spend.cost
+        return after_spend(spend, remaining, result)
+
+    def _take(self, spend: Spend, pool: str) -> Taken:
+        """The credits left after taking the cost; ``None`` when there are not enough; a
+        503 when the store failed; :data:`_RELOAD` when the cached entry's credits are out
+        of date (it is evicted)."""
+        credits = self.credits
+        remaining = credits.take(pool, spend.cost)
+        if remaining is not None:
+            return remaining
+        try:
+            leased = credits.lease(spend.plan, spend.now_ms / 1000, spend.cost)
+        except StoreError as exc:
+            logger.warning("keysentry: could not lease credits, answering 503: %s", exc)
+            return _NO_LEASE
+        if leased == STALE:
+            self._cache.evict_key(spend.plan.key_id)
+            return _RELOAD
+        return credits.take(pool, spend.cost) if leased else None
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:
@@ -168,10 +252,16 @@ def request_facts(
     resource: str | None,
     api_key: str | None,
     client_ip: str | None,
+    cost: int = 1,
 ) -> tuple[RequestFacts, Policy]:
-    """The facts and policy of a request described by ``ks.verify``'s arguments."""
+    """The facts and policy of a request described by ``ks.verify``'s arguments.
+
+    Raises:
+        ValidationError: *cost* is not an integer from 0 up.
+    """
     if isinstance(permissions, str):
         permissions = (permissions,)
+    check_cost(cost)
     facts = RequestFacts(
         method=normal_method(method),
         path=path if path.startswith("/") else "/" + path,
@@ -179,4 +269,15 @@ def request_facts(
         api_key=(api_key,) if api_key is not None else (),
         client_ip=client_ip,
     )
-    return facts, Policy(permissions=tuple(permissions), resource=resource)
+    return facts, Policy(permissions=tuple(permissions), resource=resource, cost=cost)
+
+
+def check_cost(cost: object, field: str = "cost") -> int:
+    """A request's cost in credits: an integer from 0 to :data:`~keysentry.models.MAX_CREDITS`.
+
+    Raises:
+        ValidationError: naming *field*.
+    """
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
+        raise ValidationError.single(field, "must be an integer from 0 to 10**15")
+    return cost

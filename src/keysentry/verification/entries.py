@@ -70,6 +70,7 @@ def compile_entry(
         previous_until=_ts(record.previous_expires_at),
         limits=compile_limits(rules, algorithm),
         networks=tuple(ip_network(n) for n in allowed) if allowed else None,
+        credits=record.credit_plan() if record.credits is not None else None,
     )
 
 
