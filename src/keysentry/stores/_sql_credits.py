@@ -1,6 +1,8 @@
-"""Credits on every SQL dialect: a lease is one read and one conditional ``UPDATE`` (the
-balance, period and generation it read still stand), retried when another process's lease
-came in between; so no credit is leased twice and no row lock is held."""
+"""Credits on every SQL dialect: a lease reads the key's balance with ``FOR UPDATE`` (a row
+lock until the lease commits on PostgreSQL and MySQL; SQLite serializes its writers anyway)
+and writes it back with a conditional ``UPDATE`` (the balance, period and generation it read
+still stand), so no credit is leased twice. A locking read also sees the latest balance
+under MySQL's REPEATABLE READ, where a plain one would keep reading its snapshot."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ def lease_credits(
     """See :meth:`keysentry.stores.base.KeyStore.lease_credits`."""
     columns = (KEYS.c.credits, KEYS.c.credit_period, KEYS.c.credit_generation)
     for _ in range(_ATTEMPTS):
-        row = conn.execute(sa.select(*columns).where(KEYS.c.id == key_id)).first()
+        locked = sa.select(*columns).where(KEYS.c.id == key_id).with_for_update()
+        row = conn.execute(locked).first()
         if row is None or row[0] is None or (row[2] or 0) != generation:
             return None
         stored, stored_period = int(row[0]), int(row[1] or 0)
