@@ -249,3 +249,112 @@ def test_a_crash_loses_at_most_its_lease_and_never_gives_credits_back(tmp_path: 
         assert ks.get_api_key(issued.key.id).credits == 450  # the lease went with the process
         admitted = sum(ks.verify(issued.secret).allowed for _ in range(500))
     assert admitted == 450  # 1 + 450 spent of 500: 49 lost, none spent twice
+
+
+def test_the_middlewares_charge_by_route_and_send_the_balance() -> None:
+    from contextlib import contextmanager
+
+    from flask import Flask
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from keysentry.asgi import KeySentryMiddleware
+    from keysentry.wsgi import KeySentryWSGIMiddleware
+    from tests.adapters.support import asgi_caller, wsgi_caller
+
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({"left": request.state.api_key.credits_remaining})
+
+    costs = {"POST /v1/generate": 10, "GET /v1/free": 0}
+    with _ks() as ks:
+        asgi_app = Starlette(routes=[Route("/v1/generate", ok, methods=["POST"]),
+                                     Route("/v1/free", ok), Route("/v1/one", ok)],
+                             middleware=[Middleware(KeySentryMiddleware, sentry=ks,
+                                                    costs=costs)])  # fmt: skip
+        flask = Flask(__name__)
+        for rule, methods in (("/v1/generate", ["POST"]), ("/v1/free", ["GET"]),
+                              ("/v1/one", ["GET"])):  # fmt: skip
+            flask.add_url_rule(rule, rule, lambda: {"ok": True}, methods=methods)
+        flask.wsgi_app = KeySentryWSGIMiddleware(flask.wsgi_app, sentry=ks,  # type: ignore[method-assign]
+                                                 costs=costs)  # fmt: skip
+        with contextmanager(asgi_caller)(asgi_app) as asgi:
+            for call in (asgi, wsgi_caller(flask)):
+                auth = {
+                    "Authorization": f"Bearer {ks.create_api_key('shop', 'k', credits=25).secret}"
+                }
+                assert call("POST", "/v1/generate", auth).headers["x-credits-remaining"] == "15"
+                assert call("GET", "/v1/free", auth).headers["x-credits-remaining"] == "15"
+                assert call("GET", "/v1/one", auth).headers["x-credits-remaining"] == "14"
+                assert call("POST", "/v1/generate", auth).status == 200  # 4 left
+                out = call("POST", "/v1/generate", auth)
+                assert out.status == 429
+                assert out.body["errors"][0]["reason"] == "usage_exceeded"
+                assert call("GET", "/v1/one", auth).status == 200  # the 4 are still there
+    from keysentry import ConfigurationError
+
+    for bad in ({"POST /x": -1}, {"POST /x": 1.5}, {"BAD ROUTE PATTERN x": 1}, ["POST /x"]):
+        with pytest.raises(ConfigurationError):
+            KeySentryMiddleware(asgi_app, sentry=ks, costs=bad)  # type: ignore[arg-type]
+
+
+def test_require_charges_its_cost() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    with _ks() as ks:
+
+        @ks.require(cost=5)
+        async def generate(request: Request) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        client = TestClient(Starlette(routes=[Route("/", generate)]))
+        auth = {"Authorization": f"Bearer {ks.create_api_key('shop', 'k', credits=12).secret}"}
+        statuses = [client.get("/", headers=auth).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+
+
+def test_the_admin_api_and_the_cli_manage_credits(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from starlette.testclient import TestClient
+
+    from keysentry.admin import create_admin_app, create_admin_key
+    from keysentry.cli import main
+
+    url = f"sqlite:///{tmp_path}/credits.db"
+    with _ks(url) as ks:
+        admin = create_admin_key(ks).secret
+        client = TestClient(create_admin_app(ks), headers={"Authorization": f"Bearer {admin}"})
+        made = client.post("/api-auth/apps/shop/keys", json={
+            "name": "metered", "credits": 100,
+            "refill": {"interval": "monthly", "amount": 1000, "refill_day": 1}})  # fmt: skip
+        assert made.status_code == 201, made.text
+        key_id = made.json()["key"]["id"]
+        assert made.json()["key"]["credits"] == 100
+        bad = client.post("/api-auth/apps/shop/keys", json={"name": "x", "credits": -3})
+        assert (bad.status_code, bad.json()["errors"][0]["field"]) == (422, "credits")
+        bad = client.post("/api-auth/apps/shop/keys",
+                          json={"name": "x", "refill": {"interval": "monthly", "amount": 5,
+                                                        "refill_day": 31}})  # fmt: skip
+        assert bad.json()["errors"][0]["field"] == "refill.refill_day"
+        changed = client.post("/api-auth/keys/credits", json={"api_key_id": key_id, "increment": 5})
+        assert changed.json()["credits"] == 105
+        two = client.post("/api-auth/keys/credits", json={"api_key_id": key_id, "set": 1,
+                                                          "increment": 1})  # fmt: skip
+        assert two.status_code == 422
+        assert "/api-auth/keys/credits" in client.get("/api-auth/openapi.json").json()["paths"]
+    assert main(["--database-url", url, "keys", "credits", key_id, "--set", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["credits"] == 7
+    assert main(["--database-url", url, "keys", "credits", key_id, "--decrement", "-1"]) != 0
+    assert "decrement" in capsys.readouterr().err
+    assert main(["--database-url", url, "keys", "create", "shop", "--name", "d",
+                 "--refill-daily", "50", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["key"]["credits"] == 50

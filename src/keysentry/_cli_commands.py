@@ -64,7 +64,7 @@ _KEY_FLAGS = {
     "permissions": "permission", "metadata": "metadata", "expires_at": "expires_at",
     "owner": "owner", "environment": "environment", "rate_limit_scheme_slug": "scheme",
     "owner_user_id": "owner_user_id", "organization_id": "organization_id",
-    "workspace_id": "workspace_id", "allowed_ips": "allowed_ip",
+    "workspace_id": "workspace_id", "allowed_ips": "allowed_ip", "credits": "credits",
 }  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
         common,
         keys,
         "create",
-        lambda ks, a: ks.create_api_key(a.app_slug, **_given(a, _KEY_FLAGS)),
+        lambda ks, a: ks.create_api_key(a.app_slug, refill=_refill(a), **_given(a, _KEY_FLAGS)),
         "issue a key (prints its secret once)",
     )
     p.add_argument("app_slug")
@@ -261,6 +261,14 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-ip", action="append", metavar="CIDR",
                    help="where the key may be used from, within the app's list "
                    "(repeat for more; default: the app's)")  # fmt: skip
+    p.add_argument("--credits", type=integer, metavar="N",
+                   help="requests the key may make (default: unlimited)")  # fmt: skip
+    refill = p.add_mutually_exclusive_group()
+    refill.add_argument("--refill-daily", type=integer, metavar="N",
+                        help="set the credits to N at every UTC midnight")  # fmt: skip
+    refill.add_argument("--refill-monthly", type=integer, metavar="N",
+                        help="set the credits to N monthly, on --refill-day")  # fmt: skip
+    p.add_argument("--refill-day", type=integer, metavar="DAY", help="1-28")
     _leaf(
         common, keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
     ).add_argument("app_slug")
@@ -294,6 +302,31 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
         default=0,
         help="keep the old secret valid this long (default 0)",
     )
+    _credit_commands(keys, common)
+
+
+def _credit_commands(keys: Any, common: argparse.ArgumentParser) -> None:
+    """``keysentry keys credits KEY_ID --set N | --increment N | --decrement N``"""
+    p = _leaf(common, keys, "credits", _credits, "set, add to or take from a key's credits")
+    p.add_argument("key_id")
+    change = p.add_mutually_exclusive_group(required=True)
+    for flag in ("set", "increment", "decrement"):
+        change.add_argument(f"--{flag}", type=integer, metavar="N")
+
+
+def _credits(ks: KeySentry, a: argparse.Namespace) -> Any:
+    changes = {k: getattr(a, k) for k in ("set", "increment", "decrement")}
+    return ks.update_credits(a.key_id, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _refill(a: argparse.Namespace) -> dict[str, Any] | None:
+    if a.refill_daily is None and a.refill_monthly is None:
+        if a.refill_day is not None:
+            raise ValidationError.single("refill.refill_day", "needs --refill-monthly")
+        return None
+    if a.refill_daily is not None:
+        return {"interval": "daily", "amount": a.refill_daily, "refill_day": a.refill_day}
+    return {"interval": "monthly", "amount": a.refill_monthly, "refill_day": a.refill_day}
 
 
 def _events_admin_verify(groups: Any, common: argparse.ArgumentParser) -> None:

@@ -144,6 +144,12 @@ class _Routes:
         )
         return _json(issued)
 
+    async def update_credits(self, request: Request) -> Response:
+        body = await read_body(request, s.CreditsRequest)
+        changes = {k: v for k, v in (("set", body.set), ("increment", body.increment),
+                                     ("decrement", body.decrement)) if v is not None}  # fmt: skip
+        return _json(await self.call(self.ks.update_credits, body.api_key_id, **changes))
+
     # ------------------------------------------------------------ schemes
     async def create_scheme(self, request: Request) -> Response:
         body = await read_body(request, s.CreateSchemeRequest)
@@ -225,6 +231,10 @@ ROUTES: dict[str, dict[str, tuple[str, s.Operation]]] = {
     _KEYS + "/rotate": {
         "post": ("rotate_key", ("Give a key a new secret; the old one stops verifying",
                                 s.RotateKeyRequest, ("200", s.IssuedKey), ())),
+    },
+    _KEYS + "/credits": {
+        "post": ("update_credits", ("Set, add to or take from a key's credits",
+                                    s.CreditsRequest, ("200", s.ApiKey), ())),
     },
     _KEYS + "/{key_id}": {
         "get": ("get_key", ("Get a key (no secret)", None, ("200", s.ApiKey), ())),

@@ -123,6 +123,22 @@ class CreateKeyRequest(_Body):
     org_role_permissions: Patterns | None = None
     workspace_role_permissions: Patterns | None = None
     allowed_ips: Networks | None = None
+    # checked by the service (field errors named credits, refill.interval, ...)
+    credits: Any = Field(default=None, json_schema_extra={"type": ["integer", "null"],
+                                                          "minimum": 0})  # fmt: skip
+    refill: dict[str, Any] | None = Field(
+        default=None, description="{interval: daily|monthly, amount, refill_day (1-28)}"
+    )
+
+
+class CreditsRequest(_Body):
+    """``POST /api-auth/keys/credits``: exactly one of ``set``, ``increment``,
+    ``decrement``."""
+
+    api_key_id: Str
+    set: Any = Field(default=None, json_schema_extra={"type": ["integer", "null"]})
+    increment: Any = Field(default=None, json_schema_extra={"type": ["integer", "null"]})
+    decrement: Any = Field(default=None, json_schema_extra={"type": ["integer", "null"]})
 
 
 class RevokeKeyRequest(_Body):

@@ -283,7 +283,7 @@ def after_lookup(
         decision = remembered
     if not decision.allowed:
         return decision
-    if entry.credits is not None and policy.cost:
+    if entry.credits is not None:  # cost 0 too: it spends nothing, and learns the balance
         return _new(Spend, (_checks(entry, request), int(now * 1000), entry.identity,
                             entry.credits, policy.cost))  # fmt: skip
     if not entry.limits:

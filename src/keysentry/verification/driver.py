@@ -229,7 +229,7 @@ class Verifier:
         if leased == STALE:
             self._cache.evict_key(spend.plan.key_id)
             return _RELOAD
-        return credits.take(pool, spend.cost) if leased else None
+        return credits.take(pool, spend.cost)  # the lease made the pool, however little it got
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:
