@@ -358,3 +358,54 @@ def test_the_admin_api_and_the_cli_manage_credits(
     assert main(["--database-url", url, "keys", "create", "shop", "--name", "d",
                  "--refill-daily", "50", "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["key"]["credits"] == 50
+
+
+@pytest.mark.redis
+def test_on_redis_a_credited_request_is_still_one_round_trip(tmp_path: Any) -> None:
+    import redis
+
+    from keysentry.limiters.redis import RedisLimiter
+    from tests.own_services import OwnRedis
+
+    own = OwnRedis(tmp_path / "redis")  # ours alone: its command counts are this test's
+    own.start()
+    shared = RedisLimiter(own.url, timeout=10, on_error="closed")
+    server = redis.Redis.from_url(own.url)
+
+    def script_calls() -> int:
+        stats = server.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+    try:
+        with _ks(limiter=shared) as ks:
+            secret = ks.create_api_key("shop", "k", credits=10_000,
+                                       rate_limit_scheme_slug="three").secret  # fmt: skip
+            ks.verify(secret)  # the first lease and the script's load
+            before = script_calls()
+            assert [ks.verify(secret).allowed for _ in range(2)] == [True, True]
+            refused = ks.verify(secret)  # rate limited: still one call, and the credit back
+            assert refused.reason == "rate_limited"
+            assert refused.identity is not None
+            assert refused.identity.credits_remaining == 10_000 - 3
+            assert script_calls() - before == 3
+    finally:
+        shared.close()
+        server.close()
+        own.stop_if_running()
+
+
+@pytest.mark.parametrize("costs", [[10], [10, 7, 3], [999, 1], [3, 1000, 1]])
+def test_every_credit_can_be_spent_whatever_the_costs(database_url: str, costs: list[int]) -> None:
+    with _ks(database_url) as ks:
+        secret = ks.create_api_key("shop", "k", credits=1000).secret
+        spent, attempt = 0, 0
+        while True:
+            cost = costs[attempt % len(costs)]
+            attempt += 1
+            if ks.verify(secret, cost=cost).allowed:
+                spent += cost
+            elif not ks.verify(secret, cost=1).allowed:  # nothing left at all
+                break
+            else:
+                spent += 1
+        assert spent == 1000  # no leftover of a lease stranded below the next cost

@@ -264,3 +264,16 @@ def test_the_portal_example_is_the_readme_block_and_sends_a_customer_to_their_ke
         assert "Your API keys" in page.text
         assert client.get("/dashboard/", follow_redirects=False).status_code == 303
     namespace["ks"].close()
+
+
+def test_selling_by_usage_is_the_readme_block_and_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"## Selling by usage\n.*?```python\n(.*?)```", readme, re.S)
+    assert match, "README.md lost its selling-by-usage block"
+    assert match.group(1) in (ROOT / "examples" / "selling_by_usage.py").read_text()
+    runpy.run_path(str(ROOT / "examples" / "selling_by_usage.py"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "200 0"
+    assert lines[1] == "429 usage_exceeded"
+    assert lines[2].startswith("retry after ")
+    assert lines[3] == "499"

@@ -52,16 +52,21 @@ class CreditPools:
             self._pools[pool][0] += cost
 
     def lease(self, plan: CreditPlan, now: float, cost: int) -> int:
-        """Take a lease from the store into the pool of *now*'s period: how much it got (0:
-        the store cannot pay *cost*), or :data:`STALE`."""
+        """Take a lease from the store into the pool of *now*'s period, enough at least for
+        what the pool lacks of *cost*: how much it got (0: the store cannot make up the
+        difference), or :data:`STALE`."""
         period = period_start(plan, now)
+        pool = pool_key(plan, period)
+        with self._lock:
+            held = self._pools.get(pool)
+            lacking = max(cost - (held[0] if held is not None else 0), 0)
         amount = plan.amount if plan.interval is not None else None
-        got = self.store.lease_credits(plan.key_id, plan.generation, period, amount, cost)
+        got = self.store.lease_credits(plan.key_id, plan.generation, period, amount, lacking)
         if got is None:
             return STALE
         taken, left = got
         with self._lock:
-            held = self._pools.setdefault(pool_key(plan, period), [0, left])
+            held = self._pools.setdefault(pool, [0, left])
             held[0] += taken
             held[1] = left
         return taken
