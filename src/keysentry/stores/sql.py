@@ -265,8 +265,12 @@ class SQLKeyStore:
                     # a database made before the index existed gets it now (same schema
                     # version: it changes no stored data)
                     ROTATING_INDEX.create(conn, checkfirst=True)
+                # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
+                # taken before the schema lock was granted, missing another process's row
                 version = conn.execute(
-                    sa.select(META.c.value).where(META.c.name == "schema_version")
+                    sa.select(META.c.value)
+                    .where(META.c.name == "schema_version")
+                    .with_for_update()
                 ).scalar()
                 if version is None:
                     conn.execute(
@@ -279,7 +283,9 @@ class SQLKeyStore:
                         f"the database holds keysentry schema version {version}; "
                         f"this keysentry uses version {SCHEMA_VERSION}"
                     )
-                writer = sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW)
+                writer = (
+                    sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
+                )
                 if conn.execute(writer).first() is None:  # the row MySQL writers lock
                     conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
             self._ready = True
