@@ -149,6 +149,8 @@ def test_field_errors_name_the_field_and_write_nothing(ks: KeySentry, browser: B
     assert any("billing:read" in e for e in errors(key.text))
     ips = browser.post("/dashboard/apps/shop/keys", {"name": "k", "allowed_ips": "10.0.0.1/8"})
     assert errors(ips.text) == ["&#39;10.0.0.1/8&#39; has host bits set: did you mean 10.0.0.0/8?"]
+    credits = browser.post("/dashboard/apps/shop/keys", {"name": "k", "credits": "ten"})
+    assert errors(credits.text) == ["must be a whole number, e.g. 1000"]
     expiry = browser.post("/dashboard/apps/shop/keys", {"name": "k", "expires_at": "soon"})
     assert errors(expiry.text) == ["must be a date and time, e.g. 2027-01-31T12:00"]
     assert len(ks.list_events()) == before

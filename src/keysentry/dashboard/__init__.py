@@ -213,6 +213,7 @@ class _Views:
                 slug, form.get("name"), permissions=split_list(form.get("permissions")),
                 owner_user_id=form.get("owner_user_id") or None, expires_at=expires_at,
                 allowed_ips=split_list(form.get("allowed_ips")),
+                credits=_integer(form.get("credits")),
             )  # fmt: skip
         except ValidationError as exc:
             return self.app(request, None, form=form, errors=field_errors(exc))
@@ -298,3 +299,12 @@ def _utc_field(text: str, name: str) -> datetime | None:
             name, "must be a date and time, e.g. 2027-01-31T12:00"
         ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _integer(text: str) -> int | None:
+    """The credits field: a whole number, or ``None`` when empty."""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) < 19):
+        raise ValidationError.single("credits", "must be a whole number, e.g. 1000")
+    return int(text)
