@@ -409,3 +409,21 @@ def test_every_credit_can_be_spent_whatever_the_costs(database_url: str, costs: 
             else:
                 spent += 1
         assert spent == 1000  # no leftover of a lease stranded below the next cost
+
+
+def test_the_async_driver_spends_alike(limiter: Limiter) -> None:
+    import asyncio
+
+    with _ks(limiter=limiter) as ks:
+        issued = ks.create_api_key("shop", "k", credits=4, rate_limit_scheme_slug="three")
+
+        async def run() -> list[Any]:
+            try:
+                return [await ks.averify(issued.secret) for _ in range(5)]
+            finally:
+                await ks.limiter.aclose()
+
+        verdicts = asyncio.run(run())
+        assert [v.reason for v in verdicts] == ["ok"] * 3 + ["rate_limited"] * 2
+        assert verdicts[-1].identity.credits_remaining == 1  # the refused ones gave back
+        assert ks.verify(issued.secret, cost=0).identity.credits_remaining == 1
