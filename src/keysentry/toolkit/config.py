@@ -164,14 +164,18 @@ class AdapterConfig:
         if costs is not None and not isinstance(costs, Mapping):
             raise ConfigurationError("costs must map routes to credits, e.g. {'POST /v1/x': 10}")
         priced = []
-        for endpoint, cost in (costs or {}).items():
+        # typed as what a caller may really pass: compiled, an int annotation is checked
+        prices: Sequence[tuple[object, object]] = tuple((costs or {}).items())
+        for priced_route, price in prices:
+            if not isinstance(priced_route, str):
+                raise ConfigurationError(f"costs: {priced_route!r} is not a route pattern")
             try:
-                pattern = parse_endpoint(endpoint)
-            except (ValueError, TypeError) as exc:
+                pattern = parse_endpoint(priced_route)
+            except ValueError as exc:
                 raise ConfigurationError(f"costs: {exc}") from None
-            if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
-                raise ConfigurationError(f"costs: {endpoint!r} must cost an integer >= 0")
-            priced.append((pattern, cost))
+            if isinstance(price, bool) or not isinstance(price, int) or not 0 <= price <= 10**15:
+                raise ConfigurationError(f"costs: {priced_route!r} must cost an integer >= 0")
+            priced.append((pattern, price))
         return cls(
             tuple(excluded), tuple(rules), header, allow_preflight, networks,
             tuple(templates), read_authorization, tuple(priced),

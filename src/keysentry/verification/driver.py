@@ -252,7 +252,7 @@ def request_facts(
     resource: str | None,
     api_key: str | None,
     client_ip: str | None,
-    cost: int = 1,
+    cost: object = 1,
 ) -> tuple[RequestFacts, Policy]:
     """The facts and policy of a request described by ``ks.verify``'s arguments.
 
@@ -261,7 +261,7 @@ def request_facts(
     """
     if isinstance(permissions, str):
         permissions = (permissions,)
-    check_cost(cost)
+    spends = check_cost(cost)  # typed object: a compiled int parameter would raise TypeError
     facts = RequestFacts(
         method=normal_method(method),
         path=path if path.startswith("/") else "/" + path,
@@ -269,7 +269,7 @@ def request_facts(
         api_key=(api_key,) if api_key is not None else (),
         client_ip=client_ip,
     )
-    return facts, Policy(permissions=tuple(permissions), resource=resource, cost=cost)
+    return facts, Policy(permissions=tuple(permissions), resource=resource, cost=spends)
 
 
 def check_cost(cost: object, field: str = "cost") -> int:
