@@ -136,8 +136,7 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # the busy timeout first: switching to WAL waits for other connections' locks too
-        # (set after it, eight processes opening a new file at once got "database is locked")
+        # the busy timeout before anything that may wait on another connection's lock
         cursor.execute("PRAGMA busy_timeout=5000")
         if wal:
             cursor.execute("PRAGMA journal_mode=WAL")

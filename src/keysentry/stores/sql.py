@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -259,36 +260,52 @@ class SQLKeyStore:
         with self._schema_lock:
             if self._ready:
                 return
-            with self._transaction(write=True, serialized=False) as conn, schema_lock(conn):
-                METADATA.create_all(conn, checkfirst=True)
-                if conn.dialect.name in ("sqlite", "postgresql"):
-                    # a database made before the index existed gets it now (same schema
-                    # version: it changes no stored data)
-                    ROTATING_INDEX.create(conn, checkfirst=True)
-                # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
-                # taken before the schema lock was granted, missing another process's row
-                version = conn.execute(
-                    sa.select(META.c.value)
-                    .where(META.c.name == "schema_version")
-                    .with_for_update()
-                ).scalar()
-                if version is None:
-                    conn.execute(
-                        META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
-                    )
-                elif version == "1":
-                    upgrade_from_1(conn)
-                elif version != str(SCHEMA_VERSION):
-                    raise StoreError(
-                        f"the database holds keysentry schema version {version}; "
-                        f"this keysentry uses version {SCHEMA_VERSION}"
-                    )
-                writer = (
-                    sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
-                )
-                if conn.execute(writer).first() is None:  # the row MySQL writers lock
-                    conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
+            # SQLite answers "database is locked" at once, whatever the busy timeout, to
+            # processes opening a new file together while another sets up WAL (seen about 1
+            # in 10 times with 8 at once): the first start tries again, for up to 5 s
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    self._create_schema()
+                    break
+                except StoreError as exc:
+                    locked = "database is locked" in str(exc) and self._dialect == "sqlite"
+                    if not locked or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             self._ready = True
+
+    def _create_schema(self) -> None:
+        """Make the tables (if missing), check or upgrade the version, in one write."""
+        with self._transaction(write=True, serialized=False) as conn, schema_lock(conn):
+            METADATA.create_all(conn, checkfirst=True)
+            if conn.dialect.name in ("sqlite", "postgresql"):
+                # a database made before the index existed gets it now (same schema
+                # version: it changes no stored data)
+                ROTATING_INDEX.create(conn, checkfirst=True)
+            # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
+            # taken before the schema lock was granted, missing another process's row
+            version = conn.execute(
+                sa.select(META.c.value)
+                .where(META.c.name == "schema_version")
+                .with_for_update()
+            ).scalar()
+            if version is None:
+                conn.execute(
+                    META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
+                )
+            elif version == "1":
+                upgrade_from_1(conn)
+            elif version != str(SCHEMA_VERSION):
+                raise StoreError(
+                    f"the database holds keysentry schema version {version}; "
+                    f"this keysentry uses version {SCHEMA_VERSION}"
+                )
+            writer = (
+                sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
+            )
+            if conn.execute(writer).first() is None:  # the row MySQL writers lock
+                conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
 
     @contextmanager
     def read(self) -> Iterator[_Session]:
