@@ -29,8 +29,10 @@ from keysentry.errors import (
 from keysentry.models import (
     ApiAuthApp,
     ApiKey,
+    CreditRefill,
     Event,
     IssuedKey,
+    PortalSession,
     RateLimitRule,
     RateLimitScheme,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "ApiKey",
     "ConfigurationError",
     "ConflictError",
+    "CreditRefill",
     "Decision",
     "Event",
     "FieldError",
@@ -52,6 +55,7 @@ __all__ = [
     "KeySentry",
     "KeySentryError",
     "NotFoundError",
+    "PortalSession",
     "RateLimitRule",
     "RateLimitScheme",
     "Reason",
