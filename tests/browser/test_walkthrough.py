@@ -127,6 +127,9 @@ def _traffic(site: Site, secret: str, hours: int = TRAFFIC_HOURS) -> None:
 
 def test_an_operator_issues_and_revokes_a_key(chromium: Any, site: Site, tmp_path: Path) -> None:
     admin = create_admin_key(site.ks, "ops").secret
+    site.ks.create_rate_limit_scheme(slug="standard", name="Standard", rules=[
+        {"unit": "minute", "max_requests": 600},
+        {"unit": "day", "max_requests": 100_000, "mode": "per_owner"}])  # fmt: skip
     context = chromium.new_context(viewport={"width": 1200, "height": 800})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.base)
     page = context.new_page()
@@ -137,6 +140,7 @@ def test_an_operator_issues_and_revokes_a_key(chromium: Any, site: Site, tmp_pat
     page.get_by_label("Admin key").fill(admin)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("link", name="Create an app").click()
+    _shot(page, "dashboard-new-app", tmp_path)
     page.get_by_label("Slug").fill("orders-api")
     page.get_by_label("Name").fill("Orders API")
     page.get_by_label("Key prefix").fill("sk_orders")
@@ -171,6 +175,9 @@ def test_an_operator_issues_and_revokes_a_key(chromium: Any, site: Site, tmp_pat
     page.get_by_role("link", name="Audit log").click()
     assert page.get_by_text("key.revoked").is_visible()
     _shot(page, "dashboard-audit-log", tmp_path)
+    page.get_by_role("link", name="Rate-limit schemes").click()
+    assert page.get_by_text("600/minute").count() >= 1
+    _shot(page, "dashboard-schemes", tmp_path)
     page.get_by_role("link", name="Apps").click()
     _shot(page, "dashboard-apps", tmp_path)
     context.close()
@@ -223,4 +230,5 @@ def test_a_customer_manages_their_keys_in_the_portal(
     again = context.new_page()  # the link was spent: it opens nothing for anyone
     again.goto(site.base + link.url)
     assert again.get_by_text("This link no longer works").is_visible()
+    _shot(again, "portal-spent-link", tmp_path)
     context.close()
