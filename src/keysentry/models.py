@@ -35,7 +35,7 @@ from keysentry._fields import (
     _Model,
     build,
 )
-from keysentry.core.credits import CreditPlan
+from keysentry.core.credits import MAX_CREDITS, CreditPlan
 from keysentry.core.patterns import parse_endpoint
 from keysentry.errors import ValidationError
 
@@ -234,11 +234,6 @@ class ApiAuthApp(_Model):
         if value and info.data.get("user_id") is not None:
             raise ValueError("must be empty when user_id is set (Wacht's rule)")
         return value
-
-
-#: The largest balance a key may hold (and an update may add): far beyond any real use,
-#: and exact in every store's BIGINT and in a double.
-MAX_CREDITS = 10**15
 
 
 class CreditRefill(_Model):

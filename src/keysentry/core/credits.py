@@ -10,12 +10,25 @@ from the store (:func:`lease_size` at a time), so the store never promises a cre
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
-__all__ = ["LEASE_CAP", "CreditPlan", "lease_size", "next_refill", "period_start", "pool_key"]
+__all__ = [
+    "LEASE_CAP",
+    "MAX_CREDITS",
+    "CreditPlan",
+    "is_amount",
+    "lease",
+    "lease_size",
+    "next_refill",
+    "period_start",
+    "pool_key",
+]
 
 #: The most one lease takes from the store: what a crash or a Redis flush can lose at most.
 LEASE_CAP = 1000
+#: The largest balance a key may hold, and the largest cost or change: far beyond any real
+#: use, and exact in every store's BIGINT and in a double.
+MAX_CREDITS = 10**15
 _DAY = 86_400
 
 
@@ -55,6 +68,24 @@ def next_refill(plan: CreditPlan, now: float) -> int | None:
     begun = datetime.fromtimestamp(start, UTC)
     year, month = (begun.year, begun.month + 1) if begun.month < 12 else (begun.year + 1, 1)
     return int(datetime(year, month, plan.refill_day, tzinfo=UTC).timestamp())
+
+
+def is_amount(value: object) -> TypeGuard[int]:
+    """Whether *value* is a credit amount (a cost, a balance, a change): an integer from 0
+    to :data:`MAX_CREDITS`, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CREDITS
+
+
+def lease(
+    balance: int, stored_period: int, period: int, refill_amount: int | None, cost: int
+) -> tuple[int, int, int]:
+    """A lease from a stored *balance* of the period *stored_period*, asked in *period*:
+    ``(taken, balance after, its period)``. A later period with a refill first sets the
+    balance to the refill's amount."""
+    if refill_amount is not None and period > stored_period:
+        balance, stored_period = refill_amount, period
+    taken = lease_size(balance, cost)
+    return taken, balance - taken, stored_period
 
 
 def lease_size(remaining: int, cost: int) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from keysentry.core.credits import period_start
+from keysentry.core.credits import MAX_CREDITS, is_amount, period_start
 from keysentry.core.keys import ParsedKey, generate_key
 from keysentry.errors import ConflictError, ValidationError
 from keysentry.management._common import (
@@ -18,7 +18,6 @@ from keysentry.management._common import (
     scheme_rules,
 )
 from keysentry.models import (
-    MAX_CREDITS,
     ApiAuthApp,
     ApiKey,
     CreditRefill,
@@ -155,11 +154,7 @@ class KeyManagement(ManagementBase):
         if len(given) != 1:
             raise ValidationError.single("set", "give exactly one of set, increment, decrement")
         ((field, amount),) = given.items()
-        if (
-            isinstance(amount, bool)
-            or not isinstance(amount, int)
-            or not (0 <= amount <= MAX_CREDITS)
-        ):
+        if not is_amount(amount):
             raise ValidationError.single(field, f"must be an integer from 0 to {MAX_CREDITS}")
         now = self._now()
         with self.store.write() as session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from keysentry.core.credits import lease_size
+from keysentry.core.credits import lease
 from keysentry.stores._sql_schema import KEYS
 
 __all__ = ["lease_credits", "return_credits", "set_credits"]
@@ -29,21 +29,18 @@ def lease_credits(
         if row is None or row[0] is None or (row[2] or 0) != generation:
             return None
         stored, stored_period = int(row[0]), int(row[1] or 0)
-        balance, new_period = stored, stored_period
-        if refill_amount is not None and period > stored_period:
-            balance, new_period = refill_amount, period
-        taken = lease_size(balance, cost)
+        taken, left, new_period = lease(stored, stored_period, period, refill_amount, cost)
         if taken == 0 and new_period == stored_period:
-            return 0, balance
+            return 0, left
         done = conn.execute(
             KEYS.update()
             .where(KEYS.c.id == key_id, KEYS.c.credits == stored,
                    sa.func.coalesce(KEYS.c.credit_period, 0) == stored_period,
                    sa.func.coalesce(KEYS.c.credit_generation, 0) == generation)
-            .values(credits=balance - taken, credit_period=new_period)
+            .values(credits=left, credit_period=new_period)
         )  # fmt: skip
         if done.rowcount == 1:
-            return taken, balance - taken
+            return taken, left
     return 0, 0  # lost every race: refuse this one request rather than wait
 
 

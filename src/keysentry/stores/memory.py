@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from keysentry.core.credits import lease_size
+from keysentry.core.credits import lease
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
 from keysentry.stores.base import Candidate, Ticket
 from keysentry.usage import BucketCounts, UsageQuery
@@ -251,13 +251,12 @@ class MemoryKeyStore:
                 return None
             if (record.credit_generation or 0) != generation:
                 return None
-            balance, new_period = record.credits, record.credit_period or 0
-            if refill_amount is not None and period > new_period:
-                balance, new_period = refill_amount, period
-            taken = lease_size(balance, cost)
-            update = {"credits": balance - taken, "credit_period": new_period}
+            taken, left, new_period = lease(
+                record.credits, record.credit_period or 0, period, refill_amount, cost
+            )
+            update = {"credits": left, "credit_period": new_period}
             self._tables.keys[key_id] = record.model_copy(update=update)
-            return taken, balance - taken
+            return taken, left
 
     def return_credits(self, key_id: str, generation: int, period: int, credits: int) -> None:
         """Give back unspent leased credits."""

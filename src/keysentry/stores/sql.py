@@ -286,14 +286,10 @@ class SQLKeyStore:
             # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
             # taken before the schema lock was granted, missing another process's row
             version = conn.execute(
-                sa.select(META.c.value)
-                .where(META.c.name == "schema_version")
-                .with_for_update()
+                sa.select(META.c.value).where(META.c.name == "schema_version").with_for_update()
             ).scalar()
             if version is None:
-                conn.execute(
-                    META.insert().values(name="schema_version", value=str(SCHEMA_VERSION))
-                )
+                conn.execute(META.insert().values(name="schema_version", value=str(SCHEMA_VERSION)))
             elif version == "1":
                 upgrade_from_1(conn)
             elif version != str(SCHEMA_VERSION):
@@ -301,9 +297,7 @@ class SQLKeyStore:
                     f"the database holds keysentry schema version {version}; "
                     f"this keysentry uses version {SCHEMA_VERSION}"
                 )
-            writer = (
-                sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
-            )
+            writer = sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
             if conn.execute(writer).first() is None:  # the row MySQL writers lock
                 conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
 

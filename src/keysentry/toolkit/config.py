@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from keysentry.core.credits import is_amount
 from keysentry.core.patterns import (
     EndpointPattern,
     ResourceTemplate,
@@ -173,7 +174,7 @@ class AdapterConfig:
                 pattern = parse_endpoint(priced_route)
             except ValueError as exc:
                 raise ConfigurationError(f"costs: {exc}") from None
-            if isinstance(price, bool) or not isinstance(price, int) or not 0 <= price <= 10**15:
+            if not is_amount(price):
                 raise ConfigurationError(f"costs: {priced_route!r} must cost an integer >= 0")
             priced.append((pattern, price))
         return cls(

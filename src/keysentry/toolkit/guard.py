@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
+from keysentry.core.credits import is_amount
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.patterns import pattern_problem
 from keysentry.core.pipeline import Policy, RequestFacts, authorize
@@ -50,7 +51,7 @@ class Guard:
         read_authorization: bool | None = None,
         cost: int = 1,
     ) -> None:
-        if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
+        if not is_amount(cost):
             raise ConfigurationError("require(cost=...) must be an integer >= 0")
         self.cost = cost
         for permission in permissions:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
-from keysentry.core.credits import period_start, pool_key
+from keysentry.core.credits import is_amount, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import (
     UNAVAILABLE,
@@ -273,11 +273,12 @@ def request_facts(
 
 
 def check_cost(cost: object, field: str = "cost") -> int:
-    """A request's cost in credits: an integer from 0 to :data:`~keysentry.models.MAX_CREDITS`.
+    """A request's cost in credits: an integer from 0 to
+    :data:`~keysentry.core.credits.MAX_CREDITS`.
 
     Raises:
         ValidationError: naming *field*.
     """
-    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= 10**15:
+    if not is_amount(cost):
         raise ValidationError.single(field, "must be an integer from 0 to 10**15")
     return cost
