@@ -151,12 +151,15 @@ class Identity:
 
     def with_credits(self, remaining: int, rate_limits: tuple[Outcome, ...]) -> Identity:
         """A copy carrying the credits left and this request's rate-limit outcomes."""
-        clone = object.__new__(Identity)
-        state = self.__dict__.copy()
-        state["credits_remaining"] = remaining
-        state["rate_limits"] = rate_limits
-        object.__setattr__(clone, "__dict__", state)
+        clone = self.with_rate_limits(rate_limits)
+        clone.__dict__["credits_remaining"] = remaining  # the copy's own dict, not shared
         return clone
+
+    @property
+    def sharing(self) -> tuple[str | None, str | None, str | None]:
+        """``(owner_user_id, organization_id, workspace_id)``: whose counters the
+        ``per_owner`` / ``per_organization`` / ``per_workspace`` rules count against."""
+        return (self.owner_user_id, self.organization_id, self.workspace_id)
 
     @property
     def grants(self) -> Grants:
@@ -213,8 +216,7 @@ class KeyEntry:
         usable = not self.revoked and self.active and self.app_active
         object.__setattr__(self, "usable", usable)
         object.__setattr__(self, "allowed", Decision.allow(identity))
-        sharing = (identity.owner_user_id, identity.organization_id, identity.workspace_id)
-        checks = static_checks(self.limits, identity.key_id, identity.app_slug, sharing)
+        checks = static_checks(self.limits, identity.key_id, identity.app_slug, identity.sharing)
         object.__setattr__(self, "checks", checks)
 
 

@@ -290,12 +290,7 @@ def after_lookup(
         return decision
     checks = entry.checks
     if checks is None:  # some rule depends on the endpoint or the client's address
-        identity = entry.identity
-        checks = plan_checks(
-            entry.limits, request.method, request.path, identity.key_id, identity.app_slug,
-            request.client_ip,
-            (identity.owner_user_id, identity.organization_id, identity.workspace_id),
-        )  # fmt: skip
+        checks = _planned(entry, request)
     if not checks:
         return decision
     return _new(Hit, (checks, int(now * 1000), entry.identity))
@@ -304,11 +299,15 @@ def after_lookup(
 def _checks(entry: KeyEntry, request: RequestFacts) -> tuple[tuple[Limit, str], ...]:
     if entry.checks is not None or not entry.limits:
         return entry.checks or ()
+    return _planned(entry, request)
+
+
+def _planned(entry: KeyEntry, request: RequestFacts) -> tuple[tuple[Limit, str], ...]:
+    """The counters of this request, when they depend on its endpoint or address."""
     identity = entry.identity
     return plan_checks(
         entry.limits, request.method, request.path, identity.key_id, identity.app_slug,
-        request.client_ip,
-        (identity.owner_user_id, identity.organization_id, identity.workspace_id),
+        request.client_ip, identity.sharing,
     )  # fmt: skip
 
 
