@@ -16,6 +16,7 @@ import pytest
 from hypothesis import settings
 
 from keysentry import KeySentry
+from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
 
 # No timed assertions: Hypothesis's per-example deadline fails tests on a busy machine.
@@ -143,6 +144,23 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
+    """Each limiter in turn: in this process, and on Redis with a prefix of its own."""
+    if request.param == "memory":
+        yield MemoryLimiter()
+        return
+    from keysentry.limiters.redis import RedisLimiter
+
+    prefix = request.getfixturevalue("redis_prefix")
+    # "closed", and a timeout no busy machine reaches: a Redis connect slowed past it must
+    # fail the request (and the test) loudly, never admit it uncounted as "open" would
+    redis_limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False, timeout=10,
+                                 on_error="closed")  # fmt: skip
+    yield redis_limiter
+    redis_limiter.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ against no rate limit), never overspent by threads or processes, kept in the sto
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -13,24 +12,11 @@ from typing import Any
 import pytest
 
 from keysentry import KeySentry, ValidationError
-from keysentry.limiters import Limiter, MemoryLimiter
+from keysentry.limiters import Limiter
 from keysentry.testing import FakeClock
 from tests.conftest import REDIS_URL
 
 T0 = datetime(2027, 3, 14, 15, 0, tzinfo=UTC).timestamp()
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
-    if request.param == "memory":
-        yield MemoryLimiter()
-        return
-    from keysentry.limiters.redis import RedisLimiter
-
-    shared = RedisLimiter(REDIS_URL, key_prefix=request.getfixturevalue("redis_prefix"),
-                          redis_time=False, timeout=10, on_error="closed")  # fmt: skip
-    yield shared
-    shared.close()
 
 
 def _ks(url: str = "memory://", **options: Any) -> KeySentry:

@@ -14,7 +14,7 @@ import pytest
 
 from keysentry import KeySentry
 from keysentry.asgi import KeySentryMiddleware
-from keysentry.limiters import Limiter, MemoryLimiter
+from keysentry.limiters import Limiter
 from keysentry.testing import FakeClock
 from tests.adapters.support import (
     Call,
@@ -26,28 +26,11 @@ from tests.adapters.support import (
     starlette_decorated,
     wsgi_caller,
 )
-from tests.conftest import REDIS_URL
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(1_700_000_040.0)  # a whole minute: 1_700_000_040 % 60 == 0
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
-    if request.param == "memory":
-        yield MemoryLimiter()
-        return
-    from keysentry.limiters.redis import RedisLimiter
-
-    prefix = request.getfixturevalue("redis_prefix")
-    # "closed", and a timeout no busy machine reaches: a Redis connect slowed past it must
-    # fail the request (and the test) loudly, never admit it uncounted as "open" would
-    redis_limiter = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False, timeout=10,
-                                 on_error="closed")  # fmt: skip
-    yield redis_limiter
-    redis_limiter.close()
 
 
 @pytest.fixture

@@ -5,31 +5,14 @@ on Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from keysentry import KeySentry
-from keysentry.limiters import Limiter, MemoryLimiter
+from keysentry.limiters import Limiter
 from keysentry.testing import FakeClock
-from tests.conftest import REDIS_URL
 
 MODES = {"per_owner": "owner_user_id", "per_organization": "organization_id",
          "per_workspace": "workspace_id"}  # fmt: skip
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
-    if request.param == "memory":
-        yield MemoryLimiter()
-        return
-    from keysentry.limiters.redis import RedisLimiter
-
-    prefix = request.getfixturevalue("redis_prefix")
-    shared = RedisLimiter(REDIS_URL, key_prefix=prefix, redis_time=False, timeout=10,
-                          on_error="closed")  # fmt: skip
-    yield shared
-    shared.close()
 
 
 @pytest.mark.parametrize("mode", list(MODES))
