@@ -11,6 +11,7 @@ Needs the ``web`` extra (``pip install 'keysentry[web]'``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,8 @@ from starlette.routing import Route
 from keysentry._cli_format import _rule_text
 from keysentry.errors import ValidationError
 from keysentry.models import ApiKey, IssuedKey
-from keysentry.toolkit.operators import ADMIN_APP_SLUG, ADMIN_PERMISSION, operator_key_valid
-from keysentry.web.pages import Form, Pages, cookie_secret
+from keysentry.toolkit.operators import ADMIN_APP_SLUG, ADMIN_PERMISSION, operator_key
+from keysentry.web.pages import Form, Pages, View, cookie_secret
 from keysentry.web.views import (
     GRACES,
     RANGES,
@@ -66,24 +67,28 @@ def create_dashboard_app(
                            "key_status": key_status, "rule_text": _rule_text,
                            "operator": None, "section": ""})  # fmt: skip
     views = _Views(ks, pages)
-    page = pages.page
+    page, gate = pages.page, views.signed_in
     routes = [
-        Route("/", page(views.apps), methods=["GET", "HEAD"]),
+        Route("/", page(gate(views.apps)), methods=["GET", "HEAD"]),
         Route("/login", page(views.login_form), methods=["GET", "HEAD"]),
         Route("/login", page(views.login, form=True), methods=["POST"]),
         Route("/logout", page(views.logout, form=True), methods=["POST"]),
-        Route("/apps/new", page(views.new_app), methods=["GET", "HEAD"]),
-        Route("/apps", page(views.create_app, form=True), methods=["POST"]),
-        Route("/apps/{app_slug}", page(views.app), methods=["GET", "HEAD"]),
-        Route("/apps/{app_slug}/keys", page(views.create_key, form=True), methods=["POST"]),
-        Route("/keys/{key_id}", page(views.key), methods=["GET", "HEAD"]),
-        Route("/keys/{key_id}/revoke", page(views.revoke, form=True), methods=["POST"]),
-        Route("/keys/{key_id}/rotate", page(views.rotate, form=True), methods=["POST"]),
-        Route("/schemes", page(views.schemes), methods=["GET", "HEAD"]),
-        Route("/events", page(views.events), methods=["GET", "HEAD"]),
+        Route("/apps/new", page(gate(views.new_app)), methods=["GET", "HEAD"]),
+        Route("/apps", page(gate(views.create_app), form=True), methods=["POST"]),
+        Route("/apps/{app_slug}", page(gate(views.app)), methods=["GET", "HEAD"]),
+        Route("/apps/{app_slug}/keys", page(gate(views.create_key), form=True), methods=["POST"]),
+        Route("/keys/{key_id}", page(gate(views.key)), methods=["GET", "HEAD"]),
+        Route("/keys/{key_id}/revoke", page(gate(views.revoke), form=True), methods=["POST"]),
+        Route("/keys/{key_id}/rotate", page(gate(views.rotate), form=True), methods=["POST"]),
+        Route("/schemes", page(gate(views.schemes)), methods=["GET", "HEAD"]),
+        Route("/events", page(gate(views.events)), methods=["GET", "HEAD"]),
         pages.static_route({"theme.css": ("text/css; charset=utf-8", "")}),
     ]
     return Starlette(routes=routes)
+
+
+#: A page for operators: the request, its form, and the signed-in operator's key.
+OperatorView = Callable[[Request, "Form | None", ApiKey], Response]
 
 
 class _Views:
@@ -96,9 +101,9 @@ class _Views:
     # ------------------------------------------------------------ signing in
     def _operator(self, request: Request) -> ApiKey | None:
         key_id = self.pages.session(request).get("operator")
-        if not isinstance(key_id, str) or not operator_key_valid(self.ks, key_id, self.ks._clock()):
+        if not isinstance(key_id, str):
             return None
-        return self.ks.get_api_key(key_id)
+        return operator_key(self.ks, key_id, self.ks._clock())
 
     def _render(
         self, request: Request, template: str, operator: ApiKey | None, status: int = 200,
@@ -107,10 +112,17 @@ class _Views:
         return self.pages.render(request, f"dashboard/{template}",
                                  {"operator": operator, **context}, status)  # fmt: skip
 
-    def _signed_in(self, request: Request) -> ApiKey | Response:
-        """The operator, or the redirect to sign in."""
-        operator = self._operator(request)
-        return operator if operator is not None else self.pages.redirect(request, "login")
+    def signed_in(self, view: OperatorView) -> View:
+        """*view* for operators only: anyone else is sent to sign in (the key is checked
+        again on every page, so a revoked one signs its sessions out)."""
+
+        def gated(request: Request, form: Form | None) -> Response:
+            operator = self._operator(request)
+            if operator is None:
+                return self.pages.redirect(request, "login")
+            return view(request, form, operator)
+
+        return gated
 
     def login_form(self, request: Request, form: Form | None) -> Response:
         return self._render(request, "login.html", None, section="login")
@@ -135,10 +147,7 @@ class _Views:
         return response
 
     # ------------------------------------------------------------ apps
-    def apps(self, request: Request, form: Form | None) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def apps(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         rows = []
         for app in self.ks.list_api_auth_apps():
             keys = self.ks.list_api_keys(app.app_slug)
@@ -146,18 +155,12 @@ class _Views:
             rows.append({"app": app, "total": len(keys), "active": active})
         return self._render(request, "apps.html", operator, apps=rows, section="apps")
 
-    def new_app(self, request: Request, form: Form | None) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def new_app(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         return self._render(request, "app_new.html", operator, form=Form(), section="apps",
                             schemes=self.ks.list_rate_limit_schemes())  # fmt: skip
 
-    def create_app(self, request: Request, form: Form | None) -> Response:
+    def create_app(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         assert form is not None
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
         try:
             app = self.ks.create_api_auth_app(
                 form.get("app_slug"), form.get("name"), form.get("key_prefix"),
@@ -172,10 +175,7 @@ class _Views:
                                 schemes=self.ks.list_rate_limit_schemes())  # fmt: skip
         return self.pages.redirect(request, f"apps/{app.app_slug}")
 
-    def app(self, request: Request, _: Form | None, **extra: Any) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def app(self, request: Request, _: Form | None, operator: ApiKey, **extra: Any) -> Response:
         slug = request.path_params["app_slug"]
         app = self.ks.get_api_auth_app(slug)
         status_filter = request.query_params.get("status", "all")
@@ -201,11 +201,8 @@ class _Views:
                             **context)  # fmt: skip
 
     # ------------------------------------------------------------ keys
-    def create_key(self, request: Request, form: Form | None) -> Response:
+    def create_key(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         assert form is not None
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
         slug = request.path_params["app_slug"]
         try:
             expires_at = _utc_field(form.get("expires_at"), "expires_at")
@@ -216,7 +213,7 @@ class _Views:
                 credits=_integer(form.get("credits")),
             )  # fmt: skip
         except ValidationError as exc:
-            return self.app(request, None, form=form, errors=field_errors(exc))
+            return self.app(request, None, operator, form=form, errors=field_errors(exc))
         return self._secret(request, operator, issued, "Key created")
 
     def _secret(
@@ -225,10 +222,7 @@ class _Views:
         return self._render(request, "secret.html", operator, issued=issued, heading=heading,
                             section="apps")  # fmt: skip
 
-    def key(self, request: Request, _: Form | None, **extra: Any) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def key(self, request: Request, _: Form | None, operator: ApiKey, **extra: Any) -> Response:
         key = self.ks.get_api_key(request.path_params["key_id"])
         range_name = _range(request)
         usage = usage_chart(self.ks, key.app_slug, key.id, range_name)
@@ -239,41 +233,31 @@ class _Views:
             usage=usage, **extra,
         )  # fmt: skip
 
-    def revoke(self, request: Request, form: Form | None) -> Response:
+    def revoke(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         assert form is not None
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
         key_id = request.path_params["key_id"]
         try:
             self.ks.revoke_api_key(key_id, reason=form.get("reason") or None)
         except ValidationError as exc:
-            return self.key(request, None, errors=field_errors(exc))
+            return self.key(request, None, operator, errors=field_errors(exc))
         return self.pages.redirect(request, f"keys/{key_id}")
 
-    def rotate(self, request: Request, form: Form | None) -> Response:
+    def rotate(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         assert form is not None
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
         grace = grace_seconds(form)
         if grace is None:
-            return self.key(request, None, errors={"grace_seconds": "choose a grace period"})
+            return self.key(
+                request, None, operator, errors={"grace_seconds": "choose a grace period"}
+            )
         issued = self.ks.rotate_api_key(request.path_params["key_id"], grace_seconds=grace)
         return self._secret(request, operator, issued, "Key rotated")
 
     # ------------------------------------------------------------ schemes, events
-    def schemes(self, request: Request, form: Form | None) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def schemes(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         return self._render(request, "schemes.html", operator, section="schemes",
                             schemes=self.ks.list_rate_limit_schemes())  # fmt: skip
 
-    def events(self, request: Request, form: Form | None) -> Response:
-        operator = self._signed_in(request)
-        if isinstance(operator, Response):
-            return operator
+    def events(self, request: Request, form: Form | None, operator: ApiKey) -> Response:
         after_text = request.query_params.get("after", "0")
         after = int(after_text) if after_text.isascii() and after_text.isdigit() else 0
         after = min(after, 2**62)

@@ -13,6 +13,7 @@ serves it at ``/portal/``. Needs the ``web`` extra (``pip install 'keysentry[web
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from keysentry.errors import ConfigurationError, NotFoundError, ValidationError
 from keysentry.models import ApiKey
-from keysentry.web.pages import Form, Pages, check_colour, cookie_secret
+from keysentry.web.pages import Form, Pages, View, check_colour, cookie_secret
 from keysentry.web.views import GRACES, RANGES, field_errors, grace_seconds, key_status, usage_chart
 
 if TYPE_CHECKING:
@@ -74,17 +75,17 @@ def create_portal_app(
                            "layout": "portal/layout.html",
                            "key_status": key_status, "customer": None, "section": ""})  # fmt: skip
     views = _Views(ks, pages)
-    page = pages.page
+    page, gate = pages.page, views.signed_in
     theme = f":root {{ --accent: {accent}; }}\n"
     return Starlette(
         routes=[
-            Route("/", page(views.keys), methods=["GET", "HEAD"]),
+            Route("/", page(gate(views.keys)), methods=["GET", "HEAD"]),
             Route("/t/{token}", page(views.enter), methods=["GET"]),
             Route("/logout", page(views.logout, form=True), methods=["POST"]),
-            Route("/keys", page(views.create, form=True), methods=["POST"]),
-            Route("/keys/{key_id}", page(views.key), methods=["GET", "HEAD"]),
-            Route("/keys/{key_id}/rotate", page(views.rotate, form=True), methods=["POST"]),
-            Route("/keys/{key_id}/revoke", page(views.revoke, form=True), methods=["POST"]),
+            Route("/keys", page(gate(views.create), form=True), methods=["POST"]),
+            Route("/keys/{key_id}", page(gate(views.key)), methods=["GET", "HEAD"]),
+            Route("/keys/{key_id}/rotate", page(gate(views.rotate), form=True), methods=["POST"]),
+            Route("/keys/{key_id}/revoke", page(gate(views.revoke), form=True), methods=["POST"]),
             pages.static_route({"theme.css": ("text/css; charset=utf-8", theme)}),
         ]
     )
@@ -99,6 +100,10 @@ class _Customer:
         allowed = data.get("allowed")
         self.allowed: list[str] | None = list(allowed) if isinstance(allowed, list) else None
         self.return_url: str | None = data.get("return_url")
+
+
+#: A page for a signed-in customer: the request, its form, and the customer.
+CustomerView = Callable[[Request, "Form | None", _Customer], Response]
 
 
 class _Views:
@@ -124,6 +129,18 @@ class _Views:
         return self._render(request, "signed_out.html", None, 401, heading="Your session ended",
                             message="Sign-in links last a few minutes; this page needs a new "
                             "one.")  # fmt: skip
+
+    def signed_in(self, view: CustomerView) -> View:
+        """*view* for a customer whose session is live; anyone else is told to open a new
+        link."""
+
+        def gated(request: Request, form: Form | None) -> Response:
+            customer = self._customer(request)
+            if customer is None:
+                return self._signed_out(request)
+            return view(request, form, customer)
+
+        return gated
 
     def _own_key(self, customer: _Customer, key_id: str) -> ApiKey:
         """The customer's key, or NotFoundError: another owner's key is not found either."""
@@ -166,10 +183,7 @@ class _Views:
         return response
 
     # ------------------------------------------------------------ keys
-    def keys(self, request: Request, _: Form | None, **extra: Any) -> Response:
-        customer = self._customer(request)
-        if customer is None:
-            return self._signed_out(request)
+    def keys(self, request: Request, _: Form | None, customer: _Customer, **extra: Any) -> Response:
         app = self.ks.get_api_auth_app(customer.app_slug)
         keys = [k for k in self.ks.list_api_keys(customer.app_slug)
                 if k.owner_user_id == customer.owner_user_id]  # fmt: skip
@@ -178,11 +192,8 @@ class _Views:
         return self._render(request, "keys.html", customer, 422 if "errors" in extra else 200,
                             **context)  # fmt: skip
 
-    def create(self, request: Request, form: Form | None) -> Response:
+    def create(self, request: Request, form: Form | None, customer: _Customer) -> Response:
         assert form is not None
-        customer = self._customer(request)
-        if customer is None:
-            return self._signed_out(request)
         permissions: list[str] = []
         if customer.allowed is not None:
             permissions = form.all("permissions")
@@ -190,20 +201,17 @@ class _Views:
             # that allows less
             if not permissions or any(p not in customer.allowed for p in permissions):
                 errors = {"permissions": "choose at least one of the permissions shown"}
-                return self.keys(request, None, form=form, errors=errors)
+                return self.keys(request, None, customer, form=form, errors=errors)
         try:
             issued = self.ks.create_api_key(customer.app_slug, form.get("name"),
                                             permissions=permissions,
                                             owner_user_id=customer.owner_user_id)  # fmt: skip
         except ValidationError as exc:
-            return self.keys(request, None, form=form, errors=field_errors(exc))
+            return self.keys(request, None, customer, form=form, errors=field_errors(exc))
         return self._render(request, "secret.html", customer, issued=issued,
                             heading="Key created", section="keys")  # fmt: skip
 
-    def key(self, request: Request, _: Form | None, **extra: Any) -> Response:
-        customer = self._customer(request)
-        if customer is None:
-            return self._signed_out(request)
+    def key(self, request: Request, _: Form | None, customer: _Customer, **extra: Any) -> Response:
         key = self._own_key(customer, request.path_params["key_id"])
         app = self.ks.get_api_auth_app(customer.app_slug)
         range_name = request.query_params.get("range", "24h")
@@ -216,27 +224,23 @@ class _Views:
             usage=usage, **extra,
         )  # fmt: skip
 
-    def rotate(self, request: Request, form: Form | None) -> Response:
+    def rotate(self, request: Request, form: Form | None, customer: _Customer) -> Response:
         assert form is not None
-        customer = self._customer(request)
-        if customer is None:
-            return self._signed_out(request)
         key = self._own_key(customer, request.path_params["key_id"])
         grace = grace_seconds(form)
         if grace is None:
-            return self.key(request, None, errors={"grace_seconds": "choose a grace period"})
+            return self.key(
+                request, None, customer, errors={"grace_seconds": "choose a grace period"}
+            )
         issued = self.ks.rotate_api_key(key.id, grace_seconds=grace)
         return self._render(request, "secret.html", customer, issued=issued,
                             heading="Key rotated", section="keys")  # fmt: skip
 
-    def revoke(self, request: Request, form: Form | None) -> Response:
+    def revoke(self, request: Request, form: Form | None, customer: _Customer) -> Response:
         assert form is not None
-        customer = self._customer(request)
-        if customer is None:
-            return self._signed_out(request)
         key = self._own_key(customer, request.path_params["key_id"])
         try:
             self.ks.revoke_api_key(key.id, reason=form.get("reason") or None)
         except ValidationError as exc:
-            return self.key(request, None, errors=field_errors(exc))
+            return self.key(request, None, customer, errors=field_errors(exc))
         return self.pages.redirect(request, f"keys/{key.id}")
