@@ -3,7 +3,7 @@
 A key with credits may make that many more requests (each costs 1, or what the caller says).
 A refill *sets* the balance to its amount at the start of each period: UTC midnight
 (``daily``), or 00:00 UTC on ``refill_day`` of each month (``monthly``, 1-28, so that every
-month has the day). The store holds the balance; each limiter spends from *leases* it takes
+month has the day). The store holds the balance; each process spends from *leases* it takes
 from the store (:func:`lease_size` at a time), so the store never promises a credit twice.
 """
 
@@ -16,6 +16,7 @@ __all__ = [
     "LEASE_CAP",
     "MAX_CREDITS",
     "CreditPlan",
+    "Pool",
     "is_amount",
     "lease",
     "lease_size",
@@ -30,6 +31,7 @@ LEASE_CAP = 1000
 #: use, and exact in every store's BIGINT and in a double.
 MAX_CREDITS = 10**15
 _DAY = 86_400
+Pool = tuple[str, int, int]  # key id, generation, period
 
 
 class CreditPlan(NamedTuple):
@@ -96,8 +98,7 @@ def lease_size(remaining: int, cost: int) -> int:
     return min(remaining, max(cost, min(LEASE_CAP, remaining // 10)))
 
 
-def pool_key(plan: CreditPlan, period: int) -> str:
-    """The counter a limiter spends the key's leased credits from: per generation and
-    period, so that a ``set`` or a refill starts from an empty pool. ``{app}``: the Redis
-    Cluster hash tag every counter of a request shares."""
-    return f"{{{plan.app_slug}}}:credits|{plan.key_id}|{plan.generation}|{period}"
+def pool_key(plan: CreditPlan, period: int) -> Pool:
+    """Where a process keeps the credits it leased for the key in *period*: per generation
+    and period, so that a ``set`` or a refill starts from an empty pool."""
+    return (plan.key_id, plan.generation, period)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from keysentry.core.credits import CreditPlan, period_start, pool_key
+from keysentry.core.credits import CreditPlan, Pool
 
 if TYPE_CHECKING:
     from keysentry.stores.base import KeyStore
@@ -33,10 +33,10 @@ class CreditPools:
     def __init__(self, store: KeyStore) -> None:
         self.store = store
         # pool -> [credits leased here and not spent, what the store had left after the lease]
-        self._pools: dict[str, list[int]] = {}
+        self._pools: dict[Pool, list[int]] = {}
         self._lock = threading.Lock()
 
-    def take(self, pool: str, cost: int) -> int | None:
+    def take(self, pool: Pool, cost: int) -> int | None:
         """Take *cost* from the pool: the key's credits left (as this process knows them),
         or ``None`` when the pool holds less than *cost*."""
         with self._lock:
@@ -46,17 +46,16 @@ class CreditPools:
             held[0] -= cost
             return held[0] + held[1]
 
-    def give_back(self, pool: str, cost: int) -> None:
+    def give_back(self, pool: Pool, cost: int) -> None:
         """Return what :meth:`take` took (the rate limits refused the request)."""
         with self._lock:
             self._pools[pool][0] += cost
 
-    def lease(self, plan: CreditPlan, now: float, cost: int) -> int:
-        """Take a lease from the store into the pool of *now*'s period, enough at least for
-        what the pool lacks of *cost*: how much it got (0: the store cannot make up the
-        difference), or :data:`STALE`."""
-        period = period_start(plan, now)
-        pool = pool_key(plan, period)
+    def lease(self, plan: CreditPlan, pool: Pool, cost: int) -> int:
+        """Take a lease from the store into *pool* (the key's, for its period), enough at
+        least for what the pool lacks of *cost*: how much it got (0: the store cannot make
+        up the difference), or :data:`STALE`."""
+        period = pool[2]
         with self._lock:
             held = self._pools.get(pool)
             lacking = max(cost - (held[0] if held is not None else 0), 0)
@@ -77,5 +76,5 @@ class CreditPools:
             pools, self._pools = self._pools, {}
         for pool, (held, _) in pools.items():
             if held > 0:
-                _, key_id, generation, period = pool.split("|")  # see pool_key
-                self.store.return_credits(key_id, int(generation), int(period), held)
+                key_id, generation, period = pool
+                self.store.return_credits(key_id, generation, period, held)

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
-from keysentry.core.credits import is_amount, period_start, pool_key
+from keysentry.core.credits import Pool, is_amount, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.pipeline import (
     UNAVAILABLE,
@@ -213,7 +213,7 @@ class Verifier:
             remaining += spend.cost
         return after_spend(spend, remaining, result)
 
-    def _take(self, spend: Spend, pool: str) -> Taken:
+    def _take(self, spend: Spend, pool: Pool) -> Taken:
         """The credits left after taking the cost; ``None`` when there are not enough; a
         503 when the store failed; :data:`_RELOAD` when the cached entry's credits are out
         of date (it is evicted)."""
@@ -222,7 +222,7 @@ class Verifier:
         if remaining is not None:
             return remaining
         try:
-            leased = credits.lease(spend.plan, spend.now_ms / 1000, spend.cost)
+            leased = credits.lease(spend.plan, pool, spend.cost)
         except StoreError as exc:
             logger.warning("keysentry: could not lease credits, answering 503: %s", exc)
             return _NO_LEASE
