@@ -81,15 +81,52 @@ class KeySentryMiddleware:
         )
         self._api_key_header = scope_header(self.config.api_key_header)
         self._read_authorization = self.config.read_authorization
-        self._averify = sentry.averify_request
+        # the one-step path reads the routes this config has already seen, and only where
+        # Authorization is the one place a key may come from
+        self._routes = self.config.seen if self._api_key_header is None else {}
+        self._quick = sentry.verifier.quick
+        self._averify = sentry.verifier.averify_request_general
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":
+        decision: Decision | None = None
+        if kind == "http":
+            # the usual request: a route seen before, one Authorization header, a plain
+            # cached key (Verifier.quick); everything else, the general path below
+            method = scope["method"]
+            policy = self._routes.get((method, scope["path"]))
+            if policy is not None and method != "OPTIONS" and not scope.get("root_path"):
+                credential = None
+                for name, value in scope["headers"]:
+                    if name == b"authorization":
+                        credential = b"" if credential is not None else value
+                if credential and credential.startswith(b"Bearer "):
+                    try:
+                        decision = self._quick(credential[7:], scope["path"], policy)
+                    except Exception:  # a bug must not become a 500 or an open door
+                        decision = unexpected_failure()
+        elif kind != "websocket":
             if kind == "lifespan":
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
+        if decision is None:
+            decision = await self._verify(scope)
+        if decision is None:  # excluded, or a CORS preflight
+            await self.app(scope, receive, send)
+            return
+        identity = decision.identity
+        if decision.allowed and identity is not None:
+            attach(scope, identity)
+            if (decision.rate_limits or decision.fixed_headers) and kind == "http":
+                send = with_asgi_headers(send, allowed_header_bytes(decision))
+            await self.app(scope, receive, send)
+        else:
+            await refuse_asgi(decision, scope, send)
+
+    async def _verify(self, scope: Scope) -> Decision | None:
+        """The general path: the verdict on any request, or ``None`` when it passes without
+        a key (an excluded path, a CORS preflight)."""
         decision: Decision | None = None
         try:
             facts, preflight = scope_facts(scope, self._api_key_header, self._read_authorization)
@@ -104,17 +141,7 @@ class KeySentryMiddleware:
                 decision = await self._averify(facts, policy)
         except Exception:  # a bug must not become a 500 or an open door
             decision = unexpected_failure()
-        if decision is None:  # excluded, or a CORS preflight
-            await self.app(scope, receive, send)
-            return
-        identity = decision.identity
-        if decision.allowed and identity is not None:
-            attach(scope, identity)
-            if (decision.rate_limits or decision.fixed_headers) and kind == "http":
-                send = with_asgi_headers(send, allowed_header_bytes(decision))
-            await self.app(scope, receive, send)
-        else:
-            await refuse_asgi(decision, scope, send)
+        return decision
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         """Pass the app's lifespan messages on unchanged; just before the app reports that

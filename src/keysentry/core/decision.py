@@ -205,6 +205,10 @@ class KeyEntry:
     on the request (no rule per endpoint or per IP); else ``None``."""
     usable: bool = field(init=False, repr=False, compare=False)
     """Not revoked, active, and its app active (expiry is checked per request)."""
+    plain: bool = field(init=False, repr=False, compare=False)
+    """Usable, with no credits, no allowlist and the same counters for every request: what
+    the verifier's one-step path (``Verifier.quick``) handles; any other key takes the
+    general one."""
     verdicts: dict[tuple[tuple[str, ...], str], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -218,6 +222,8 @@ class KeyEntry:
         object.__setattr__(self, "allowed", Decision.allow(identity))
         checks = static_checks(self.limits, identity.key_id, identity.app_slug, identity.sharing)
         object.__setattr__(self, "checks", checks)
+        plain = usable and checks is not None and self.networks is None and self.credits is None
+        object.__setattr__(self, "plain", plain)
 
 
 @final

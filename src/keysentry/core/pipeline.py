@@ -48,8 +48,10 @@ __all__ = [
     "after_spend",
     "authorize",
     "begin",
+    "counted",
     "normal_method",
     "path_problem",
+    "permitted",
     "select_candidate",
 ]
 
@@ -267,20 +269,8 @@ def after_lookup(
         return refusal(entry, now)
     if entry.networks is not None and not address_allowed(entry.networks, request.client_ip):
         return Decision.deny(Reason.IP_DENIED, entry.identity)
-    resource = policy.resource
-    if resource is None:
-        resource = request.path[1:]
-    decision = entry.allowed  # when there is nothing to check
-    if policy.permissions or entry.identity.resources:
-        # the same key asks for the same few things again and again: remember the verdicts
-        verdicts = entry.verdicts
-        asked = (policy.permissions, resource)
-        remembered = verdicts.get(asked)
-        if remembered is None:
-            remembered = authorize(entry.identity, policy.permissions, resource, decision)
-            if len(verdicts) < MAX_VERDICTS:
-                verdicts[asked] = remembered
-        decision = remembered
+    resource = request.path[1:] if policy.resource is None else policy.resource
+    decision = permitted(entry, policy.permissions, resource)
     if not decision.allowed:
         return decision
     if entry.credits is not None:  # cost 0 too: it spends nothing, and learns the balance
@@ -294,6 +284,33 @@ def after_lookup(
     if not checks:
         return decision
     return _new(Hit, (checks, int(now * 1000), entry.identity))
+
+
+def permitted(entry: KeyEntry, permissions: tuple[str, ...], resource: str) -> Decision:
+    """Steps 5-6 for a usable key: its allowed verdict, or the 403 for a missing permission
+    or resource. Remembered per ``(permissions, resource)`` on the entry: the same key asks
+    for the same few things again and again."""
+    if not permissions and not entry.identity.resources:
+        return entry.allowed  # nothing to check
+    verdicts = entry.verdicts
+    asked = (permissions, resource)
+    remembered = verdicts.get(asked)
+    if remembered is None:
+        remembered = authorize(entry.identity, permissions, resource, entry.allowed)
+        if len(verdicts) < MAX_VERDICTS:
+            verdicts[asked] = remembered
+    return remembered
+
+
+def counted(identity: Identity, result: LimiterAnswer) -> Decision:
+    """Step 7's verdict from the limiter's answer for a request by *identity*."""
+    if type(result) is not tuple:
+        return _UNAVAILABLE  # the limiter failed and the policy is "closed"
+    allowed, outcomes = result
+    identity = identity.with_rate_limits(outcomes)
+    if allowed:
+        return _new(Decision, (True, _OK, identity, (), b"", outcomes))
+    return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
 
 
 def _checks(entry: KeyEntry, request: RequestFacts) -> tuple[tuple[Limit, str], ...]:
@@ -336,13 +353,7 @@ def after_spend(spend: Spend, remaining: int | None, result: LimiterAnswer | Non
 
 def after_hit(hit: Hit, result: LimiterAnswer) -> Decision:
     """Step 7's verdict from the limiter's answer to *hit*."""
-    if type(result) is not tuple:
-        return _UNAVAILABLE  # the limiter failed and the policy is "closed"
-    allowed, outcomes = result
-    identity = hit.identity.with_rate_limits(outcomes)
-    if allowed:
-        return _new(Decision, (True, _OK, identity, (), b"", outcomes))
-    return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
+    return counted(hit.identity, result)
 
 
 def address_allowed(networks: tuple[IPv4Network | IPv6Network, ...], client_ip: str | None) -> bool:

@@ -145,10 +145,7 @@ class CachedKeyStore:
         # chained comparisons: a clock set back (a wall clock may be) reads as "due" and
         # "expired", never as "fresh for longer"
         if self._sync_from <= now < self._next_sync:
-            fresh = self._fresh.get(digest)
-            if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
-                return fresh[0]
-            return self._known_unknown(digest)
+            return self._cached(digest, now)
         if not self._sync_claimed_until - 1.0 <= now < self._sync_claimed_until:
             # this caller reads the log; should it never do so (a cancelled request),
             # another one is sent after a second
@@ -165,6 +162,16 @@ class CachedKeyStore:
         return self._sync_interval is not None and not (
             self._sync_from <= self._timer() < self._next_sync
         )
+
+    def fresh(self, digest: str, now: float) -> KeyEntry | None:
+        """The cached entry if it may be served as it is at *now* (no event-log read is due,
+        and it is within its TTL), else ``None``: then :meth:`get` decides. No side effects,
+        so a caller may ask this first and :meth:`get` afterwards."""
+        if self._sync_from <= now < self._next_sync:
+            fresh = self._fresh.get(digest)
+            if fresh is not None and 0.0 <= now - fresh[1] < self._ttl:
+                return fresh[0]
+        return None
 
     def _cached(self, digest: str, now: float) -> KeyEntry | _Miss | None:
         fresh = self._fresh.get(digest)

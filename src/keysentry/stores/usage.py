@@ -109,7 +109,9 @@ class UsageRecorder:
             count = (identity.app_slug, identity.key_id, decision.reason, int(now // 60))
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not "with": half the cost on every request
+        try:
             counts = self._counts
             cell = counts.get(count)
             if cell is not None:
@@ -123,6 +125,8 @@ class UsageRecorder:
                     self._pending[identity.key_id] = max(
                         now, self._pending.get(identity.key_id, _NEVER)
                     )
+        finally:
+            lock.release()
         if self._thread is None and self.interval is not None and not self._closed:
             self._start()
 

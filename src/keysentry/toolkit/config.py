@@ -182,6 +182,13 @@ class AdapterConfig:
             tuple(templates), read_authorization, tuple(priced),
         )  # fmt: skip
 
+    @property
+    def seen(self) -> dict[tuple[str, str], Policy | None]:
+        """What :meth:`route` answered for the ``(method, path)`` pairs it has seen lately
+        (a method as :func:`~keysentry.core.pipeline.normal_method` gives it; a preflight
+        is never answered from here). Read it, do not write it."""
+        return self._routes
+
     def is_trusted(self, address: str) -> bool:
         """Whether *address* is one of the trusted proxies."""
         return is_trusted(self.trusted_proxies, address)

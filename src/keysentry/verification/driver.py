@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from hashlib import sha256
 from typing import Protocol, final
 
 from keysentry.core.credits import Pool, is_amount, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
+from keysentry.core.keys import MAX_KEY_LENGTH
 from keysentry.core.pipeline import (
     UNAVAILABLE,
     Hit,
@@ -23,7 +25,10 @@ from keysentry.core.pipeline import (
     after_lookup,
     after_spend,
     begin,
+    counted,
     normal_method,
+    path_problem,
+    permitted,
 )
 from keysentry.errors import StoreError, ValidationError
 from keysentry.limiters import Limiter
@@ -90,6 +95,7 @@ class Verifier:
         metrics: Observer | None = None,
     ) -> None:
         self.limiter = limiter
+        self._remote = limiter.remote  # a limiter that does I/O: no one-step path
         self.usage = usage
         self.clock = clock
         self.metrics = metrics
@@ -108,8 +114,64 @@ class Verifier:
         # one clock reading serves the cache and the checks when they share the clock
         self._cache_timer = None if cache.timer is self.clock else cache.timer
 
+    def quick(self, credential: bytes, path: str, policy: Policy) -> Decision | None:
+        """The usual request in one step: a key found fresh in the cache under its SHA-256,
+        whose entry is :attr:`~keysentry.core.decision.KeyEntry.plain`, counted on the
+        in-process limiter. Returns the verdict, or ``None`` when the request needs the
+        general path (:meth:`verify_request_general`), which then decides it from the start.
+
+        *credential* is the one key the request carries, as bytes; *path* its path (the
+        method was found valid). A digest found in the cache is proof that *credential* is
+        that key, so its format and checksum need no check here: they are for keys the cache
+        does not know, which the general path checks before any store lookup.
+        """
+        if (
+            len(credential) > MAX_KEY_LENGTH  # hash no more than a key's length
+            or self._remote
+            or (("//" in path or "." in path) and path_problem(path))
+        ):
+            return None
+        digest = sha256(credential).hexdigest()
+        now = self.clock()
+        timer = self._cache_timer
+        entry = self._cache.fresh(digest, now if timer is None else timer())
+        if (
+            entry is None
+            or not entry.plain
+            or entry.digest != digest  # an old secret in its grace period
+            or (entry.expires_at is not None and now >= entry.expires_at)
+        ):
+            return None
+        resource = policy.resource
+        decision = permitted(entry, policy.permissions, path[1:] if resource is None else resource)
+        if decision.allowed and entry.checks:
+            decision = counted(entry.identity, self.limiter.hit(entry.checks, int(now * 1000)))
+        self.usage.note(decision, "", now)  # the prefix is only noted for unknown keys
+        if self.metrics is not None:
+            self.metrics.observe(decision, entry, now)
+        return decision
+
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
+        credential = _bearer(facts)
+        if credential is not None:
+            decision = self.quick(credential, facts.path, policy)
+            if decision is not None:
+                return decision
+        return self.verify_request_general(facts, policy)
+
+    async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
+        """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
+        a worker thread, a Redis hit on the event loop."""
+        credential = _bearer(facts)
+        if credential is not None:
+            decision = self.quick(credential, facts.path, policy)
+            if decision is not None:
+                return decision
+        return await self.averify_request_general(facts, policy)
+
+    def verify_request_general(self, facts: RequestFacts, policy: Policy) -> Decision:
+        """:meth:`verify_request` by the general path alone: every step of the pipeline."""
         now = self.clock()
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
@@ -137,9 +199,9 @@ class Verifier:
             self.metrics.observe(decision, cached, now)
         return decision
 
-    async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
-        """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
-        a worker thread, a Redis hit on the event loop."""
+    async def averify_request_general(self, facts: RequestFacts, policy: Policy) -> Decision:
+        """Async :meth:`verify_request_general`: a store read runs in a worker thread, a
+        Redis hit on the event loop."""
         now = self.clock()
         lookup = begin(facts)
         if type(lookup) is not LookupKey:
@@ -176,7 +238,7 @@ class Verifier:
         pool = pool_key(spend.plan, period_start(spend.plan, spend.now_ms / 1000))
         taken = self._take(spend, pool)
         if type(taken) is _Reload:
-            return self.verify_request(*retry)  # the entry was evicted: once more, reloaded
+            return self.verify_request_general(*retry)  # the entry was evicted: once more, reloaded
         if type(taken) is Decision:
             return taken
         remaining = taken if type(taken) is int else None
@@ -198,7 +260,7 @@ class Verifier:
 
             taken = await to_thread.run_sync(self._take, spend, pool)
         if type(taken) is _Reload:
-            return await self.averify_request(*retry)
+            return await self.averify_request_general(*retry)
         if type(taken) is Decision:
             return taken
         remaining = taken if type(taken) is int else None
@@ -242,6 +304,18 @@ class Verifier:
             level = logging.DEBUG if type(exc) is StillDown else logging.WARNING
             logger.log(level, "keysentry: key lookup failed, answering 503: %s", exc)
             return UNAVAILABLE
+
+
+def _bearer(facts: RequestFacts) -> bytes | None:
+    """The key of a request with a valid method and one ``Authorization: Bearer`` header
+    (an ASCII one) and nothing else, as bytes: what :meth:`Verifier.quick` takes."""
+    authorization = facts.authorization
+    if len(authorization) != 1 or not facts.method or facts.api_key:
+        return None
+    value = authorization[0]
+    if not value.startswith("Bearer ") or not value.isascii():
+        return None
+    return value[7:].encode("ascii")
 
 
 def request_facts(
