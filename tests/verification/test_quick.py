@@ -1,0 +1,300 @@
+"""The one-step path (``Verifier.quick``) against the general one: where it answers, it
+answers what the pipeline would; everywhere else it defers (``None``), and the general path
+decides. Then the adapter's side, as an attacker would probe it: odd bytes, two keys, long
+keys, preflights and mounted apps on routes the middleware has already seen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
+
+from keysentry import KeySentry, RateLimitRule
+from keysentry.asgi import KeySentryMiddleware
+from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.models import CreditRefill
+from keysentry.testing import FakeClock
+
+READ = Policy(("users:read",))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ks(clock: FakeClock) -> Iterator[KeySentry]:
+    sentry = KeySentry("memory://", clock=clock, usage_interval=None)
+    sentry.create_rate_limit_scheme(
+        "two", "Two a minute", rules=[RateLimitRule(unit="minute", max_requests=2)]
+    )
+    sentry.create_api_auth_app("api", "API", "sk_test", permissions=["users:*"],
+                               resources=["users/*"], allowed_ips=None)  # fmt: skip
+    yield sentry
+    sentry.close()
+
+
+def facts(secret: str, path: str = "/users/1") -> RequestFacts:
+    return RequestFacts("GET", path, (f"Bearer {secret}",), (), "127.0.0.1")
+
+
+def quick(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:
+    return ks.verifier.quick(secret.encode(), path, policy)
+
+
+def general(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:
+    return ks.verifier.verify_request_general(facts(secret, path), policy)
+
+
+@pytest.mark.parametrize(
+    ("permissions", "path", "policy", "reason"),
+    [
+        pytest.param(["users:read"], "/users/1", READ, "ok", id="allowed"),
+        pytest.param(["users:write"], "/users/1", READ, "permission_denied", id="permission"),
+        pytest.param(["users:read"], "/orders/1", READ, "resource_denied", id="resource"),
+        pytest.param(["users:read"], "/x", Policy((), "users/7"), "ok", id="given-resource"),
+    ],
+)
+def test_a_cached_plain_key_is_decided_as_the_general_path_decides(
+    ks: KeySentry, permissions: list[str], path: str, policy: Policy, reason: str
+) -> None:
+    secret = ks.create_api_key("api", "k", permissions=permissions).secret
+    assert quick(ks, secret, path, policy) is None  # not cached yet: the general path loads it
+    slow = general(ks, secret, path, policy)
+    fast = quick(ks, secret, path, policy)
+    assert fast is not None
+    assert (fast.allowed, fast.reason, fast.status, fast.body, fast.fixed_headers) == (
+        slow.allowed, slow.reason, slow.status, slow.body, slow.fixed_headers)  # fmt: skip
+    assert fast.reason == reason
+    assert fast.identity == slow.identity
+
+
+def test_the_rate_limit_counts_on_both_paths_alike(ks: KeySentry) -> None:
+    secret = ks.create_api_key("api", "k", permissions=["users:read"],
+                               rate_limit_scheme_slug="two").secret  # fmt: skip
+    first = general(ks, secret)
+    second = quick(ks, secret)
+    third = quick(ks, secret)
+    assert [first.allowed, second.allowed, third.allowed] == [True, True, False]
+    assert (third.reason, third.status) == ("rate_limited", 429)
+    assert [d.rate_limits[0].remaining for d in (first, second)] == [1, 0]
+    assert second.identity.rate_limits == second.rate_limits  # this request's own outcome
+    assert dict(third.headers)["retry-after"] == dict(general(ks, secret).headers)["retry-after"]
+
+
+def _expire(ks: KeySentry, clock: FakeClock) -> str:
+    expires = datetime.fromtimestamp(clock.now + 60, UTC)
+    secret = ks.create_api_key("api", "k", expires_at=expires).secret
+    general(ks, secret)
+    clock.advance(61)
+    return secret
+
+
+def _revoke(ks: KeySentry, clock: FakeClock) -> str:
+    issued = ks.create_api_key("api", "k")
+    ks.revoke_api_key(issued.key.id)
+    general(ks, issued.secret)  # the refusal is cached
+    return issued.secret
+
+
+def _old_secret(ks: KeySentry, clock: FakeClock) -> str:
+    issued = ks.create_api_key("api", "k")
+    ks.rotate_api_key(issued.key.id, grace_seconds=600)
+    general(ks, issued.secret)
+    return issued.secret
+
+
+def _with(**fields: Any) -> Any:
+    def make(ks: KeySentry, clock: FakeClock) -> str:
+        secret = ks.create_api_key("api", "k", **fields).secret
+        general(ks, secret)
+        return secret
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(_expire, "key_expired", id="expired"),
+        pytest.param(_revoke, "key_revoked", id="revoked"),
+        pytest.param(_old_secret, "ok", id="old-secret-in-grace"),
+        pytest.param(_with(credits=5), "ok", id="credits"),
+        pytest.param(_with(refill=CreditRefill(interval="daily", amount=3)), "ok", id="refill"),
+        pytest.param(_with(allowed_ips=["127.0.0.0/8"]), "ok", id="allowlist"),
+    ],
+)
+def test_any_other_key_is_left_to_the_general_path(
+    ks: KeySentry, clock: FakeClock, make: Any, reason: str
+) -> None:
+    secret = make(ks, clock)
+    assert quick(ks, secret, policy=Policy()) is None
+    assert general(ks, secret, policy=Policy()).reason == reason
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param(RateLimitRule(unit="minute", max_requests=5, mode="per_key_and_ip")),
+        pytest.param(RateLimitRule(unit="minute", max_requests=5, endpoints=["POST /users/*"])),
+    ],
+)
+def test_counters_that_depend_on_the_request_take_the_general_path(
+    ks: KeySentry, rule: RateLimitRule
+) -> None:
+    ks.create_rate_limit_scheme("varying", "Varying", rules=[rule])
+    secret = ks.create_api_key("api", "k", rate_limit_scheme_slug="varying").secret
+    assert general(ks, secret).allowed
+    assert quick(ks, secret) is None
+
+
+@pytest.mark.parametrize("path", ["/users/../admin", "/users//1", "/users/./1"])
+def test_paths_with_dot_or_empty_segments_are_left_to_the_general_path(
+    ks: KeySentry, path: str
+) -> None:
+    secret = ks.create_api_key("api", "k").secret
+    general(ks, secret)
+    assert quick(ks, secret, path) is None
+    assert general(ks, secret, path).reason == "invalid_path"
+
+
+def test_a_credential_longer_than_any_key_is_not_even_hashed(ks: KeySentry) -> None:
+    secret = ks.create_api_key("api", "k").secret
+    general(ks, secret)
+    assert quick(ks, secret + "A" * 10_000) is None
+    assert general(ks, secret + "A" * 10_000).reason == "invalid_key"
+
+
+def test_a_due_event_log_read_sends_the_request_to_the_general_path(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # another process revokes: once sync_interval has passed, the one-step path must not
+    # serve the cached entry before the log was read
+    url = f"sqlite:///{tmp_path / 'ks.db'}"
+    with KeySentry(url, clock=clock, usage_interval=None) as worker, KeySentry(url) as admin:
+        admin.create_api_auth_app("api", "API", "sk_test")
+        issued = admin.create_api_key("api", "k")
+        assert general(worker, issued.secret, policy=Policy()).allowed
+        assert quick(worker, issued.secret, policy=Policy()) is not None
+        admin.revoke_api_key(issued.key.id)
+        clock.advance(1.5)
+        assert quick(worker, issued.secret, policy=Policy()) is None
+        assert worker.verify(issued.secret).reason == "key_revoked"
+
+
+def test_the_one_step_path_counts_usage_and_last_use(ks: KeySentry, clock: FakeClock) -> None:
+    issued = ks.create_api_key("api", "k", permissions=["users:read"])
+    general(ks, issued.secret)
+    assert quick(ks, issued.secret) is not None
+    ks.usage.flush()
+    points = ks.get_usage(key_id=issued.key.id, since=timedelta(hours=1))
+    assert sum(point.count for point in points) == 2  # one by the general path, one quick
+    assert ks.get_api_key(issued.key.id).last_used_at is not None
+
+
+# ------------------------------------------------------------------ the ASGI side
+async def _whoami(request: Request) -> JSONResponse:
+    key = getattr(request.state, "api_key", None)
+    if key is None:  # a preflight: no key
+        return JSONResponse({"key": None})
+    return JSONResponse({"key": key.key_id, "left": [o.remaining for o in key.rate_limits]})
+
+
+@pytest.fixture
+def client(ks: KeySentry) -> Iterator[TestClient]:
+    app = Starlette(routes=[Route("/users/{n}", _whoami, methods=["GET", "OPTIONS"])])
+    app.add_middleware(KeySentryMiddleware, sentry=ks,
+                       permissions={"GET /users/*": ["users:read"]})  # fmt: skip
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def secret(ks: KeySentry, client: TestClient) -> str:
+    issued = ks.create_api_key("api", "k", permissions=["users:read"],
+                               rate_limit_scheme_slug="two")  # fmt: skip
+    first = client.get("/users/1", headers={"Authorization": f"Bearer {issued.secret}"})
+    assert first.status_code == 200  # the route is seen and the key cached from here on
+    return issued.secret
+
+
+def test_a_seen_route_and_a_cached_key_answer_with_the_identity_and_headers(
+    client: TestClient, secret: str
+) -> None:
+    reply = client.get("/users/1", headers={"Authorization": f"Bearer {secret}"})
+    assert reply.status_code == 200
+    assert reply.json()["left"] == [0]
+    assert reply.headers["x-ratelimit-remaining"] == "0"
+    refused = client.get("/users/1", headers={"Authorization": f"Bearer {secret}"})
+    assert (refused.status_code, refused.json()["errors"][0]["reason"]) == (429, "rate_limited")
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer \xff\xfe" + b"A" * 40,  # latin-1 bytes that are not ASCII
+        b"Bearer \x00",
+        b"Bearer " + b"\xc3\xa9" * 30,
+        b"Bearer " + b"A" * 70_000,
+        b"Bearer ",
+        b"Bearer",
+    ],
+    ids=["latin-1", "nul", "utf-8", "70-kB", "empty", "no-space"],
+)
+def test_odd_bytes_on_a_seen_route_are_401_never_5xx(
+    client: TestClient, secret: str, value: bytes
+) -> None:
+    reply = client.get("/users/1", headers=[(b"authorization", value)])
+    assert reply.status_code == 401
+    assert reply.json()["errors"][0]["reason"] in ("invalid_key", "missing_key")
+
+
+def test_two_keys_on_a_seen_route_are_refused_even_when_one_is_cached(
+    client: TestClient, secret: str
+) -> None:
+    for pair in ([secret, secret], [secret, "sk_test_other"], ["sk_test_other", secret]):
+        headers = [(b"authorization", f"Bearer {value}".encode()) for value in pair]
+        reply = client.get("/users/1", headers=headers)
+        assert (reply.status_code, reply.json()["errors"][0]["reason"]) == (401, "invalid_key")
+
+
+def test_a_preflight_on_a_seen_options_route_still_passes_without_a_key(
+    ks: KeySentry, client: TestClient, secret: str
+) -> None:
+    keyed = client.options("/users/1", headers={"Authorization": f"Bearer {secret}"})
+    assert keyed.status_code == 200  # OPTIONS /users/1 is now a route the middleware has seen
+    # a preflight passes without being verified, even carrying that key, now out of quota
+    preflight = client.options("/users/1", headers={
+        "Origin": "https://example.com", "Access-Control-Request-Method": "GET",
+        "Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert (preflight.status_code, preflight.json()) == (200, {"key": None})
+
+
+def test_a_mounted_app_is_checked_on_the_path_inside_its_mount(ks: KeySentry) -> None:
+    # under a root_path the resource is the path inside the mount (users/1, which the app's
+    # users/* grants), on the first request and on every one after it
+    inner = Starlette(routes=[Route("/users/{n}", _whoami)])
+    inner.add_middleware(KeySentryMiddleware, sentry=ks,
+                         permissions={"GET /users/*": ["users:read"]})  # fmt: skip
+    app = Starlette(routes=[Mount("/api", inner)])
+    reader = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    writer = ks.create_api_key("api", "w", permissions=["users:write"]).secret
+    with TestClient(app) as test_client:
+        # inside the mount this is /api/users/1: a (method, path) the middleware then knows
+        test_client.get("/api/api/users/1", headers={"Authorization": f"Bearer {reader}"})
+        for _ in range(3):
+            ok = test_client.get("/api/users/1", headers={"Authorization": f"Bearer {reader}"})
+            assert ok.status_code == 200
+            no = test_client.get("/api/users/1", headers={"Authorization": f"Bearer {writer}"})
+            refused = (no.status_code, no.json()["errors"][0]["reason"])
+            assert refused == (403, "permission_denied")
