@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from keysentry.core.decision import Decision
+from keysentry.core.pipeline import LookupKey
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_facts, scope_header
@@ -89,7 +90,7 @@ class KeySentryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        decision: Decision | None = None
+        decision: Decision | LookupKey | None = None
         if kind == "http":
             # the usual request: a route seen before, one Authorization header, a plain
             # cached key (Verifier.quick); everything else, the general path below
@@ -110,8 +111,8 @@ class KeySentryMiddleware:
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
-        if decision is None:
-            decision = await self._verify(scope)
+        if type(decision) is not Decision:  # the general path, from where quick left it
+            decision = await self._verify(scope, decision)
         if decision is None:  # excluded, or a CORS preflight
             await self.app(scope, receive, send)
             return
@@ -124,9 +125,10 @@ class KeySentryMiddleware:
         else:
             await refuse_asgi(decision, scope, send)
 
-    async def _verify(self, scope: Scope) -> Decision | None:
+    async def _verify(self, scope: Scope, found: LookupKey | None) -> Decision | None:
         """The general path: the verdict on any request, or ``None`` when it passes without
-        a key (an excluded path, a CORS preflight)."""
+        a key (an excluded path, a CORS preflight); from its second step when the one-step
+        path *found* the key in the cache."""
         decision: Decision | None = None
         try:
             facts, preflight = scope_facts(scope, self._api_key_header, self._read_authorization)
@@ -138,7 +140,7 @@ class KeySentryMiddleware:
                                  if k == b"x-forwarded-for"]  # fmt: skip
                     client = config.client_ip(facts.client_ip, forwarded)
                     facts = facts._replace(client_ip=client)
-                decision = await self._averify(facts, policy)
+                decision = await self._averify(facts, policy, found)
         except Exception:  # a bug must not become a 500 or an open door
             decision = unexpected_failure()
         return decision

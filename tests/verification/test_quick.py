@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.testclient import TestClient
 
 from keysentry import KeySentry, RateLimitRule
 from keysentry.asgi import KeySentryMiddleware
-from keysentry.core.pipeline import Policy, RequestFacts
+from keysentry.core.pipeline import LookupKey, Policy, RequestFacts
 from keysentry.models import CreditRefill
 from keysentry.testing import FakeClock
 
@@ -33,7 +34,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def ks(clock: FakeClock) -> Iterator[KeySentry]:
-    sentry = KeySentry("memory://", clock=clock, usage_interval=None)
+    sentry = KeySentry("memory://", clock=clock, usage_interval=None, sync_interval=None)
     sentry.create_rate_limit_scheme(
         "two", "Two a minute", rules=[RateLimitRule(unit="minute", max_requests=2)]
     )
@@ -92,10 +93,10 @@ def test_the_rate_limit_counts_on_both_paths_alike(ks: KeySentry) -> None:
 
 
 def _expire(ks: KeySentry, clock: FakeClock) -> str:
-    expires = datetime.fromtimestamp(clock.now + 60, UTC)
+    expires = datetime.fromtimestamp(clock.now + 10, UTC)
     secret = ks.create_api_key("api", "k", expires_at=expires).secret
     general(ks, secret)
-    clock.advance(61)
+    clock.advance(11)  # within the cache's TTL: the entry is still there
     return secret
 
 
@@ -137,7 +138,12 @@ def test_any_other_key_is_left_to_the_general_path(
     ks: KeySentry, clock: FakeClock, make: Any, reason: str
 ) -> None:
     secret = make(ks, clock)
-    assert quick(ks, secret, policy=Policy()) is None
+    found = quick(ks, secret, policy=Policy())
+    assert type(found) is LookupKey  # found in the cache: the general path goes on from there
+    assert found.digest == sha256(secret.encode()).hexdigest()
+    assert found.prefix == "sk_test"
+    resumed = ks.verifier.verify_request_general(facts(secret), Policy(), found)
+    assert resumed.reason == reason
     assert general(ks, secret, policy=Policy()).reason == reason
 
 
@@ -154,7 +160,7 @@ def test_counters_that_depend_on_the_request_take_the_general_path(
     ks.create_rate_limit_scheme("varying", "Varying", rules=[rule])
     secret = ks.create_api_key("api", "k", rate_limit_scheme_slug="varying").secret
     assert general(ks, secret).allowed
-    assert quick(ks, secret) is None
+    assert type(quick(ks, secret)) is LookupKey
 
 
 @pytest.mark.parametrize("path", ["/users/../admin", "/users//1", "/users/./1"])
@@ -187,7 +193,7 @@ def test_a_due_event_log_read_sends_the_request_to_the_general_path(
         assert quick(worker, issued.secret, policy=Policy()) is not None
         admin.revoke_api_key(issued.key.id)
         clock.advance(1.5)
-        assert quick(worker, issued.secret, policy=Policy()) is None
+        assert quick(worker, issued.secret, policy=Policy()) is None  # not "found": log due
         assert worker.verify(issued.secret).reason == "key_revoked"
 
 

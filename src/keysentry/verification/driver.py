@@ -47,6 +47,7 @@ class _Reload:
 _RELOAD = _Reload()
 _NO_LEASE = Decision.deny(Reason.UNAVAILABLE)  # the store failed while leasing credits
 Taken = int | None | _Reload | Decision
+_new = tuple.__new__  # builds a LookupKey (see core.pipeline)
 
 logger = logging.getLogger("keysentry")
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
@@ -114,11 +115,13 @@ class Verifier:
         # one clock reading serves the cache and the checks when they share the clock
         self._cache_timer = None if cache.timer is self.clock else cache.timer
 
-    def quick(self, credential: bytes, path: str, policy: Policy) -> Decision | None:
+    def quick(self, credential: bytes, path: str, policy: Policy) -> Decision | LookupKey | None:
         """The usual request in one step: a key found fresh in the cache under its SHA-256,
         whose entry is :attr:`~keysentry.core.decision.KeyEntry.plain`, counted on the
-        in-process limiter. Returns the verdict, or ``None`` when the request needs the
-        general path (:meth:`verify_request_general`), which then decides it from the start.
+        in-process limiter. Returns the verdict; or, for a key found in the cache that needs
+        the general path's later steps (credits, an allowlist, an expired or revoked key, …),
+        its :class:`LookupKey` to pass to :meth:`verify_request_general`; or ``None``, when
+        the general path must decide from the start.
 
         *credential* is the one key the request carries, as bytes; *path* its path (the
         method was found valid). A digest found in the cache is proof that *credential* is
@@ -135,13 +138,15 @@ class Verifier:
         now = self.clock()
         timer = self._cache_timer
         entry = self._cache.fresh(digest, now if timer is None else timer())
+        if entry is None:
+            return None
         if (
-            entry is None
-            or not entry.plain
+            not entry.plain
             or entry.digest != digest  # an old secret in its grace period
             or (entry.expires_at is not None and now >= entry.expires_at)
         ):
-            return None
+            secret = credential.decode("ascii")  # it hashed to a stored key: ASCII
+            return _new(LookupKey, (secret.rpartition("_")[0], secret, digest))
         resource = policy.resource
         decision = permitted(entry, policy.permissions, path[1:] if resource is None else resource)
         if decision.allowed and entry.checks:
@@ -154,26 +159,31 @@ class Verifier:
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
         credential = _bearer(facts)
-        if credential is not None:
-            decision = self.quick(credential, facts.path, policy)
-            if decision is not None:
-                return decision
-        return self.verify_request_general(facts, policy)
+        if credential is None:
+            return self.verify_request_general(facts, policy)
+        quick = self.quick(credential, facts.path, policy)
+        if type(quick) is Decision:
+            return quick
+        return self.verify_request_general(facts, policy, quick)
 
     async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
         a worker thread, a Redis hit on the event loop."""
         credential = _bearer(facts)
-        if credential is not None:
-            decision = self.quick(credential, facts.path, policy)
-            if decision is not None:
-                return decision
-        return await self.averify_request_general(facts, policy)
+        if credential is None:
+            return await self.averify_request_general(facts, policy)
+        quick = self.quick(credential, facts.path, policy)
+        if type(quick) is Decision:
+            return quick
+        return await self.averify_request_general(facts, policy, quick)
 
-    def verify_request_general(self, facts: RequestFacts, policy: Policy) -> Decision:
-        """:meth:`verify_request` by the general path alone: every step of the pipeline."""
+    def verify_request_general(
+        self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
+    ) -> Decision:
+        """:meth:`verify_request` by the general path: every step of the pipeline, or those
+        after the first when :meth:`quick` *found* the key in the cache."""
         now = self.clock()
-        lookup = begin(facts)
+        lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
                 self.metrics.observe(lookup, False, now)
@@ -199,11 +209,13 @@ class Verifier:
             self.metrics.observe(decision, cached, now)
         return decision
 
-    async def averify_request_general(self, facts: RequestFacts, policy: Policy) -> Decision:
+    async def averify_request_general(
+        self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
+    ) -> Decision:
         """Async :meth:`verify_request_general`: a store read runs in a worker thread, a
         Redis hit on the event loop."""
         now = self.clock()
-        lookup = begin(facts)
+        lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
                 self.metrics.observe(lookup, False, now)
