@@ -206,8 +206,14 @@ def test_processes_on_redis_spend_exactly_the_balance(pg_url: str) -> None:
         ks.create_api_auth_app("shop", "Shop", "sk_shop", rate_limit_scheme_slug="wide")
         issued = ks.create_api_key("shop", "k", credits=500)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(4) as pool:
+    # close and join, not the context manager's terminate(): killing a pool worker that holds
+    # the task queue's lock leaves another blocked on it for ever (seen once in this test)
+    pool = context.Pool(4)
+    try:
         counts = pool.starmap(_spend_in_process, [(pg_url, REDIS_URL, issued.secret, 16)] * 4)
+    finally:
+        pool.close()
+        pool.join()
     assert sum(counts) == 500
     with KeySentry(pg_url) as ks:
         assert ks.get_api_key(issued.key.id).credits == 0  # every lease spent, none lost
