@@ -304,3 +304,28 @@ def test_a_mounted_app_is_checked_on_the_path_inside_its_mount(ks: KeySentry) ->
             no = test_client.get("/api/users/1", headers={"Authorization": f"Bearer {writer}"})
             refused = (no.status_code, no.json()["errors"][0]["reason"])
             assert refused == (403, "permission_denied")
+
+
+def test_on_redis_a_key_with_counters_is_counted_by_the_general_path(
+    clock: FakeClock, limiter: Any
+) -> None:
+    # counting on Redis is I/O the drivers await: quick hands such a key over (hashed once),
+    # and decides a key with no counters itself, whichever the limiter
+    with KeySentry("memory://", clock=clock, usage_interval=None, sync_interval=None,
+                   limiter=limiter) as ks:  # fmt: skip
+        ks.create_rate_limit_scheme(
+            "two", "Two a minute", rules=[RateLimitRule(unit="minute", max_requests=2)]
+        )
+        ks.create_api_auth_app("api", "API", "sk_test")
+        counted = ks.create_api_key("api", "c", rate_limit_scheme_slug="two").secret
+        free = ks.create_api_key("api", "f").secret
+        for secret in (counted, free):
+            assert general(ks, secret, policy=Policy()).allowed
+        found = quick(ks, counted, policy=Policy())
+        if limiter.remote:
+            assert type(found) is LookupKey
+            found = ks.verifier.verify_request_general(facts(counted), Policy(), found)
+        assert (found.allowed, found.rate_limits[0].remaining) == (True, 0)
+        assert ks.verify(counted).reason == "rate_limited"  # two counted, on either limiter
+        decided = quick(ks, free, policy=Policy())
+        assert (decided.allowed, decided.rate_limits) == (True, ())

@@ -96,7 +96,7 @@ class Verifier:
         metrics: Observer | None = None,
     ) -> None:
         self.limiter = limiter
-        self._remote = limiter.remote  # a limiter that does I/O: no one-step path
+        self._remote = limiter.remote  # a limiter that does I/O counts on the general path
         self.usage = usage
         self.clock = clock
         self.metrics = metrics
@@ -117,21 +117,20 @@ class Verifier:
 
     def quick(self, credential: bytes, path: str, policy: Policy) -> Decision | LookupKey | None:
         """The usual request in one step: a key found fresh in the cache under its SHA-256,
-        whose entry is :attr:`~keysentry.core.decision.KeyEntry.plain`, counted on the
-        in-process limiter. Returns the verdict; or, for a key found in the cache that needs
-        the general path's later steps (credits, an allowlist, an expired or revoked key, …),
-        its :class:`LookupKey` to pass to :meth:`verify_request_general`; or ``None``, when
-        the general path must decide from the start.
+        whose entry is :attr:`~keysentry.core.decision.KeyEntry.plain`, with no counters or
+        counted on the in-process limiter. Returns the verdict; or, for a key found in the
+        cache that needs the general path's later steps (credits, an allowlist, an expired or
+        revoked key, counters on Redis, …), its :class:`LookupKey` to pass to
+        :meth:`verify_request_general`; or ``None``, when the general path must decide from
+        the start.
 
         *credential* is the one key the request carries, as bytes; *path* its path (the
         method was found valid). A digest found in the cache is proof that *credential* is
         that key, so its format and checksum need no check here: they are for keys the cache
         does not know, which the general path checks before any store lookup.
         """
-        if (
-            len(credential) > MAX_KEY_LENGTH  # hash no more than a key's length
-            or self._remote
-            or (("//" in path or "." in path) and path_problem(path))
+        if len(credential) > MAX_KEY_LENGTH or (  # hash no more than a key's length
+            ("//" in path or "." in path) and path_problem(path)
         ):
             return None
         digest = sha256(credential).hexdigest()
@@ -144,6 +143,7 @@ class Verifier:
             not entry.plain
             or entry.digest != digest  # an old secret in its grace period
             or (entry.expires_at is not None and now >= entry.expires_at)
+            or (self._remote and entry.checks)  # counting is I/O: the drivers await it
         ):
             secret = credential.decode("ascii")  # it hashed to a stored key: ASCII
             return _new(LookupKey, (secret.rpartition("_")[0], secret, digest))
