@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from hypothesis import settings
 from keysentry import KeySentry
 from keysentry.limiters import Limiter, MemoryLimiter
 from keysentry.testing import FakeClock
+from tests.databases import Pool, mysql_pool, postgres_pool
 
 # No timed assertions: Hypothesis's per-example deadline fails tests on a busy machine.
 settings.register_profile("keysentry", deadline=None)
@@ -58,7 +61,11 @@ def require_postgres() -> None:
     _require("postgres", _postgres_problem)
 
 
-MYSQL_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test")
+# PyMySQL >= 1.2 tries TLS on every connection, loading the system's CA certificates first
+# (some 40 ms of CPU each); the loopback server has no TLS, so the tests say so
+MYSQL_ADMIN_URL = os.environ.get(
+    "KEYSENTRY_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test?ssl_disabled=true"
+)
 
 
 def _mysql_connect(database: str | None = None) -> Any:
@@ -69,6 +76,7 @@ def _mysql_connect(database: str | None = None) -> Any:
     return pymysql.connect(
         host=url.host or "127.0.0.1", port=url.port or 3306, user=url.username or "root",
         password=url.password or "", database=database, connect_timeout=2, autocommit=True,
+        ssl_disabled="ssl_disabled" in url.query,
     )  # fmt: skip
 
 
@@ -89,24 +97,25 @@ def require_mysql() -> None:
     _require("mysql", _mysql_problem)
 
 
-@pytest.fixture
-def mysql_url() -> Iterator[str]:
-    """A MySQL/MariaDB URL of a fresh database, dropped afterwards."""
-    require_mysql()
+@pytest.fixture(scope="session")
+def _mysql_pool() -> Iterator[Pool]:
     from sqlalchemy.engine import make_url
 
-    database = f"ks_test_{secrets.token_hex(6)}"
-    conn = _mysql_connect()
-    with conn.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-    conn.close()
-    try:
-        yield make_url(MYSQL_ADMIN_URL).set(database=database).render_as_string(False)
-    finally:
-        conn = _mysql_connect()
-        with conn.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
-        conn.close()
+    def url(database: str) -> str:
+        return make_url(MYSQL_ADMIN_URL).set(database=database).render_as_string(False)
+
+    pool = mysql_pool(_mysql_connect, url)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def mysql_url(_mysql_pool: Pool) -> Iterator[str]:
+    """A MySQL/MariaDB URL of a database with no rows (made once, emptied between tests:
+    tests/databases.py)."""
+    require_mysql()
+    with _mysql_pool.database() as url:
+        yield url
 
 
 REDIS_URL = os.environ.get("KEYSENTRY_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -163,20 +172,22 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
     redis_limiter.close()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    require_postgres()
-    import psycopg
+@pytest.fixture(scope="session")
+def _pg_pool() -> Iterator[Pool]:
+    pool = postgres_pool(
+        PG_ADMIN_URL, lambda schema: f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    )
+    yield pool
+    pool.close()
 
-    schema = f"ks_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+@pytest.fixture
+def pg_url(_pg_pool: Pool) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a schema with no rows (made once, emptied
+    between tests: tests/databases.py)."""
+    require_postgres()
+    with _pg_pool.database() as url:
+        yield url
 
 
 _POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
@@ -200,6 +211,23 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keysentry.db"
     return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url"))
+
+
+@contextmanager
+def sql_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """A URL of an empty SQL database of *kind* ("sqlite", "postgres", "mysql"), for a
+    fixture of a wider scope than :func:`sql_url`'s (a SQLite file goes in *directory*)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory}/keysentry.db"
+        return
+    if kind == "postgres":
+        require_postgres()
+        pool: Pool = request.getfixturevalue("_pg_pool")
+    else:
+        require_mysql()
+        pool = request.getfixturevalue("_mysql_pool")
+    with pool.database() as url:
+        yield url
 
 
 @pytest.fixture

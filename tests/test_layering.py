@@ -21,6 +21,7 @@ CORE_ALLOWED = {
     "functools",
     "hashlib",
     "hmac",
+    "importlib",  # keys.py picks CPython's own SHA-256 module by name
     "ipaddress",
     "json",
     "operator",

@@ -236,39 +236,7 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
     keys = groups.add_parser("keys", help="API keys").add_subparsers(
         metavar="COMMAND", required=True
     )
-    p = _leaf(
-        common,
-        keys,
-        "create",
-        lambda ks, a: ks.create_api_key(a.app_slug, refill=_refill(a), **_given(a, _KEY_FLAGS)),
-        "issue a key (prints its secret once)",
-    )
-    p.add_argument("app_slug")
-    p.add_argument("--name", required=True)
-    p.add_argument(
-        "--permission",
-        action="append",
-        metavar="PATTERN",
-        help="permission (repeat for more); default: the app's",
-    )
-    p.add_argument("--metadata", type=_json_object, metavar="JSON")
-    p.add_argument("--expires-at", metavar="ISO8601", help="e.g. 2026-12-31T23:59:59Z")
-    p.add_argument("--owner")
-    p.add_argument("--environment")
-    p.add_argument("--scheme", metavar="SLUG")
-    for field in ("owner-user-id", "organization-id", "workspace-id"):
-        p.add_argument(f"--{field}")
-    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
-                   help="where the key may be used from, within the app's list "
-                   "(repeat for more; default: the app's)")  # fmt: skip
-    p.add_argument("--credits", type=integer, metavar="N",
-                   help="requests the key may make (default: unlimited)")  # fmt: skip
-    refill = p.add_mutually_exclusive_group()
-    refill.add_argument("--refill-daily", type=integer, metavar="N",
-                        help="set the credits to N at every UTC midnight")  # fmt: skip
-    refill.add_argument("--refill-monthly", type=integer, metavar="N",
-                        help="set the credits to N monthly, on --refill-day")  # fmt: skip
-    p.add_argument("--refill-day", type=integer, metavar="DAY", help="1-28")
+    _keys_create(keys, common)
     _leaf(
         common, keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
     ).add_argument("app_slug")
@@ -303,6 +271,43 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
         help="keep the old secret valid this long (default 0)",
     )
     _credit_commands(keys, common)
+
+
+def _keys_create(keys: Any, common: argparse.ArgumentParser) -> None:
+    """``keysentry keys create APP_SLUG --name NAME …``"""
+    p = _leaf(
+        common,
+        keys,
+        "create",
+        lambda ks, a: ks.create_api_key(a.app_slug, refill=_refill(a), **_given(a, _KEY_FLAGS)),
+        "issue a key (prints its secret once)",
+    )
+    p.add_argument("app_slug")
+    p.add_argument("--name", required=True)
+    p.add_argument(
+        "--permission",
+        action="append",
+        metavar="PATTERN",
+        help="permission (repeat for more); default: the app's",
+    )
+    p.add_argument("--metadata", type=_json_object, metavar="JSON")
+    p.add_argument("--expires-at", metavar="ISO8601", help="e.g. 2026-12-31T23:59:59Z")
+    p.add_argument("--owner")
+    p.add_argument("--environment")
+    p.add_argument("--scheme", metavar="SLUG")
+    for field in ("owner-user-id", "organization-id", "workspace-id"):
+        p.add_argument(f"--{field}")
+    p.add_argument("--allowed-ip", action="append", metavar="CIDR",
+                   help="where the key may be used from, within the app's list "
+                   "(repeat for more; default: the app's)")  # fmt: skip
+    p.add_argument("--credits", type=integer, metavar="N",
+                   help="requests the key may make (default: unlimited)")  # fmt: skip
+    refill = p.add_mutually_exclusive_group()
+    refill.add_argument("--refill-daily", type=integer, metavar="N",
+                        help="set the credits to N at every UTC midnight")  # fmt: skip
+    refill.add_argument("--refill-monthly", type=integer, metavar="N",
+                        help="set the credits to N monthly, on --refill-day")  # fmt: skip
+    p.add_argument("--refill-day", type=integer, metavar="DAY", help="1-28")
 
 
 def _credit_commands(keys: Any, common: argparse.ArgumentParser) -> None:

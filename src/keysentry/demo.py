@@ -182,6 +182,18 @@ def tour(base: str, setup: DemoSetup, out: TextIO) -> list[str]:
     t = _Tour(base, out)
     reader, admin = setup.reader_secret, setup.admin_secret
     print(f"keysentry demo --check: touring {base}", file=out)
+    _tour_verification(t, reader)
+    _tour_revocation(t, admin)
+    _tour_rotation(t, admin)
+    if setup.portal_url is not None:
+        _tour_web(t, setup.portal_url)
+    print(f"{'all steps behaved' if not t.failures else f'{len(t.failures)} step(s) failed'}",
+          file=out)  # fmt: skip
+    return t.failures
+
+
+def _tour_verification(t: _Tour, reader: str) -> None:
+    """A key allowed, missing, short of a permission, over its limit."""
     a = t.call("GET", "/users/42", reader)
     served = a.body.get("served_for", {}) if isinstance(a.body, dict) else {}
     t.step(
@@ -203,6 +215,9 @@ def tour(base: str, setup: DemoSetup, out: TextIO) -> list[str]:
            and int(a.headers.get("retry-after", "0")) > 0,
            show=f"Retry-After: {a.headers.get('retry-after')}")  # fmt: skip
 
+
+def _tour_revocation(t: _Tour, admin: str) -> None:
+    """A key issued through the admin API, then revoked: refused at once."""
     created = t.step("admin API: issue a key (POST /api-auth/apps/demo-api/keys)",
                      t.call("POST", f"/api-auth/apps/{APP_SLUG}/keys", admin,
                             {"name": "to revoke", "permissions": ["users:read"]}), 201,
@@ -216,6 +231,9 @@ def tour(base: str, setup: DemoSetup, out: TextIO) -> list[str]:
         t.step("GET /users/1 with the revoked key, right after", t.call("GET", "/users/1", secret),
                403, lambda a: _reason(a) == "key_revoked")  # fmt: skip
 
+
+def _tour_rotation(t: _Tour, admin: str) -> None:
+    """A key rotated: the old secret refused, the new one allowed."""
     created = t.call("POST", f"/api-auth/apps/{APP_SLUG}/keys", admin, {"name": "to rotate"})
     if t.step("admin API: issue another key", created, 201).status == 201:
         old, key_id = created.body["secret"], created.body["key"]["id"]
@@ -232,18 +250,18 @@ def tour(base: str, setup: DemoSetup, out: TextIO) -> list[str]:
                        "resource": "/users/1", "required_permissions": ["users:read"]}),
                    200, lambda a: a.body["allowed"] is True,
                    show="allowed: true")  # fmt: skip
-    if setup.portal_url is not None:
-        t.step("the dashboard's sign-in page (GET /dashboard/login)",
-               t.call("GET", "/dashboard/login"), 200)  # fmt: skip
-        t.step("a customer's portal link, opened (GET /portal/t/…)",
-               t.call("GET", setup.portal_url), 200,
-               lambda a: "customer&#39;s first key" in a.body,
-               show="signed in: their keys listed")  # fmt: skip
-        t.step("the same link, again", t.call("GET", setup.portal_url), 403,
-               show="(good once)")  # fmt: skip
-    print(f"{'all steps behaved' if not t.failures else f'{len(t.failures)} step(s) failed'}",
-          file=out)  # fmt: skip
-    return t.failures
+
+
+def _tour_web(t: _Tour, portal_url: str) -> None:
+    """The dashboard's sign-in page and a customer's single-use portal link."""
+    t.step("the dashboard's sign-in page (GET /dashboard/login)",
+           t.call("GET", "/dashboard/login"), 200)  # fmt: skip
+    t.step("a customer's portal link, opened (GET /portal/t/…)",
+           t.call("GET", portal_url), 200,
+           lambda a: "customer&#39;s first key" in a.body,
+           show="signed in: their keys listed")  # fmt: skip
+    t.step("the same link, again", t.call("GET", portal_url), 403,
+           show="(good once)")  # fmt: skip
 
 
 def _instructions(base: str, setup: DemoSetup, directory: str, out: TextIO) -> None:

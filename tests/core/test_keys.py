@@ -22,6 +22,7 @@ from keysentry.core.keys import (
     hash_key,
     hashes_match,
     parse_key,
+    sha256,
 )
 from keysentry.errors import KeyFormatError
 
@@ -103,6 +104,13 @@ def test_hash_is_hex_sha256_of_the_whole_key() -> None:
     assert hash_key(key.secret) == key.digest
     assert hashes_match(key.digest, hash_key(key.secret))
     assert not hashes_match(key.digest, hash_key(generate_key("sk_live").secret))
+
+
+@given(st.binary(max_size=300))
+def test_the_hot_path_sha256_is_hashlib_s(data: bytes) -> None:
+    # the verifier hashes with CPython's own SHA-256 where there is one: same digests, over
+    # one block and several
+    assert sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_token_factory_is_injectable_and_checksum_is_deterministic() -> None:

@@ -17,20 +17,36 @@ from keysentry.stores._sql_schema import (
     GET_SCHEME,
 )
 from keysentry.stores.sql import SQLKeyStore
+from tests.conftest import sql_database
 
 KEYS = 200
 
 
-@pytest.fixture(params=[0, 2], ids=["none-rotated", "half-rotated"])
-def filled(sql_url: str, request: pytest.FixtureRequest) -> Any:
+_STORES = [("sqlite", ()), ("postgres", pytest.mark.postgres), ("mysql", pytest.mark.mysql)]
+_ROTATIONS = [(0, "none-rotated"), (2, "half-rotated")]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param((kind, every), marks=marks, id=f"{label}-{kind}")
+            for every, label in _ROTATIONS for kind, marks in _STORES],
+)  # fmt: skip
+def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A store with one app of KEYS keys (none, or every second one, rotated with a grace
-    period), analysed: keys that never rotate leave NULLs in the statistics."""
-    ks = KeySentry(sql_url, usage_interval=None)
+    period), analysed: keys that never rotate leave NULLs in the statistics. Made once per
+    store and rotation for the module's tests, which only read plans."""
+    kind, every = request.param
+    with sql_database(kind, request, tmp_path_factory.mktemp("plans")) as url:
+        yield from _filled(url, every)
+
+
+def _filled(url: str, every: int) -> Any:
+    ks = KeySentry(url, usage_interval=None)
     ks.create_rate_limit_scheme("std", "Std", [{"unit": "minute", "max_requests": 10}])
     ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live",
                            rate_limit_scheme_slug="std")  # fmt: skip
     keys = [ks.create_api_key("api", f"k{i}") for i in range(KEYS)]
-    for issued in keys[:: request.param] if request.param else []:
+    for issued in keys[::every] if every else []:
         ks.rotate_api_key(issued.key.id, grace_seconds=3600)
     store = ks.store
     assert isinstance(store, SQLKeyStore)

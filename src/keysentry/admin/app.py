@@ -300,6 +300,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, [(str(exc.detail), None)], headers)
 
 
+def _management_routes(
+    ks: KeySentry,
+) -> tuple[list[BaseRoute], dict[str, dict[str, s.Operation]]]:
+    """The admin-key-guarded management routes, and their OpenAPI operations by path."""
+    routes = _Routes(ks)
+    table: list[BaseRoute] = []
+    operations: dict[str, dict[str, s.Operation]] = {}
+    for path, methods in ROUTES.items():
+        for method, (name, operation) in methods.items():
+            handler = guarded(ks, ADMIN_PERMISSION, getattr(routes, name))
+            table.append(Route(path, handler, methods=[method.upper()], name=name))
+            operations.setdefault(path, {})[method] = operation
+    return table, operations
+
+
 def create_admin_app(
     ks: KeySentry,
     *,
@@ -335,14 +350,7 @@ def create_admin_app(
     """
     from keysentry import __version__
 
-    routes = _Routes(ks)
-    table: list[BaseRoute] = []
-    operations: dict[str, dict[str, s.Operation]] = {}
-    for path, methods in ROUTES.items():
-        for method, (name, operation) in methods.items():
-            handler = guarded(ks, ADMIN_PERMISSION, getattr(routes, name))
-            table.append(Route(path, handler, methods=[method.upper()], name=name))
-            operations.setdefault(path, {})[method] = operation
+    table, operations = _management_routes(ks)
     if verification:
         authz, authz_operations = authz_routes(
             ks, open_verification=open_verification, trusted_proxies=trusted_proxies

@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import re
 import secrets
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from keysentry.errors import KeyFormatError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
 
 __all__ = [
     "ALPHABET",
@@ -39,7 +44,23 @@ __all__ = [
     "hashes_match",
     "parse_key",
     "random_token",
+    "sha256",
 ]
+
+
+def _builtin_sha256() -> Callable[[bytes], _Hash]:
+    # CPython's own SHA-256 (``_sha2`` from 3.12, ``_sha256`` before): for a key's one block
+    # it costs a third less than OpenSSL's, whose per-call setup outweighs the hashing.
+    for module in ("_sha2", "_sha256"):
+        try:
+            return cast("Callable[[bytes], _Hash]", importlib.import_module(module).sha256)
+        except (ImportError, AttributeError):
+            continue
+    return hashlib.sha256  # a Python built without it
+
+
+#: ``hashlib.sha256``'s digest, by the fastest implementation at hand.
+sha256 = _builtin_sha256()
 
 #: Base62 in ASCII order, so fixed-width base62 strings sort like the numbers they encode.
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -197,7 +218,7 @@ def parse_key(text: object) -> ParsedKey:
 
 def hash_key(key: str) -> str:
     """Return the hex SHA-256 of *key*: what the store keeps instead of the secret."""
-    return hashlib.sha256(key.encode("ascii")).hexdigest()
+    return sha256(key.encode("ascii")).hexdigest()
 
 
 def hashes_match(expected: str, actual: str) -> bool:

@@ -25,14 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from enum import Enum
-from hashlib import sha256
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final, NamedTuple, final
 
 from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
 from keysentry.core.credits import CreditPlan, next_refill
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
-from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match
+from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match, sha256
 from keysentry.core.ratelimit import Limit, Outcome, plan_checks
 
 __all__ = [

@@ -53,15 +53,7 @@ class PortalSessions(ManagementBase):
             NotFoundError: no live app has this slug.
             ValidationError: a malformed field, or a permission the app does not grant.
         """
-        low, high = PORTAL_TTL_RANGE
-        if (
-            isinstance(ttl_seconds, bool)
-            or not isinstance(ttl_seconds, int)
-            or not (low <= ttl_seconds <= high)
-        ):
-            raise ValidationError.single("ttl_seconds", f"must be an integer from {low} to {high}")
-        if not isinstance(path, str) or not path.startswith("/") or "?" in path:
-            raise ValidationError.single("path", "must be the portal's mount path, like /portal")
+        _check_link(ttl_seconds, path)
         now = self._now()
         token = secrets.token_urlsafe(32)
         session = build(
@@ -80,12 +72,7 @@ class PortalSessions(ManagementBase):
         with self.store.read() as store:
             app = self._live_app(store, session.app_slug)
         if session.permissions is not None:
-            denied = ungranted(app.permissions, session.permissions)
-            if denied:
-                raise ValidationError(
-                    [FieldError("permissions", f"{p!r} is not granted by app {app.app_slug!r}")
-                     for p in denied]
-                )  # fmt: skip
+            _check_granted(app.permissions, session.permissions, app.app_slug)
         self.store.add_ticket(
             Ticket(
                 id=session.id,
@@ -106,3 +93,23 @@ class PortalSessions(ManagementBase):
         if not isinstance(token, str) or not 16 <= len(token) <= 128:
             return None
         return self.store.use_ticket(token_hash(token), self._now())
+
+
+def _check_link(ttl_seconds: int, path: str) -> None:
+    low, high = PORTAL_TTL_RANGE
+    if (
+        isinstance(ttl_seconds, bool)
+        or not isinstance(ttl_seconds, int)
+        or not (low <= ttl_seconds <= high)
+    ):
+        raise ValidationError.single("ttl_seconds", f"must be an integer from {low} to {high}")
+    if not isinstance(path, str) or not path.startswith("/") or "?" in path:
+        raise ValidationError.single("path", "must be the portal's mount path, like /portal")
+
+
+def _check_granted(granted: Sequence[str], asked: Sequence[str], app_slug: str) -> None:
+    denied = ungranted(granted, asked)
+    if denied:
+        raise ValidationError(
+            [FieldError("permissions", f"{p!r} is not granted by app {app_slug!r}") for p in denied]
+        )

@@ -134,52 +134,11 @@ class AdapterConfig:
         Raises:
             ConfigurationError: a malformed pattern or permission, naming it.
         """
-        if isinstance(exclude, str):
-            exclude = [exclude]
-        excluded = []
-        for path in exclude:
-            if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
-                raise ConfigurationError(f"exclude: {path!r} must be a path such as '/health'")
-            excluded.append(path)
-            if len(path) > 1 and not path.endswith(("/", "*")):
-                excluded.append(path + "/")  # "/health" covers "/health/" too
-        rules = []
-        for endpoint, perms in (permissions or {}).items():
-            try:
-                pattern = parse_endpoint(endpoint)
-            except ValueError as exc:
-                raise ConfigurationError(f"permissions: {exc}") from None
-            rules.append((pattern, _permission_list(endpoint, perms)))
         header, read_authorization = key_sources(api_key_header, read_authorization)
-        networks = parse_proxies(trusted_proxies)
-        if resources is not None and not isinstance(resources, Mapping):
-            raise ConfigurationError("resources must map routes to resource templates")
-        templates = []
-        # typed as what a caller may really pass: compiled, a str annotation is checked
-        pairs: Sequence[tuple[object, object]] = tuple((resources or {}).items())
-        for route, resource in pairs:
-            try:
-                templates.append(parse_resource_template(route, resource))
-            except ValueError as exc:
-                raise ConfigurationError(f"resources: {exc}") from None
-        if costs is not None and not isinstance(costs, Mapping):
-            raise ConfigurationError("costs must map routes to credits, e.g. {'POST /v1/x': 10}")
-        priced = []
-        # typed as what a caller may really pass: compiled, an int annotation is checked
-        prices: Sequence[tuple[object, object]] = tuple((costs or {}).items())
-        for priced_route, price in prices:
-            if not isinstance(priced_route, str):
-                raise ConfigurationError(f"costs: {priced_route!r} is not a route pattern")
-            try:
-                pattern = parse_endpoint(priced_route)
-            except ValueError as exc:
-                raise ConfigurationError(f"costs: {exc}") from None
-            if not is_amount(price):
-                raise ConfigurationError(f"costs: {priced_route!r} must cost an integer >= 0")
-            priced.append((pattern, price))
         return cls(
-            tuple(excluded), tuple(rules), header, allow_preflight, networks,
-            tuple(templates), read_authorization, tuple(priced),
+            _excluded(exclude), _rules(permissions), header, allow_preflight,
+            parse_proxies(trusted_proxies), _templates(resources), read_authorization,
+            _prices(costs),
         )  # fmt: skip
 
     @property
@@ -249,3 +208,62 @@ class AdapterConfig:
         if len(matched) <= 1:
             return matched[0] if matched else ()
         return tuple(dict.fromkeys(p for perms in matched for p in perms))
+
+
+def _excluded(exclude: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    excluded = []
+    for path in exclude:
+        if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
+            raise ConfigurationError(f"exclude: {path!r} must be a path such as '/health'")
+        excluded.append(path)
+        if len(path) > 1 and not path.endswith(("/", "*")):
+            excluded.append(path + "/")  # "/health" covers "/health/" too
+    return tuple(excluded)
+
+
+def _rules(
+    permissions: Mapping[str, Sequence[str] | str] | None,
+) -> tuple[tuple[EndpointPattern, tuple[str, ...]], ...]:
+    rules = []
+    for endpoint, perms in (permissions or {}).items():
+        try:
+            pattern = parse_endpoint(endpoint)
+        except ValueError as exc:
+            raise ConfigurationError(f"permissions: {exc}") from None
+        rules.append((pattern, _permission_list(endpoint, perms)))
+    return tuple(rules)
+
+
+def _templates(resources: Mapping[str, str] | None) -> tuple[ResourceTemplate, ...]:
+    if resources is not None and not isinstance(resources, Mapping):
+        raise ConfigurationError("resources must map routes to resource templates")
+    templates = []
+    # typed as what a caller may really pass: compiled, a str annotation is checked
+    pairs: Sequence[tuple[object, object]] = tuple((resources or {}).items())
+    for route, resource in pairs:
+        try:
+            templates.append(parse_resource_template(route, resource))
+        except ValueError as exc:
+            raise ConfigurationError(f"resources: {exc}") from None
+    return tuple(templates)
+
+
+def _prices(costs: Mapping[str, int] | None) -> tuple[tuple[EndpointPattern, int], ...]:
+    if costs is not None and not isinstance(costs, Mapping):
+        raise ConfigurationError("costs must map routes to credits, e.g. {'POST /v1/x': 10}")
+    priced = []
+    # typed as what a caller may really pass: compiled, an int annotation is checked
+    prices: Sequence[tuple[object, object]] = tuple((costs or {}).items())
+    for route, price in prices:
+        if not isinstance(route, str):
+            raise ConfigurationError(f"costs: {route!r} is not a route pattern")
+        try:
+            pattern = parse_endpoint(route)
+        except ValueError as exc:
+            raise ConfigurationError(f"costs: {exc}") from None
+        if not is_amount(price):
+            raise ConfigurationError(f"costs: {route!r} must cost an integer >= 0")
+        priced.append((pattern, price))
+    return tuple(priced)

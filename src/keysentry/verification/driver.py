@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from hashlib import sha256
 from typing import Protocol, final
 
 from keysentry.core.credits import Pool, is_amount, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
-from keysentry.core.keys import MAX_KEY_LENGTH
+from keysentry.core.keys import MAX_KEY_LENGTH, sha256
 from keysentry.core.pipeline import (
     UNAVAILABLE,
     Hit,
