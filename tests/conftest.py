@@ -174,9 +174,10 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[Limiter]:
 
 @pytest.fixture(scope="session")
 def _pg_pool() -> Iterator[Pool]:
-    pool = postgres_pool(
-        PG_ADMIN_URL, lambda schema: f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
-    )
+    # the schema, and commits that do not wait for the disk (a test database: one fsync
+    # less per write, and a crash loses nothing a test needs)
+    options = "?options=-csearch_path%3D{}%20-csynchronous_commit%3Doff"
+    pool = postgres_pool(PG_ADMIN_URL, lambda schema: PG_ADMIN_URL + options.format(schema))
     yield pool
     pool.close()
 

@@ -4,7 +4,6 @@ against no rate limit), never overspent by threads or processes, kept in the sto
 
 from __future__ import annotations
 
-import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +13,6 @@ import pytest
 from keysentry import KeySentry, ValidationError
 from keysentry.limiters import Limiter
 from keysentry.testing import FakeClock
-from tests.conftest import REDIS_URL
 
 T0 = datetime(2027, 3, 14, 15, 0, tzinfo=UTC).timestamp()
 
@@ -184,63 +182,6 @@ def test_unspent_leases_go_back_to_the_store(tmp_path: Any) -> None:
         assert ks.get_api_key(issued.key.id).credits == 450
     with KeySentry(url) as again:
         assert again.get_api_key(issued.key.id).credits == 499
-
-
-def _spend_in_process(url: str, limiter_url: str | None, secret: str, threads: int) -> int:
-    with (KeySentry(url, limiter_url=limiter_url, usage_interval=None) as ks,
-          ThreadPoolExecutor(threads) as pool):  # fmt: skip
-        admitted = 0
-        while True:  # until every thread was refused: this process's leases are spent
-            verdicts = list(pool.map(lambda _: ks.verify(secret).allowed, range(threads)))
-            admitted += sum(verdicts)
-            if not any(verdicts):
-                return admitted
-
-
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_processes_on_redis_spend_exactly_the_balance(pg_url: str) -> None:
-    with KeySentry(pg_url, usage_interval=None) as ks:
-        ks.create_rate_limit_scheme(slug="wide", name="Wide", rules=[
-            {"unit": "minute", "max_requests": 100_000}])  # fmt: skip
-        ks.create_api_auth_app("shop", "Shop", "sk_shop", rate_limit_scheme_slug="wide")
-        issued = ks.create_api_key("shop", "k", credits=500)
-    context = multiprocessing.get_context("spawn")
-    # close and join, not the context manager's terminate(): killing a pool worker that holds
-    # the task queue's lock leaves another blocked on it for ever (seen once in this test)
-    pool = context.Pool(4)
-    try:
-        counts = pool.starmap(_spend_in_process, [(pg_url, REDIS_URL, issued.secret, 16)] * 4)
-    finally:
-        pool.close()
-        pool.join()
-    assert sum(counts) == 500
-    with KeySentry(pg_url) as ks:
-        assert ks.get_api_key(issued.key.id).credits == 0  # every lease spent, none lost
-
-
-def _spend_one_then_crash(url: str, secret: str) -> None:
-    import os
-
-    ks = KeySentry(url, usage_interval=None)
-    assert ks.verify(secret).allowed  # takes a lease of 50, spends 1
-    os._exit(0)  # no close(): the lease is never given back
-
-
-def test_a_crash_loses_at_most_its_lease_and_never_gives_credits_back(tmp_path: Any) -> None:
-    url = f"sqlite:///{tmp_path}/credits.db"
-    with _ks(url) as ks:
-        issued = ks.create_api_key("shop", "k", credits=500)
-    crashed = multiprocessing.get_context("spawn").Process(
-        target=_spend_one_then_crash, args=(url, issued.secret)
-    )
-    crashed.start()
-    crashed.join(60)
-    assert crashed.exitcode == 0
-    with KeySentry(url, usage_interval=None) as ks:
-        assert ks.get_api_key(issued.key.id).credits == 450  # the lease went with the process
-        admitted = sum(ks.verify(issued.secret).allowed for _ in range(500))
-    assert admitted == 450  # 1 + 450 spent of 500: 49 lost, none spent twice
 
 
 def test_the_middlewares_charge_by_route_and_send_the_balance() -> None:

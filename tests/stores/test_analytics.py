@@ -4,7 +4,6 @@ in one upsert per batch, rolled up to hours and days, pruned by retention, queri
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,34 +110,6 @@ def test_one_upsert_per_batch_whatever_the_traffic(tmp_path: Any) -> None:
         assert len(writes) == 1
         assert "ON CONFLICT" in writes[0]
         assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 300}
-
-
-def _worker(url: str, secret: str, n: int) -> None:
-    ks = KeySentry(url, usage_interval=None, clock=lambda: T0 + 30)
-    for _ in range(n):
-        assert ks.verify(secret).allowed
-    ks.close()  # a clean shutdown writes what is pending
-
-
-@pytest.mark.parametrize("n_processes", [3])
-def test_processes_add_up_in_the_same_buckets(sql_url: str, n_processes: int) -> None:
-    clock = FakeClock(T0)
-    ks, keys = _world(sql_url, clock)
-    with ks:
-        context = multiprocessing.get_context("spawn")
-        workers = [
-            context.Process(target=_worker, args=(sql_url, keys["a"].secret, 50 + i))
-            for i in range(n_processes)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-            assert worker.exitcode == 0
-        clock.advance(60)
-        for granularity in ("minute", "hour", "day"):
-            points = ks.get_usage("shop", granularity=granularity, since=timedelta(days=1))
-            assert _counts(points) == {"ok": 50 + 51 + 52}, granularity
 
 
 def test_a_failed_write_keeps_the_counts(tmp_path: Any, caplog: Any) -> None:

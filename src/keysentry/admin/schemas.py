@@ -9,6 +9,7 @@ cannot drift apart: both come from the same pydantic classes.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt
@@ -327,10 +328,6 @@ def openapi_document(
     operations: dict[str, dict[str, Operation]], *, title: str, version: str
 ) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document for *operations* from the pydantic models."""
-    _, top = models_json_schema(
-        [(m, "validation" if m in _REQUEST_MODELS else "serialization") for m in _MODELS],
-        ref_template="#/components/schemas/{model}",
-    )
     paths: dict[str, Any] = {}
     for path, methods in operations.items():
         for method, (summary, body, (status, response), query) in methods.items():
@@ -359,7 +356,7 @@ def openapi_document(
         "info": {"title": title, "version": version},
         "paths": paths,
         "components": {
-            "schemas": top["$defs"],
+            "schemas": _component_schemas(),
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
@@ -370,6 +367,16 @@ def openapi_document(
         },
         "security": [{"bearerAuth": []}],
     }
+
+
+@functools.cache
+def _component_schemas() -> dict[str, Any]:
+    """The models' JSON schemas: the same for every admin app, and some 60 ms to make."""
+    _, top = models_json_schema(
+        [(m, "validation" if m in _REQUEST_MODELS else "serialization") for m in _MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    return dict(top["$defs"])
 
 
 def _path_parameters(path: str) -> list[str]:

@@ -40,15 +40,16 @@ class MemoryLimiter:
         counters = self._counters
         if len(checks) == 1:  # the common case, without decide_limits' lists
             ((limit, key),) = checks
-            start, length = window(limit, now_ms)
             lock = self._lock
             lock.acquire()  # acquire/release in try costs half what "with" does
             try:
                 counter = counters.get(key)
-                if counter is None or counter[0] != start:
-                    counter = self._roll(key, counter, start, length)
+                # still in the counter's window (windows tile time): no need to ask window()
+                if counter is None or not counter[0] <= now_ms < counter[0] + counter[1]:
+                    counter = self._roll(key, counter, *window(limit, now_ms))
                     if len(counters) > self._max:
                         self._shrink(now_ms)
+                start, length = counter[0], counter[1]
                 outcome = judge(limit, counter[2], counter[3], now_ms - start, length)
                 if outcome.allowed:
                     counter[2] += 1
