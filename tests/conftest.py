@@ -191,7 +191,7 @@ def pg_url(_pg_pool: Pool) -> Iterator[str]:
         yield url
 
 
-_POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+_POSTGRES = POSTGRES_PARAM = pytest.param("postgres", marks=pytest.mark.postgres)
 _MYSQL = pytest.param("mysql", marks=pytest.mark.mysql)
 
 
