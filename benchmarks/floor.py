@@ -20,10 +20,9 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from hashlib import sha256
 from typing import Any
 
-from keysentry.core.keys import ALPHABET
+from keysentry.core.keys import ALPHABET, sha256  # CPython's own SHA-256, as keysentry's
 
 _PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
 
