@@ -20,9 +20,11 @@ from starlette.testclient import TestClient
 
 from keysentry import KeySentry, RateLimitRule
 from keysentry.asgi import KeySentryMiddleware
+from keysentry.core.decision import Decision
 from keysentry.core.pipeline import LookupKey, Policy, RequestFacts
 from keysentry.models import CreditRefill
 from keysentry.testing import FakeClock
+from keysentry.verification.driver import _bearer, request_facts
 
 READ = Policy(("users:read",))
 
@@ -329,3 +331,30 @@ def test_on_redis_a_key_with_counters_is_counted_by_the_general_path(
         assert ks.verify(counted).reason == "rate_limited"  # two counted, on either limiter
         decided = quick(ks, free, policy=Policy())
         assert (decided.allowed, decided.rate_limits) == (True, ())
+
+
+@pytest.mark.parametrize(
+    ("value", "presented"),
+    [("Bearer sk_a_b", b"sk_a_b"), ("sk_a_b", b"sk_a_b"), ("Basic c2s6", None),
+     ("Bearer  sk_a_b", b" sk_a_b"), ("sk_\xe9", None), ("bearer", b"bearer")],
+)  # fmt: skip
+def test_what_the_drivers_hand_to_the_one_step_path(value: str, presented: bytes | None) -> None:
+    # bytes that match no cached key (" sk_a_b", "bearer") send the request on to the
+    # general path, which decides as it always did
+    facts, _ = request_facts(value, "GET", "/", (), None, None, None)
+    assert _bearer(facts) == presented
+
+
+def test_a_bare_key_is_decided_in_one_step_as_a_bearer_one(ks: KeySentry) -> None:
+    ks.create_rate_limit_scheme("ten", "Ten", rules=[{"unit": "minute", "max_requests": 10}])
+    secret = ks.create_api_key("api", "k", permissions=["users:read"],
+                               rate_limit_scheme_slug="ten").secret  # fmt: skip
+    verdicts = [ks.verify(value, path="/users/1", permissions="users:read")
+                for value in (secret, secret, f"Bearer {secret}")]  # fmt: skip
+    # the first loaded the cache; the bytes ks.verify hands over now decide in one step
+    assert type(quick(ks, secret)) is Decision
+    assert [v.identity.rate_limits[0].remaining for v in verdicts] == [9, 8, 7]
+    assert [v.reason for v in verdicts] == ["ok"] * 3
+    assert verdicts[1].identity.key_id == verdicts[2].identity.key_id
+    refused = ks.verify(secret, path="/users/1", permissions="users:write")
+    assert (refused.status, refused.reason) == (403, "permission_denied")

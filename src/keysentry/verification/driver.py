@@ -318,15 +318,21 @@ class Verifier:
 
 
 def _bearer(facts: RequestFacts) -> bytes | None:
-    """The key of a request with a valid method and one ``Authorization: Bearer`` header
-    (an ASCII one) and nothing else, as bytes: what :meth:`Verifier.quick` takes."""
+    """The key of a request with a valid method and one ASCII ``Authorization`` value, a
+    bearer token or a bare key (as ``ks.verify`` takes it), and nothing else, as bytes: what
+    :meth:`Verifier.quick` takes. Anything odd (spaces, another scheme) is left to the
+    general path, which also decides when the bytes match no cached key."""
     authorization = facts.authorization
     if len(authorization) != 1 or not facts.method or facts.api_key:
         return None
     value = authorization[0]
-    if not value.startswith("Bearer ") or not value.isascii():
+    if value.startswith("Bearer "):
+        value = value[7:]
+    elif " " in value:  # another scheme
         return None
-    return value[7:].encode("ascii")
+    if not value.isascii():
+        return None
+    return value.encode("ascii")
 
 
 def request_facts(
