@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
@@ -313,9 +314,11 @@ class Admin:
 
 
 @pytest.fixture
-def admin(ks: KeySentry) -> Admin:
+def admin(ks: KeySentry) -> Iterator[Admin]:
     ks.create_api_auth_app("shop", "Shop", "sk_shop", permissions=["users:*"])
-    return Admin(ks)
+    admin = Admin(ks)
+    with admin.client:  # one event loop thread for the test, not one per request
+        yield admin
 
 
 def _field(response: Any) -> str | None:

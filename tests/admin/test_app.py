@@ -54,7 +54,9 @@ class Admin:
 @pytest.fixture
 def admin(tmp_path: Any) -> Iterator[Admin]:
     with KeySentry(f"sqlite:///{tmp_path}/admin.db") as ks:
-        yield Admin(ks)
+        admin = Admin(ks)
+        with admin.client:  # one event loop thread for the test, not one per request
+            yield admin
 
 
 def errors(response: Any) -> list[dict[str, Any]]:

@@ -48,7 +48,9 @@ class World:
 def world() -> Iterator[World]:
     clock = FakeClock()
     with KeySentry("memory://", clock=clock) as ks:
-        yield World(ks, clock)
+        world = World(ks, clock)
+        with world.client:  # one event loop thread for the test, not one per request
+            yield world
 
 
 def request(world: World, **overrides: Any) -> dict[str, Any]:

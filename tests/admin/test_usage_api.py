@@ -38,7 +38,9 @@ class World:
 def world(tmp_path: Any) -> Iterator[World]:
     clock = FakeClock(T0)
     with KeySentry(f"sqlite:///{tmp_path}/a.db", clock=clock, usage_interval=None) as ks:
-        yield World(ks, clock)
+        world = World(ks, clock)
+        with world.client:  # one event loop thread for the test, not one per request
+            yield world
 
 
 def _traffic(world: World) -> None:
