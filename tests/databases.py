@@ -138,9 +138,10 @@ def mysql_pool(connect: Callable[[str | None], Any], url: Callable[[str], str]) 
 
 def postgres_pool(admin_url: str, url: Callable[[str], str]) -> Pool:
     """A pool of PostgreSQL schemas in the database of *admin_url*."""
-    import psycopg
 
     def run(*statements: str, name: str | None = None) -> list[Any]:
+        import psycopg  # only once a test asks for PostgreSQL (it skips when it is missing)
+
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '5s'")
             rows: list[Any] = []
