@@ -56,13 +56,12 @@ class MemoryLimiter:
             finally:
                 lock.release()
             return outcome.allowed, (outcome,)
-        windows = [window(limit, now_ms) for limit, _ in checks]
         with self._lock:
             rolled = []
-            for (_, key), (start, length) in zip(checks, windows, strict=True):
+            for limit, key in checks:
                 counter = counters.get(key)
-                if counter is None or counter[0] != start:
-                    counter = self._roll(key, counter, start, length)
+                if counter is None or not counter[0] <= now_ms < counter[0] + counter[1]:
+                    counter = self._roll(key, counter, *window(limit, now_ms))
                 rolled.append(counter)
             allowed, outcomes = decide_limits(
                 [limit for limit, _ in checks], [(c[2], c[3]) for c in rolled], now_ms
