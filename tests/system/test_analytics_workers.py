@@ -23,6 +23,7 @@ import pytest
 from keysentry import KeySentry
 from keysentry.admin import create_admin_key
 from keysentry.server import free_port
+from tests.system.http import http_status
 from tests.system.test_serve import wait_until_serving
 
 pytestmark = pytest.mark.postgres
@@ -36,11 +37,7 @@ def _check(base: str, admin: str, secret: str, permissions: list[str]) -> int:
         base + "/v1/authz/check", data=json.dumps(body).encode(), method="POST",
         headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
     )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+    return http_status(request)
 
 
 def _scrape(base: str, admin: str) -> str:

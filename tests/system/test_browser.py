@@ -34,6 +34,7 @@ from keysentry.portal import create_portal_app
 from keysentry.server import free_port, running
 from keysentry.testing import FakeClock
 from tests.conftest import REQUIRE_SERVICES
+from tests.system.http import http_status
 
 CHROMIUM = os.environ.get("KEYSENTRY_CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ.get("KEYSENTRY_SCREENSHOTS")
@@ -84,11 +85,7 @@ class Site:
         """GET /v1/orders with the key: the status."""
         request = urllib.request.Request(self.base + "/v1/orders",
                                          headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
+        return http_status(request)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 from keysentry import KeySentry
 from tests.conftest import REDIS_URL
+from tests.system.http import http_status
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC_INTERVAL = 1.0  # the default
@@ -29,11 +30,7 @@ def status(port: int, secret: str | None = None) -> int:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/whoami")
     if secret:
         request.add_header("Authorization", f"Bearer {secret}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+    return http_status(request, timeout=10)
 
 
 @contextlib.contextmanager
