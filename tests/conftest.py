@@ -110,11 +110,10 @@ def _mysql_pool() -> Iterator[Pool]:
 
 
 @pytest.fixture
-def mysql_url(_mysql_pool: Pool) -> Iterator[str]:
+def mysql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A MySQL/MariaDB URL of a database with no rows (made once, emptied between tests:
     tests/databases.py)."""
-    require_mysql()
-    with _mysql_pool.database() as url:
+    with sql_database("mysql", request, tmp_path) as url:
         yield url
 
 
@@ -183,11 +182,10 @@ def _pg_pool() -> Iterator[Pool]:
 
 
 @pytest.fixture
-def pg_url(_pg_pool: Pool) -> Iterator[str]:
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a schema with no rows (made once, emptied
     between tests: tests/databases.py)."""
-    require_postgres()
-    with _pg_pool.database() as url:
+    with sql_database("postgres", request, tmp_path) as url:
         yield url
 
 
@@ -196,28 +194,28 @@ _MYSQL = pytest.param("mysql", marks=pytest.mark.mysql)
 
 
 @pytest.fixture(params=["memory", "sqlite", _POSTGRES, _MYSQL])
-def database_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every store URL: the contract suites run once per backend."""
     if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/keysentry.db"
-    return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url"))
+        yield "memory://"
+        return
+    with sql_database(request.param, request, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", _POSTGRES, _MYSQL])
-def sql_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    """A SQL store URL: a SQLite file, the real PostgreSQL (a fresh schema), the real
-    MySQL/MariaDB (a fresh database)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/keysentry.db"
-    return str(request.getfixturevalue("pg_url" if request.param == "postgres" else "mysql_url"))
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQL store URL: a SQLite file, the real PostgreSQL (a schema of its own), the real
+    MySQL/MariaDB (a database of its own), each with no rows."""
+    with sql_database(request.param, request, tmp_path) as url:
+        yield url
 
 
 @contextmanager
 def sql_database(kind: str, request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
-    """A URL of an empty SQL database of *kind* ("sqlite", "postgres", "mysql"), for a
-    fixture of a wider scope than :func:`sql_url`'s (a SQLite file goes in *directory*)."""
+    """A URL of an empty SQL database of *kind* ("sqlite", "postgres", "mysql"), given back
+    when the block ends: what every database fixture hands out, whatever its scope (a SQLite
+    file goes in *directory*)."""
     if kind == "sqlite":
         yield f"sqlite:///{directory}/keysentry.db"
         return
