@@ -24,7 +24,7 @@ from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_facts, scope_header
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ApiKeyUser, PermissionScopes, attach
-from keysentry.toolkit.render import allowed_header_bytes, refuse_asgi, with_asgi_headers
+from keysentry.toolkit.render import refuse_asgi, with_allowed_headers
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 # ApiKeyUser, PermissionScopes, attach and scope_facts are the toolkit's, named here too
@@ -94,8 +94,8 @@ class KeySentryMiddleware:
         if kind == "http":
             # the usual request: a route seen before, one Authorization header, a plain
             # cached key (Verifier.quick); everything else, the general path below
-            method = scope["method"]
-            policy = self._routes.get((method, scope["path"]))
+            method, path = scope["method"], scope["path"]
+            policy = self._routes.get((method, path))
             if policy is not None and method != "OPTIONS" and not scope.get("root_path"):
                 credential = None
                 for name, value in scope["headers"]:
@@ -103,7 +103,7 @@ class KeySentryMiddleware:
                         credential = b"" if credential is not None else value
                 if credential and credential.startswith(b"Bearer "):
                     try:
-                        decision = self._quick(credential[7:], scope["path"], policy)
+                        decision = self._quick(credential[7:], path, policy)
                     except Exception:  # a bug must not become a 500 or an open door
                         decision = unexpected_failure()
         elif kind != "websocket":
@@ -120,7 +120,7 @@ class KeySentryMiddleware:
         if decision.allowed and identity is not None:
             attach(scope, identity)
             if (decision.rate_limits or decision.fixed_headers) and kind == "http":
-                send = with_asgi_headers(send, allowed_header_bytes(decision))
+                send = with_allowed_headers(send, decision)
             await self.app(scope, receive, send)
         else:
             await refuse_asgi(decision, scope, send)

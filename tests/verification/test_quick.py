@@ -81,6 +81,21 @@ def test_a_cached_plain_key_is_decided_as_the_general_path_decides(
     assert fast.identity == slow.identity
 
 
+@pytest.mark.parametrize("decide", [quick, general], ids=["quick", "general"])
+def test_a_verdict_remembered_for_a_path_is_not_served_for_a_named_resource(
+    ks: KeySentry, decide: Any
+) -> None:
+    # the memo keeps "the path as resource" apart from a resource asked for by name
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    general(ks, secret)  # cached: quick answers from here on
+    named = Policy(("users:read",), "orders/1")
+    for _ in range(2):  # the second round is answered from the memo
+        assert decide(ks, secret, "/users/1").reason == "ok"
+        assert decide(ks, secret, "/users/1", named).reason == "resource_denied"
+        assert decide(ks, secret, "/orders/1").reason == "resource_denied"
+        assert decide(ks, secret, "/orders/1", Policy(("users:read",), "users/1")).reason == "ok"
+
+
 def test_the_rate_limit_counts_on_both_paths_alike(ks: KeySentry) -> None:
     secret = ks.create_api_key("api", "k", permissions=["users:read"],
                                rate_limit_scheme_slug="two").secret  # fmt: skip
@@ -286,6 +301,32 @@ def test_a_preflight_on_a_seen_options_route_still_passes_without_a_key(
         "Origin": "https://example.com", "Access-Control-Request-Method": "GET",
         "Authorization": f"Bearer {secret}"})  # fmt: skip
     assert (preflight.status_code, preflight.json()) == (200, {"key": None})
+
+
+def test_request_user_is_one_per_key_and_follows_a_changed_key(ks: KeySentry) -> None:
+    async def whoami(request: Request) -> JSONResponse:
+        user = request.user
+        return JSONResponse({"user": id(user), "name": user.display_name,
+                             "scopes": list(request.auth.scopes),
+                             "user_outcomes": len(user.api_key.rate_limits),
+                             "own_outcomes": len(request.state.api_key.rate_limits)})  # fmt: skip
+
+    app = Starlette(routes=[Route("/users/{n}", whoami)])
+    app.add_middleware(KeySentryMiddleware, sentry=ks)
+    ks.update_rate_limit_scheme("two", rules=[RateLimitRule(unit="minute", max_requests=9)])
+    ks.create_api_key("api", "other", rate_limit_scheme_slug="two")
+    issued = ks.create_api_key("api", "k", rate_limit_scheme_slug="two")  # inherits users:*
+    headers = {"Authorization": f"Bearer {issued.secret}"}
+    with TestClient(app) as test_client:
+        first, second = (test_client.get("/users/1", headers=headers).json() for _ in "12")
+        assert first["user"] == second["user"]  # shared by the key's requests
+        assert (second["name"], second["scopes"]) == ("k", ["users:*"])
+        # the request's own outcomes are on request.state.api_key, not on the shared user
+        assert (second["user_outcomes"], second["own_outcomes"]) == (0, 1)
+        ks.update_api_auth_app("api", permissions=["users:*", "orders:*"])
+        changed = test_client.get("/users/1", headers=headers).json()
+        assert changed["user"] != first["user"]
+        assert changed["scopes"] == ["users:*", "orders:*"]
 
 
 def test_a_mounted_app_is_checked_on_the_path_inside_its_mount(ks: KeySentry) -> None:

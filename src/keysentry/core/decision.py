@@ -106,6 +106,10 @@ _HEADERS[Reason.MISSING_KEY] = (_JSON, ("www-authenticate", "Bearer"))
 _HEADERS[Reason.INVALID_KEY] = (_JSON, ("www-authenticate", 'Bearer error="invalid_token"'))
 
 
+_new_object = object.__new__  # module globals: "object.__new__" looks up an attribute
+_set_attribute = object.__setattr__
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who an allowed request is: handed to the handler by every adapter.
@@ -129,12 +133,13 @@ class Identity:
     rate_limits: tuple[Outcome, ...] = ()
     """The outcome of each rate-limit rule for this request (``core.ratelimit.Outcome``):
     ``limit``, ``allowed``, ``remaining``, ``reset_ms``."""
-    # Compiled once per key when the cache entry is built, shared by the per-request copies.
-    _permissions: Grants = field(init=False, repr=False, compare=False)
+    grants: Grants = field(init=False, repr=False, compare=False)
+    """The compiled permission patterns: built once per key, the same object for every
+    per-request copy of this identity (so adapters can cache what they derive from it)."""
     _resources: Grants = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_permissions", Grants(self.permissions))
+        object.__setattr__(self, "grants", Grants(self.permissions))
         object.__setattr__(self, "_resources", Grants(self.resources))
 
     def with_rate_limits(self, rate_limits: tuple[Outcome, ...]) -> Identity:
@@ -143,10 +148,10 @@ class Identity:
         Copies the instance dict: ``dataclasses.replace`` would run ``__init__`` (and
         recompile the patterns) on every rate-limited request.
         """
-        clone = object.__new__(Identity)
         state = self.__dict__.copy()
         state["rate_limits"] = rate_limits
-        object.__setattr__(clone, "__dict__", state)  # one dict, not an empty one then filled
+        clone = _new_object(Identity)
+        _set_attribute(clone, "__dict__", state)  # one dict, not an empty one then filled
         return clone
 
     def with_credits(self, remaining: int, rate_limits: tuple[Outcome, ...]) -> Identity:
@@ -161,15 +166,9 @@ class Identity:
         ``per_owner`` / ``per_organization`` / ``per_workspace`` rules count against."""
         return (self.owner_user_id, self.organization_id, self.workspace_id)
 
-    @property
-    def grants(self) -> Grants:
-        """The compiled permission patterns (the same object for every copy of this
-        identity, so adapters can cache what they derive from it)."""
-        return self._permissions
-
     def has_permission(self, permission: str) -> bool:
         """Whether one of this key's patterns grants *permission*."""
-        return self._permissions.allows(permission)
+        return self.grants.allows(permission)
 
     def has_resource(self, resource: str) -> bool:
         """Whether one of the app's resource patterns grants *resource*."""
@@ -209,11 +208,12 @@ class KeyEntry:
     """Usable, with no credits, no allowlist and the same counters for every request: what
     the verifier's one-step path (``Verifier.quick``) handles; any other key takes the
     general one."""
-    verdicts: dict[tuple[tuple[str, ...], str], Decision] = field(
+    verdicts: dict[tuple[tuple[str, ...], str | None, str], Decision] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    """``(permissions, resource)`` -> the verdict of steps 5-6 for this key, filled by
-    ``after_lookup`` (bounded). A changed key is a new entry, so nothing here goes stale."""
+    """``(permissions, resource, path)`` -> the verdict of steps 5-6 for this key (the path
+    when no resource is asked for: the resource is then the path), filled by
+    ``permitted`` (bounded). A changed key is a new entry, so nothing here goes stale."""
 
     def __post_init__(self) -> None:
         identity = self.identity

@@ -67,7 +67,7 @@ class _Unavailable(Enum):
 #: a hit when the limiter failed and the policy is to refuse ("closed").
 UNAVAILABLE: Final = _Unavailable.UNAVAILABLE
 _DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
-#: How many (permissions, resource) verdicts a cached key remembers (see :func:`after_lookup`).
+#: How many verdicts of steps 5-6 a cached key remembers (see :func:`permitted`).
 MAX_VERDICTS: Final = 64
 _OK: Final = Reason.OK  # a module global: Reason.OK goes through the enum's metaclass
 _INVALID_PATH: Final = Decision.deny(Reason.INVALID_PATH)
@@ -268,8 +268,7 @@ def after_lookup(
         return refusal(entry, now)
     if entry.networks is not None and not address_allowed(entry.networks, request.client_ip):
         return Decision.deny(Reason.IP_DENIED, entry.identity)
-    resource = request.path[1:] if policy.resource is None else policy.resource
-    decision = permitted(entry, policy.permissions, resource)
+    decision = permitted(entry, policy.permissions, policy.resource, request.path)
     if not decision.allowed:
         return decision
     if entry.credits is not None:  # cost 0 too: it spends nothing, and learns the balance
@@ -285,17 +284,20 @@ def after_lookup(
     return _new(Hit, (checks, int(now * 1000), entry.identity))
 
 
-def permitted(entry: KeyEntry, permissions: tuple[str, ...], resource: str) -> Decision:
+def permitted(
+    entry: KeyEntry, permissions: tuple[str, ...], resource: str | None, path: str
+) -> Decision:
     """Steps 5-6 for a usable key: its allowed verdict, or the 403 for a missing permission
-    or resource. Remembered per ``(permissions, resource)`` on the entry: the same key asks
-    for the same few things again and again."""
+    or resource (*resource*, or when it is ``None`` the request's *path* without its ``/``).
+    Remembered on the entry: the same key asks for the same few things again and again."""
     if not permissions and not entry.identity.resources:
         return entry.allowed  # nothing to check
     verdicts = entry.verdicts
-    asked = (permissions, resource)
+    asked = (permissions, resource, path if resource is None else "")  # path: as the resource
     remembered = verdicts.get(asked)
     if remembered is None:
-        remembered = authorize(entry.identity, permissions, resource, entry.allowed)
+        wanted = path[1:] if resource is None else resource
+        remembered = authorize(entry.identity, permissions, wanted, entry.allowed)
         if len(verdicts) < MAX_VERDICTS:
             verdicts[asked] = remembered
     return remembered

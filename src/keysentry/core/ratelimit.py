@@ -77,7 +77,7 @@ class Limit:
     limit_header: tuple[str, str] = field(init=False, repr=False, compare=False)
     raw_policy_header: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
     raw_limit_header: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
-    raw_name: bytes = field(init=False, repr=False, compare=False)
+    raw_remaining_prefix: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         name = _sf_string(self.name)
@@ -91,7 +91,7 @@ class Limit:
         object.__setattr__(self, "raw_policy_header", (b"ratelimit-policy", item.encode()))
         raw_limit = (b"x-ratelimit-limit", self.limit_text.encode())
         object.__setattr__(self, "raw_limit_header", raw_limit)
-        object.__setattr__(self, "raw_name", name.encode())
+        object.__setattr__(self, "raw_remaining_prefix", name.encode() + b";r=")
 
     def matching_endpoint(self, method: str, path: str) -> EndpointPattern | None:
         """The first endpoint pattern of this rule that the request falls under."""
@@ -371,6 +371,19 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
     return (*headers, ("retry-after", str(wait)))
 
 
+# The reset seconds as bytes, by value: a window has few (at most its length in seconds),
+# and a lookup costs a tenth of formatting them on every request.
+_SECONDS: dict[int, bytes] = {}
+_SECONDS_MAX = 4096
+
+
+def _seconds_bytes(seconds: int) -> bytes:
+    encoded = b"%d" % (seconds if seconds > 0 else 1)
+    if len(_SECONDS) < _SECONDS_MAX:
+        _SECONDS[seconds] = encoded
+    return encoded
+
+
 def rate_header_bytes(outcomes: Sequence[Outcome]) -> list[tuple[bytes, bytes]]:
     """:func:`rate_headers` of an admitted request, as ASGI sends them: for the usual one
     rule, from the rule's encoded pieces (no str is built and encoded on each request)."""
@@ -380,10 +393,12 @@ def rate_header_bytes(outcomes: Sequence[Outcome]) -> list[tuple[bytes, bytes]]:
     limit = outcome.limit
     left = b"%d" % outcome.remaining
     seconds = -(-outcome.reset_ms // 1000)  # _seconds(), inline: a max() call costs more
-    resets = b"%d" % (seconds if seconds > 0 else 1)
+    resets = _SECONDS.get(seconds)
+    if resets is None:
+        resets = _seconds_bytes(seconds)
     return [
         limit.raw_policy_header,
-        (b"ratelimit", limit.raw_name + b";r=" + left + b";t=" + resets),
+        (b"ratelimit", limit.raw_remaining_prefix + left + b";t=" + resets),
         limit.raw_limit_header,
         (b"x-ratelimit-remaining", left),
         (b"x-ratelimit-reset", resets),

@@ -47,6 +47,9 @@ _USED: Final = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_D
 #: Seconds between prunes of old buckets and events.
 PRUNE_INTERVAL: Final = 3600.0
 _Count = tuple[str, str, str, int]  # (app slug or "?" + key prefix, key id or "", outcome, minute)
+# A count waiting in memory: its minute as floor division left it (a float, equal and
+# hashing equal to the int it is written as; int() on every request costs as much again)
+_Pending = tuple[str, str, str, float]
 
 
 class UsageRecorder:
@@ -81,7 +84,7 @@ class UsageRecorder:
         self.max_pending = max_pending
         self._clock = clock
         self._pending: dict[str, float] = {}
-        self._counts: dict[_Count, list[float]] = {}  # -> [verifications, last at]
+        self._counts: dict[_Pending, list[float]] = {}  # -> [verifications, last at]
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -104,9 +107,9 @@ class UsageRecorder:
             return
         if identity is None:
             # no secret matched: the app is the one the prefix names, found at write time
-            count: _Count = ("?" + prefix, "", decision.reason, int(now // 60))
+            count: _Pending = ("?" + prefix, "", decision.reason, now // 60)
         else:
-            count = (identity.app_slug, identity.key_id, decision.reason, int(now // 60))
+            count = (identity.app_slug, identity.key_id, decision.reason, now // 60)
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
@@ -175,7 +178,9 @@ class UsageRecorder:
                 for (_, key_id, outcome, _), (_, at) in counts.items():
                     if outcome in _USED and batch.get(key_id, _NEVER) < at:
                         batch[key_id] = at
-            self._write_counts({count: int(cell[0]) for count, cell in counts.items()})
+            written = {(app, key, outcome, int(minute)): int(cell[0])
+                       for (app, key, outcome, minute), cell in counts.items()}  # fmt: skip
+            self._write_counts(written)
             if not batch:
                 return 0
             try:

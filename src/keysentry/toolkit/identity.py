@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.authentication import AuthCredentials, BaseUser
 
 from keysentry.core.decision import Identity
+from keysentry.core.patterns import Grants
 from keysentry.types import Scope
 
 __all__ = ["ENVIRON_KEY", "ApiKeyUser", "PermissionScopes", "attach", "attach_environ"]
@@ -28,7 +30,9 @@ class PermissionScopes(list[str]):
 
 
 class ApiKeyUser(BaseUser):
-    """Starlette's ``request.user`` for a request made with an API key."""
+    """Starlette's ``request.user`` for a request made with an API key: one per key, shared
+    by its requests. Its ``api_key`` is the key's identity without any one request's
+    ``rate_limits`` or ``credits_remaining``; ``request.state.api_key`` has those."""
 
     def __init__(self, identity: Identity) -> None:
         self.api_key = identity
@@ -53,20 +57,22 @@ def _credentials(identity: Identity) -> AuthCredentials:
 
 
 # Starlette's auth objects for each key, built once. They are keyed by the identity's
-# permissions tuple, which every per-request copy of one cached identity shares and which a
-# changed key replaces, so "is" tells a stale pair apart.
-_attached: dict[str, tuple[tuple[str, ...], AuthCredentials]] = {}
+# compiled permissions, which every per-request copy of one cached identity shares and which
+# a changed key's new identity replaces, so "is" tells a stale pair apart.
+_attached: dict[str, tuple[Grants, AuthCredentials, ApiKeyUser]] = {}
 _ATTACHED_MAX = 10_000
-_new_user = ApiKeyUser.__new__
 
 
 def attach(scope: Scope, identity: Identity) -> None:
     """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
     cached = _attached.get(identity.key_id)
-    if cached is None or cached[0] is not identity.permissions:
+    grants = identity.grants
+    if cached is None or cached[0] is not grants:
         if len(_attached) >= _ATTACHED_MAX:
             _attached.clear()
-        cached = (identity.permissions, _credentials(identity))
+        # one user for all the key's requests: it carries no request's own outcomes
+        user = ApiKeyUser(replace(identity, rate_limits=(), credits_remaining=None))
+        cached = (grants, _credentials(identity), user)
         _attached[identity.key_id] = cached
     state = scope.get("state")
     if state is None:
@@ -74,9 +80,7 @@ def attach(scope: Scope, identity: Identity) -> None:
     else:
         state["api_key"] = identity
     scope["auth"] = cached[1]
-    user = _new_user(ApiKeyUser)  # __init__'s one assignment, without its Python call
-    user.api_key = identity
-    scope["user"] = user
+    scope["user"] = cached[2]
 
 
 def attach_environ(environ: dict[str, Any], identity: Identity) -> None:

@@ -14,14 +14,13 @@ from keysentry.core.ratelimit import rate_header_bytes
 from keysentry.types import Message, Scope, Send, StartResponse
 
 __all__ = [
-    "allowed_header_bytes",
     "asgi_headers",
     "flask_refusal",
     "refusal_parts",
     "refusal_response",
     "refuse_asgi",
     "refuse_wsgi",
-    "with_asgi_headers",
+    "with_allowed_headers",
     "with_wsgi_headers",
 ]
 
@@ -46,17 +45,12 @@ def asgi_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, byte
     return raw
 
 
-def allowed_header_bytes(decision: Decision) -> list[tuple[bytes, bytes]]:
-    """An admitted request's headers, as ASGI sends them: the rate limits and, for a key
-    with credits, ``X-Credits-Remaining``."""
+def with_allowed_headers(send: Send, decision: Decision) -> Send:
+    """Add an admitted request's headers to the app's response: the rate limits and, for a
+    key with credits, ``X-Credits-Remaining``; everything else passes as is."""
     extra = rate_header_bytes(decision.rate_limits) if decision.rate_limits else []
-    for name, value in decision.fixed_headers:
-        extra.append((name.encode("latin-1"), value.encode("latin-1")))
-    return extra
-
-
-def with_asgi_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    """Add the rate-limit headers to the app's response; everything else passes as is."""
+    if decision.fixed_headers:  # X-Credits-Remaining
+        extra += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in decision.fixed_headers]
 
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":

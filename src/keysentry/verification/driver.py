@@ -146,10 +146,10 @@ class Verifier:
         ):
             secret = credential.decode("ascii")  # it hashed to a stored key: ASCII
             return _new(LookupKey, (secret.rpartition("_")[0], secret, digest))
-        resource = policy.resource
-        decision = permitted(entry, policy.permissions, path[1:] if resource is None else resource)
-        if decision.allowed and entry.checks:
-            decision = counted(entry.identity, self.limiter.hit(entry.checks, int(now * 1000)))
+        decision = permitted(entry, policy.permissions, policy.resource, path)
+        checks = entry.checks
+        if decision.allowed and checks:
+            decision = counted(entry.identity, self.limiter.hit(checks, int(now * 1000)))
         self.usage.note(decision, "", now)  # the prefix is only noted for unknown keys
         if self.metrics is not None:
             self.metrics.observe(decision, entry, now)
