@@ -30,6 +30,16 @@ PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql://postgres@127.0.
 REQUIRE_SERVICES = os.environ.get("KEYSENTRY_REQUIRE_SERVICES") == "1"
 
 
+@pytest.hookimpl(trylast=True)  # after tests/system/conftest.py has marked its tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n``, on by default), the system tests run one after another on
+    one worker, beside the rest: they start servers on spare ports and time processes, and
+    two of them at once on a two-core machine would only make each slower."""
+    for item in items:
+        if item.get_closest_marker("system") is not None:
+            item.add_marker(pytest.mark.xdist_group("system"))
+
+
 def _postgres_problem() -> str | None:
     try:
         import psycopg

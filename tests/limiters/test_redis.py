@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from keysentry.limiters.redis import RedisLimiter
 from keysentry.models import RateLimitRule
 from tests.conftest import REDIS_URL, require_redis
 from tests.core.test_ratelimit import agrees_with_the_model, limit, rules_st, timeline_st
+from tests.own_services import OwnRedis
 
 pytestmark = pytest.mark.redis
 
@@ -91,28 +93,32 @@ def test_calendar_months_are_the_same_in_lua_and_python(shared: RedisLimiter, no
     assert outcome.reset_ms == window(month, start + length)[1]
 
 
-def test_one_round_trip_whatever_the_number_of_rules(redis_prefix: str) -> None:
+def test_one_round_trip_whatever_the_number_of_rules(tmp_path: Path) -> None:
     import redis
 
-    limiter = RedisLimiter(REDIS_URL, key_prefix=redis_prefix)
-    units = ("second", "minute", "hour", "day", "calendar_month")
-    rules = [RateLimitRule(unit=u, max_requests=1000) for u in units]
-    limits = compile_limits(rules)
-    checks = [(lim, f"{{app}}:{lim.name}") for lim in limits]
-    limiter.hit(checks, 0)  # loads the script
-    monitor = redis.Redis.from_url(REDIS_URL)
-    before = _calls(monitor)
-    for _ in range(20):
-        allowed, outcomes = limiter.hit(checks, 0)
-        assert allowed
-        assert len(outcomes) == 5
-    after = _calls(monitor)
-    monitor.close()
-    limiter.close()
-    # INFO commandstats counts every command the server ran (the suite runs one test at a
-    # time), those run inside scripts too: 20 requests of 5 rules each were 20 EVALSHA, and
-    # everything else ran inside them (and our own INFO): one read for all 5 counters, one
-    # write each, with its expiry.
+    own = OwnRedis(tmp_path / "redis")  # ours alone: its command counts are this test's
+    own.start()
+    limiter = RedisLimiter(own.url)
+    monitor = redis.Redis.from_url(own.url)
+    try:
+        units = ("second", "minute", "hour", "day", "calendar_month")
+        rules = [RateLimitRule(unit=u, max_requests=1000) for u in units]
+        limits = compile_limits(rules)
+        checks = [(lim, f"{{app}}:{lim.name}") for lim in limits]
+        limiter.hit(checks, 0)  # loads the script
+        before = _calls(monitor)
+        for _ in range(20):
+            allowed, outcomes = limiter.hit(checks, 0)
+            assert allowed
+            assert len(outcomes) == 5
+        after = _calls(monitor)
+    finally:
+        monitor.close()
+        limiter.close()
+        own.stop_if_running()
+    # INFO commandstats counts every command the server ran, those run inside scripts too:
+    # 20 requests of 5 rules each were 20 EVALSHA, and everything else ran inside them (and
+    # our own INFO): one read for all 5 counters, one write each, with its expiry.
     ran = after - before
     assert ran.pop("evalsha") == 20
     assert set(ran) <= {"info", "time", "mget", "set"}, ran

@@ -48,12 +48,12 @@ def test_second_verify_is_a_cache_hit_and_bad_keys_are_cached_briefly(
 
 
 @pytest.mark.parametrize("action", ["revoke", "rotate", "delete_app", "disable_app"])
-def test_same_process_changes_refuse_the_very_next_request_1000_times(
+def test_same_process_changes_refuse_the_very_next_request_every_time(
     action: str,
 ) -> None:
     ks = KeySentry("memory://")
     slips = 0
-    for i in range(1000):
+    for i in range(200):  # as the cache fills: an answer must not depend on its contents
         app_slug = f"app-{i}"
         issued = issue_key(ks, app_slug=app_slug)
         assert ks.verify(issued.secret).allowed  # now cached

@@ -91,6 +91,33 @@ def test_own_messages_are_not_applied_twice(pair: tuple[KeySentry, KeySentry]) -
     assert admin.cache.changes.received == 0
 
 
+def test_closing_wakes_the_subscriber_with_a_message_others_ignore(
+    pair: tuple[KeySentry, KeySentry],
+) -> None:
+    # without it, close() waits for the subscriber's next half-second poll
+    import redis
+
+    admin, app = pair
+    issued = issue_key(admin)
+    assert app.verify(issued.secret).allowed
+    wait_until_subscribed(app, admin)
+    assert app.cache.changes is not None
+    assert admin.cache.changes is not None
+    listener = redis.Redis.from_url(REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(app.cache.changes.channel)
+    try:
+        listener.get_message(timeout=1)  # the subscription's confirmation
+        before = admin.cache.changes.received
+        app.close()
+        message = listener.get_message(timeout=5)
+        assert message is not None
+        assert message["data"].endswith(b" stop")
+        time.sleep(0.1)
+        assert admin.cache.changes.received == before  # not a change: nothing evicted
+    finally:
+        listener.close()
+
+
 def test_an_unreachable_redis_never_fails_a_change(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
