@@ -9,14 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keysentry.core.headers import rate_header_bytes, rate_headers
 from keysentry.core.ratelimit import (
     Counter,
     Limit,
     Outcome,
     compile_limits,
     evaluate,
-    rate_header_bytes,
-    rate_headers,
     window,
 )
 from keysentry.limiters import Limiter

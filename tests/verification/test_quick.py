@@ -5,6 +5,7 @@ keys, preflights and mounted apps on routes the middleware has already seen."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -24,7 +25,7 @@ from keysentry.core.decision import Decision
 from keysentry.core.pipeline import LookupKey, Policy, RequestFacts
 from keysentry.models import CreditRefill
 from keysentry.testing import FakeClock
-from keysentry.verification.driver import _bearer, request_facts
+from keysentry.verification.driver import _bearer, request_facts, request_policy
 
 READ = Policy(("users:read",))
 
@@ -382,8 +383,7 @@ def test_on_redis_a_key_with_counters_is_counted_by_the_general_path(
 def test_what_the_drivers_hand_to_the_one_step_path(value: str, presented: bytes | None) -> None:
     # bytes that match no cached key (" sk_a_b", "bearer") send the request on to the
     # general path, which decides as it always did
-    facts, _ = request_facts(value, "GET", "/", (), None, None, None)
-    assert _bearer(facts) == presented
+    assert _bearer(request_facts(value, "GET", "/", None, None)) == presented
 
 
 def test_a_bare_key_is_decided_in_one_step_as_a_bearer_one(ks: KeySentry) -> None:
@@ -399,3 +399,52 @@ def test_a_bare_key_is_decided_in_one_step_as_a_bearer_one(ks: KeySentry) -> Non
     assert verdicts[1].identity.key_id == verdicts[2].identity.key_id
     refused = ks.verify(secret, path="/users/1", permissions="users:write")
     assert (refused.status, refused.reason) == (403, "permission_denied")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        pytest.param({}, "ok", id="usual"),
+        pytest.param({"method": "get", "path": "users/1"}, "ok", id="lower-case-relative"),
+        pytest.param({"method": "G T"}, "invalid_method", id="not-a-token"),
+        pytest.param({"path": "/users/../admin"}, "invalid_path", id="dot-segment"),
+        pytest.param({"permissions": "users:write"}, "permission_denied", id="permission"),
+        pytest.param({"resource": "orders/1"}, "resource_denied", id="resource"),
+        pytest.param({"api_key": "sk_test_other"}, "invalid_key", id="two-keys"),
+        pytest.param({"cost": 0}, "ok", id="no-cost"),
+    ],
+)
+@pytest.mark.parametrize("caller", ["verify", "averify"])
+def test_ks_verify_decides_as_the_general_path_does(
+    ks: KeySentry, arguments: dict[str, Any], reason: str, caller: str
+) -> None:
+    # ks.verify tries the one-step path before it builds any RequestFacts; what it answers
+    # must be what the pipeline answers from the facts
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    call = {"path": "/users/1", "permissions": "users:read", **arguments}
+    general(ks, secret)  # cached: the one-step path can answer from here on
+    for _ in range(2):
+        if caller == "verify":
+            verdict = ks.verify(f"Bearer {secret}", **call)
+        else:
+            verdict = asyncio.run(ks.averify(f"Bearer {secret}", **call))
+        assert verdict.reason == reason
+    facts = request_facts(f"Bearer {secret}", call.get("method", "GET"), call["path"],
+                          call.get("api_key"), None)  # fmt: skip
+    policy = request_policy(call["permissions"], call.get("resource"), call.get("cost", 1))
+    assert ks.verifier.verify_request_general(facts, policy).reason == reason
+
+
+@pytest.mark.parametrize("caller", ["verify", "averify"])
+def test_ks_verify_goes_on_from_a_key_the_one_step_path_found(ks: KeySentry, caller: str) -> None:
+    # a key with credits is found in the cache by the one-step path and spent by the general
+    issued = ks.create_api_key("api", "k", permissions=["users:read"], credits=3)
+    for left in (2, 1, 0):
+        if caller == "verify":
+            verdict = ks.verify(issued.secret, path="/users/1")
+        else:
+            verdict = asyncio.run(ks.averify(issued.secret, path="/users/1"))
+        assert verdict.allowed
+        assert verdict.identity.credits_remaining == left
+    assert type(ks.verifier.quick_call(issued.secret, "GET", "/users/1", Policy())) is LookupKey
+    assert ks.verify(issued.secret, path="/users/1").reason == "usage_exceeded"

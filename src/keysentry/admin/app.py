@@ -32,6 +32,7 @@ from keysentry.admin.auth import (
 )
 from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES, authz_routes
 from keysentry.admin.http import HTTPProblem, error_response, problem_response, read_body
+from keysentry.admin.openapi import Operation, openapi_document
 from keysentry.errors import ConflictError, KeySentryError
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class _Routes:
 _APPS, _KEYS, _SCHEMES = "/api-auth/apps", "/api-auth/keys", "/api-auth/rate-limit-schemes"
 _PAGE = ("limit", "offset")
 _USAGE = ("since", "until", "granularity", "group_by", "usage_limit", "cursor")
-ROUTES: dict[str, dict[str, tuple[str, s.Operation]]] = {
+ROUTES: dict[str, dict[str, tuple[str, Operation]]] = {
     _APPS: {
         "post": ("create_app", ("Create an API auth app", s.CreateAppRequest,
                                 ("201", s.ApiAuthApp), ())),
@@ -302,11 +303,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def _management_routes(
     ks: KeySentry,
-) -> tuple[list[BaseRoute], dict[str, dict[str, s.Operation]]]:
+) -> tuple[list[BaseRoute], dict[str, dict[str, Operation]]]:
     """The admin-key-guarded management routes, and their OpenAPI operations by path."""
     routes = _Routes(ks)
     table: list[BaseRoute] = []
-    operations: dict[str, dict[str, s.Operation]] = {}
+    operations: dict[str, dict[str, Operation]] = {}
     for path, methods in ROUTES.items():
         for method, (name, operation) in methods.items():
             handler = guarded(ks, ADMIN_PERMISSION, getattr(routes, name))
@@ -357,7 +358,7 @@ def create_admin_app(
         )
         table.extend(authz)
         operations.update(authz_operations)
-    document = s.openapi_document(operations, title=title, version=__version__)
+    document = openapi_document(operations, title=title, version=__version__)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from keysentry.admin import schemas as s
 from keysentry.admin.auth import VERIFY_PERMISSION, authenticate
 from keysentry.admin.http import HTTPProblem, problem_response, read_body
+from keysentry.admin.openapi import Operation
 from keysentry.core.decision import Decision, Identity
 from keysentry.core.patterns import pattern_problem
 from keysentry.core.pipeline import Policy, RequestFacts, normal_method
@@ -194,7 +195,7 @@ def authz_routes(
     *,
     open_verification: bool = False,
     trusted_proxies: Sequence[str] = DEFAULT_TRUSTED_PROXIES,
-) -> tuple[list[BaseRoute], dict[str, dict[str, s.Operation]]]:
+) -> tuple[list[BaseRoute], dict[str, dict[str, Operation]]]:
     """The verification routes, and their entries for the OpenAPI document.
 
     Forward-auth takes the client's address (for per-IP rate limits) from

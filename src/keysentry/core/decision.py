@@ -17,8 +17,9 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Any, NamedTuple, final
 
 from keysentry.core.credits import CreditPlan
+from keysentry.core.headers import rate_headers
 from keysentry.core.patterns import Grants
-from keysentry.core.ratelimit import Limit, Outcome, rate_headers, static_checks
+from keysentry.core.ratelimit import Limit, Outcome, static_checks
 
 __all__ = ["Decision", "Identity", "KeyEntry", "Reason", "error_body"]
 

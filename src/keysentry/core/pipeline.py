@@ -74,7 +74,7 @@ _INVALID_PATH: Final = Decision.deny(Reason.INVALID_PATH)
 _INVALID_METHOD: Final = Decision.deny(Reason.INVALID_METHOD)
 # RFC 9110 section 9.1: a method is a token
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
-_COMMON_METHODS: Final = frozenset(
+COMMON_METHODS: Final = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 )
 _INVALID_KEY: Final = Decision.deny(Reason.INVALID_KEY)
@@ -183,7 +183,7 @@ def normal_method(method: str) -> str:
     Servers and frameworks upper-case the method only after the middleware has run, so
     ``delete`` must meet the ``DELETE`` rules here, before any pattern sees it.
     """
-    if method in _COMMON_METHODS:
+    if method in COMMON_METHODS:
         return method
     if not isinstance(method, str) or not method.isascii() or not _TOKEN.fullmatch(method):
         return ""

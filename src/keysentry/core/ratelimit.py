@@ -32,13 +32,12 @@ __all__ = [
     "Counter",
     "Limit",
     "Outcome",
+    "ceil_seconds",
     "compile_limits",
     "counter_key",
     "decide_limits",
     "judge",
     "plan_checks",
-    "rate_header_bytes",
-    "rate_headers",
     "static_checks",
     "window",
 ]
@@ -83,7 +82,7 @@ class Limit:
         name = _sf_string(self.name)
         object.__setattr__(self, "header_name", name)
         object.__setattr__(self, "limit_text", str(self.max_requests))
-        item = f"{name};q={self.max_requests};w={_seconds(self.window_ms)}"
+        item = f"{name};q={self.max_requests};w={ceil_seconds(self.window_ms)}"
         object.__setattr__(self, "policy_item", item)
         object.__setattr__(self, "policy_header", ("ratelimit-policy", item))
         object.__setattr__(self, "limit_header", ("x-ratelimit-limit", self.limit_text))
@@ -316,90 +315,6 @@ def _sf_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _seconds(ms: int) -> int:
-    return max(1, -(-ms // 1000))  # ceil, at least 1
-
-
-def _reset(outcome: Outcome) -> int:
-    """A rule's ``t`` (draft-11: seconds until its quota has room again): for a rule that
-    refused, when a lone retry is admitted, which a sliding window can put past the end of
-    the current window; else when the current window ends."""
-    return _seconds(outcome.reset_ms if outcome.allowed else outcome.retry_ms)
-
-
-def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str, str], ...]:
-    """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-11), the
-    common ``X-RateLimit-*`` for the most restrictive rule, and ``Retry-After`` on a refusal:
-    whole seconds, at least 1, never before a lone retry would be admitted, and equal to the
-    ``t`` of the refusing rule that waits longest."""
-    if not outcomes:
-        return ()
-    tightest = outcomes[0]
-    if len(outcomes) == 1 and not refused:  # the usual answer, with what can be prebuilt
-        only = tightest.limit
-        left = str(tightest.remaining)
-        resets = str(max(1, -(-tightest.reset_ms // 1000)))  # _seconds(), inline
-        return (
-            only.policy_header,
-            ("ratelimit", f"{only.header_name};r={left};t={resets}"),
-            only.limit_header,
-            ("x-ratelimit-remaining", left),
-            ("x-ratelimit-reset", resets),
-        )
-    if len(outcomes) == 1:
-        limit = tightest.limit
-        reset = _reset(tightest)
-        policy = limit.policy_item
-        current = f"{limit.header_name};r={tightest.remaining};t={reset}"
-    else:
-        policy = ", ".join(o.limit.policy_item for o in outcomes)
-        current = ", ".join(
-            f"{o.limit.header_name};r={o.remaining};t={_reset(o)}" for o in outcomes
-        )
-        tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining, -o.reset_ms))
-        reset = _reset(tightest)
-    headers = (
-        ("ratelimit-policy", policy),
-        ("ratelimit", current),
-        ("x-ratelimit-limit", tightest.limit.limit_text),
-        ("x-ratelimit-remaining", str(tightest.remaining)),
-        ("x-ratelimit-reset", str(reset)),
-    )
-    if not refused:
-        return headers
-    wait = max(_reset(o) for o in outcomes if not o.allowed)
-    return (*headers, ("retry-after", str(wait)))
-
-
-# The reset seconds as bytes, by value: a window has few (at most its length in seconds),
-# and a lookup costs a tenth of formatting them on every request.
-_SECONDS: dict[int, bytes] = {}
-_SECONDS_MAX = 4096
-
-
-def _seconds_bytes(seconds: int) -> bytes:
-    encoded = b"%d" % (seconds if seconds > 0 else 1)
-    if len(_SECONDS) < _SECONDS_MAX:
-        _SECONDS[seconds] = encoded
-    return encoded
-
-
-def rate_header_bytes(outcomes: Sequence[Outcome]) -> list[tuple[bytes, bytes]]:
-    """:func:`rate_headers` of an admitted request, as ASGI sends them: for the usual one
-    rule, from the rule's encoded pieces (no str is built and encoded on each request)."""
-    if len(outcomes) != 1:
-        return [(n.encode(), v.encode()) for n, v in rate_headers(outcomes, False)]
-    outcome = outcomes[0]
-    limit = outcome.limit
-    left = b"%d" % outcome.remaining
-    seconds = -(-outcome.reset_ms // 1000)  # _seconds(), inline: a max() call costs more
-    resets = _SECONDS.get(seconds)
-    if resets is None:
-        resets = _seconds_bytes(seconds)
-    return [
-        limit.raw_policy_header,
-        (b"ratelimit", limit.raw_remaining_prefix + left + b";t=" + resets),
-        limit.raw_limit_header,
-        (b"x-ratelimit-remaining", left),
-        (b"x-ratelimit-reset", resets),
-    ]
+def ceil_seconds(ms: int) -> int:
+    """*ms* milliseconds in whole seconds, rounded up, at least 1 (the headers' unit)."""
+    return max(1, -(-ms // 1000))

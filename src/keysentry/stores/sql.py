@@ -28,12 +28,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from keysentry.errors import ConflictError, StoreError
 from keysentry.models import ApiAuthApp, Event, EventKind, KeyRecord, RateLimitScheme
 from keysentry.stores import _sql_credits, _sql_tickets, _sql_usage
-from keysentry.stores._sql_engines import (
-    MYSQL_WRITER_ROW,
-    engine_for,
-    schema_lock,
-    serialize_writers,
-)
+from keysentry.stores._sql_engines import engine_for, schema_lock, serialize_writers
+from keysentry.stores._sql_migrate import prepare_schema
 from keysentry.stores._sql_schema import (
     APPS,
     EVENTS,
@@ -45,33 +41,17 @@ from keysentry.stores._sql_schema import (
     GET_SCHEME,
     KEYS,
     LAST_SEQ,
-    META,
-    METADATA,
     NOT_SAVED,
     RECORD_USAGE,
-    ROTATING_INDEX,
     SCHEMES,
     app_row,
     key_row,
     scheme_row,
 )
-from keysentry.stores.base import SCHEMA_VERSION, Candidate, Ticket
+from keysentry.stores.base import Candidate, Ticket
 from keysentry.usage import BucketCounts, UsageQuery
 
 __all__ = ["SQLKeyStore"]
-
-
-def upgrade_from_1(conn: Connection) -> None:
-    """Version 1 -> 2: the apps' and keys' ``allowed_ips``, the keys' credits (all null:
-    no list, unlimited)."""
-    inspector = sa.inspect(conn)
-    added = [(APPS, "allowed_ips"), (KEYS, "allowed_ips"), (KEYS, "credits"), (KEYS, "refill"),
-             (KEYS, "credit_period"), (KEYS, "credit_generation")]  # fmt: skip
-    for table, name in added:
-        if name not in {c["name"] for c in inspector.get_columns(table.name)}:
-            column_type = table.c[name].type.compile(dialect=conn.dialect)
-            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {column_type}"))
-    conn.execute(META.update().where(META.c.name == "schema_version").values(value="2"))
 
 
 class _Session:
@@ -278,28 +258,7 @@ class SQLKeyStore:
     def _create_schema(self) -> None:
         """Make the tables (if missing), check or upgrade the version, in one write."""
         with self._transaction(write=True, serialized=False) as conn, schema_lock(conn):
-            METADATA.create_all(conn, checkfirst=True)
-            if conn.dialect.name in ("sqlite", "postgresql"):
-                # a database made before the index existed gets it now (same schema
-                # version: it changes no stored data)
-                ROTATING_INDEX.create(conn, checkfirst=True)
-            # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
-            # taken before the schema lock was granted, missing another process's row
-            version = conn.execute(
-                sa.select(META.c.value).where(META.c.name == "schema_version").with_for_update()
-            ).scalar()
-            if version is None:
-                conn.execute(META.insert().values(name="schema_version", value=str(SCHEMA_VERSION)))
-            elif version == "1":
-                upgrade_from_1(conn)
-            elif version != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"the database holds keysentry schema version {version}; "
-                    f"this keysentry uses version {SCHEMA_VERSION}"
-                )
-            writer = sa.select(META.c.name).where(META.c.name == MYSQL_WRITER_ROW).with_for_update()
-            if conn.execute(writer).first() is None:  # the row MySQL writers lock
-                conn.execute(META.insert().values(name=MYSQL_WRITER_ROW, value=""))
+            prepare_schema(conn)
 
     @contextmanager
     def read(self) -> Iterator[_Session]:

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
-from keysentry.core.ratelimit import rate_header_bytes
+from keysentry.core.headers import rate_header_bytes
 from keysentry.types import Message, Scope, Send, StartResponse
 
 __all__ = [

@@ -9,10 +9,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
-from keysentry.core.credits import Pool, is_amount, period_start, pool_key
+from keysentry.core.credits import MAX_CREDITS, Pool, is_amount, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.keys import MAX_KEY_LENGTH, sha256
 from keysentry.core.pipeline import (
+    COMMON_METHODS,
     UNAVAILABLE,
     Hit,
     LookupKey,
@@ -35,7 +36,7 @@ from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
 from keysentry.verification.credits import STALE, CreditPools
 
-__all__ = ["Observer", "Verifier", "check_cost", "request_facts"]
+__all__ = ["Observer", "Verifier", "check_cost", "request_facts", "request_policy"]
 
 
 @final
@@ -154,6 +155,19 @@ class Verifier:
         if self.metrics is not None:
             self.metrics.observe(decision, entry, now)
         return decision
+
+    def quick_call(
+        self, credential: str | None, method: str, path: str, policy: Policy
+    ) -> Decision | LookupKey | None:
+        """:meth:`quick` for ``ks.verify``'s arguments (no ``api_key``), before any
+        :class:`RequestFacts` is built: the verdict, the key found for the general path, or
+        ``None``."""
+        if credential is None or method not in COMMON_METHODS or not path.startswith("/"):
+            return None
+        presented = _presented(credential)
+        if presented is None:
+            return None
+        return self.quick(presented, path, policy)
 
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
@@ -325,7 +339,12 @@ def _bearer(facts: RequestFacts) -> bytes | None:
     authorization = facts.authorization
     if len(authorization) != 1 or not facts.method or facts.api_key:
         return None
-    value = authorization[0]
+    return _presented(authorization[0])
+
+
+def _presented(value: str) -> bytes | None:
+    """The key in one ``Authorization`` value, a bearer token or a bare key, as bytes;
+    ``None`` for another scheme or non-ASCII text."""
     if value.startswith("Bearer "):
         value = value[7:]
     elif " " in value:  # another scheme
@@ -335,32 +354,35 @@ def _bearer(facts: RequestFacts) -> bytes | None:
     return value.encode("ascii")
 
 
-def request_facts(
-    credential: str | None,
-    method: str,
-    path: str,
-    permissions: Sequence[str] | str,
-    resource: str | None,
-    api_key: str | None,
-    client_ip: str | None,
-    cost: object = 1,
-) -> tuple[RequestFacts, Policy]:
-    """The facts and policy of a request described by ``ks.verify``'s arguments.
+def request_policy(permissions: Sequence[str] | str, resource: str | None, cost: object) -> Policy:
+    """The policy of a request described by ``ks.verify``'s arguments.
 
     Raises:
         ValidationError: *cost* is not an integer from 0 up.
     """
     if isinstance(permissions, str):
         permissions = (permissions,)
-    spends = check_cost(cost)  # typed object: a compiled int parameter would raise TypeError
-    facts = RequestFacts(
-        method=normal_method(method),
-        path=path if path.startswith("/") else "/" + path,
-        authorization=(credential,) if credential is not None else (),
-        api_key=(api_key,) if api_key is not None else (),
-        client_ip=client_ip,
-    )
-    return facts, Policy(permissions=tuple(permissions), resource=resource, cost=spends)
+    # typed object: a compiled int parameter would raise TypeError
+    spends = cost if cost.__class__ is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
+    # tuple.__new__: the NamedTuples' own __new__ is a Python call each (ks.verify's cost)
+    return _new(Policy, (tuple(permissions), resource, spends))
+
+
+def request_facts(
+    credential: str | None,
+    method: str,
+    path: str,
+    api_key: str | None,
+    client_ip: str | None,
+) -> RequestFacts:
+    """The facts of a request described by ``ks.verify``'s arguments."""
+    return _new(RequestFacts, (
+        normal_method(method),
+        path if path.startswith("/") else "/" + path,
+        (credential,) if credential is not None else (),
+        (api_key,) if api_key is not None else (),
+        client_ip,
+    ))  # fmt: skip
 
 
 def check_cost(cost: object, field: str = "cost") -> int:
