@@ -26,7 +26,7 @@ from keysentry.stores.cached import CachedKeyStore
 from keysentry.stores.notify import changes_from_url
 from keysentry.stores.usage import UsageRecorder, install_stop_handler
 from keysentry.usage import Retention
-from keysentry.verification.driver import Verifier, request_facts, request_policy
+from keysentry.verification.driver import Verifier
 from keysentry.verification.entries import EntryBuilder
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class KeySentry(Management):
         self.verifier = Verifier(cache, self.limiter, self.usage, clock, observer)
         """The verification drivers; the adapters call its methods."""
         self.verify_request = self.verifier.verify_request
-        self._quick_call = self.verifier.quick_call
+        self._begin_call = self.verifier.begin_call
         self.averify_request = self.verifier.averify_request
         install_stop_handler()  # werkzeug's server and waitress would lose it on SIGTERM
 
@@ -225,14 +225,12 @@ class KeySentry(Management):
         Raises:
             ValidationError: *cost* is not an integer from 0 up.
         """
-        policy = request_policy(permissions, resource, cost)
-        found = None if api_key is not None else self._quick_call(credential, method, path, policy)
-        if type(found) is Decision:
-            return found
-        facts = request_facts(credential, method, path, api_key, client_ip)
-        if found is None:
-            return self.verify_request(facts, policy)
-        return self.verifier.verify_request_general(facts, policy, found)
+        begun = self._begin_call(
+            credential, method, path, permissions, resource, api_key, client_ip, cost
+        )
+        if type(begun) is Decision:
+            return begun
+        return self.verifier.verify_request_general(*begun)
 
     async def averify(
         self,
@@ -248,14 +246,12 @@ class KeySentry(Management):
     ) -> Decision:
         """:meth:`verify` for async callers: a cache hit stays on the event loop, a store
         read runs in a worker thread."""
-        policy = request_policy(permissions, resource, cost)
-        found = None if api_key is not None else self._quick_call(credential, method, path, policy)
-        if type(found) is Decision:
-            return found
-        facts = request_facts(credential, method, path, api_key, client_ip)
-        if found is None:
-            return await self.averify_request(facts, policy)
-        return await self.verifier.averify_request_general(facts, policy, found)
+        begun = self._begin_call(
+            credential, method, path, permissions, resource, api_key, client_ip, cost
+        )
+        if type(begun) is Decision:
+            return begun
+        return await self.verifier.averify_request_general(*begun)
 
     # ------------------------------------------------------------ adapters
     def require(

@@ -446,5 +446,7 @@ def test_ks_verify_goes_on_from_a_key_the_one_step_path_found(ks: KeySentry, cal
             verdict = asyncio.run(ks.averify(issued.secret, path="/users/1"))
         assert verdict.allowed
         assert verdict.identity.credits_remaining == left
-    assert type(ks.verifier.quick_call(issued.secret, "GET", "/users/1", Policy())) is LookupKey
+    begun = ks.verifier.begin_call(issued.secret, "GET", "/users/1", (), None, None, None, 1)
+    assert type(begun) is tuple
+    assert type(begun[2]) is LookupKey  # found in the cache; the general path spends
     assert ks.verify(issued.secret, path="/users/1").reason == "usage_exceeded"

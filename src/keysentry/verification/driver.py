@@ -156,18 +156,40 @@ class Verifier:
             self.metrics.observe(decision, entry, now)
         return decision
 
-    def quick_call(
-        self, credential: str | None, method: str, path: str, policy: Policy
-    ) -> Decision | LookupKey | None:
-        """:meth:`quick` for ``ks.verify``'s arguments (no ``api_key``), before any
-        :class:`RequestFacts` is built: the verdict, the key found for the general path, or
-        ``None``."""
-        if credential is None or method not in COMMON_METHODS or not path.startswith("/"):
-            return None
-        presented = _presented(credential)
-        if presented is None:
-            return None
-        return self.quick(presented, path, policy)
+    def begin_call(
+        self,
+        credential: str | None,
+        method: str,
+        path: str,
+        permissions: Sequence[str] | str,
+        resource: str | None,
+        api_key: str | None,
+        client_ip: str | None,
+        cost: object,
+    ) -> Decision | tuple[RequestFacts, Policy, LookupKey | None]:
+        """``ks.verify``'s arguments taken as far as the one-step path goes, before any
+        :class:`RequestFacts` is built: the verdict, or what
+        :meth:`verify_request_general` needs to go on (the key, if the one-step path found
+        it in the cache).
+
+        Raises:
+            ValidationError: *cost* is not an integer from 0 up.
+        """
+        policy = request_policy(permissions, resource, cost)
+        found: LookupKey | None = None
+        if (
+            api_key is None  # two places a key may come from: the general path decides
+            and credential is not None
+            and method in COMMON_METHODS
+            and path.startswith("/")
+        ):
+            presented = _presented(credential)
+            if presented is not None:
+                quick = self.quick(presented, path, policy)
+                if isinstance(quick, Decision):
+                    return quick
+                found = quick
+        return request_facts(credential, method, path, api_key, client_ip), policy, found
 
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
