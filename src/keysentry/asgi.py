@@ -21,7 +21,7 @@ from keysentry.core.decision import Decision
 from keysentry.core.pipeline import LookupKey
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
-from keysentry.toolkit.facts import scope_facts, scope_header
+from keysentry.toolkit.facts import scope_bearer, scope_facts, scope_header
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ApiKeyUser, PermissionScopes, attach
 from keysentry.toolkit.render import refuse_asgi, with_allowed_headers
@@ -97,13 +97,10 @@ class KeySentryMiddleware:
             method, path = scope["method"], scope["path"]
             policy = self._routes.get((method, path))
             if policy is not None and method != "OPTIONS" and not scope.get("root_path"):
-                credential = None
-                for name, value in scope["headers"]:
-                    if name == b"authorization":
-                        credential = b"" if credential is not None else value
-                if credential and credential.startswith(b"Bearer "):
+                credential = scope_bearer(scope)
+                if credential is not None:
                     try:
-                        decision = self._quick(credential[7:], path, policy)
+                        decision = self._quick(credential, path, policy)
                     except Exception:  # a bug must not become a 500 or an open door
                         decision = unexpected_failure()
         elif kind != "websocket":

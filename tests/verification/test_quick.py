@@ -450,3 +450,61 @@ def test_ks_verify_goes_on_from_a_key_the_one_step_path_found(ks: KeySentry, cal
     assert type(begun) is tuple
     assert type(begun[2]) is LookupKey  # found in the cache; the general path spends
     assert ks.verify(issued.secret, path="/users/1").reason == "usage_exceeded"
+
+
+def _guarded_apps(ks: KeySentry) -> dict[str, Any]:
+    from fastapi import Depends, FastAPI
+
+    async def whoami(request: Request) -> JSONResponse:
+        key = request.state.api_key
+        return JSONResponse({"key": key.key_id, "left": [o.remaining for o in key.rate_limits]})
+
+    require = ks.require("users:read", resource="users/{n}")(whoami)
+    starlette = Starlette(routes=[Route("/users/{n}", require)])
+    fastapi = FastAPI()
+
+    @fastapi.get("/users/{n}")
+    async def depends(
+        n: str,
+        key: Any = Depends(ks.depends("users:read", resource="users/{n}")),  # noqa: B008
+    ) -> dict[str, Any]:
+        return {"key": key.key_id, "left": [o.remaining for o in key.rate_limits]}
+
+    return {"require": starlette, "depends": fastapi}
+
+
+@pytest.mark.parametrize("adapter", ["require", "depends"])
+def test_guards_decide_a_cached_key_in_one_step_as_the_general_path_does(
+    ks: KeySentry, adapter: str
+) -> None:
+    # ks.require and ks.depends take the one-step path once the key is cached: every answer
+    # must be the one the general path gave, the odd and hostile ones too
+    issued = ks.create_api_key("api", "k", permissions=["users:read"],
+                               rate_limit_scheme_slug="two")  # fmt: skip
+    other = ks.create_api_key("api", "o", permissions=["users:write"]).secret
+    auth = {"Authorization": f"Bearer {issued.secret}"}
+    with TestClient(_guarded_apps(ks)[adapter]) as client:
+        first = client.get("/users/1", headers=auth)  # the general path; cached from here
+        assert (first.status_code, first.json()) == (200, {"key": issued.key.id, "left": [1]})
+        assert first.headers["x-ratelimit-remaining"] == "1"
+        client.get("/users/1", headers={"Authorization": f"Bearer {other}"})  # cached too
+        for _ in range(2):  # the second round: both keys' verdicts remembered
+            denied = client.get("/users/1", headers={"Authorization": f"Bearer {other}"})
+            assert denied.status_code == 403
+            two = client.get(
+                "/users/1",
+                headers=[
+                    ("authorization", f"Bearer {issued.secret}"),
+                    ("authorization", f"Bearer {other}"),
+                ],
+            )
+            assert two.status_code == 401
+            odd = client.get("/users/1", headers=[(b"authorization", b"Bearer \xff\x00")])
+            assert odd.status_code == 401
+            dots = client.get("/users/..%2Fadmin", headers=auth)
+            assert dots.status_code in (400, 404)  # refused, never served
+        second = client.get("/users/1", headers=auth)  # one step: counted as the first was
+        assert (second.status_code, second.json()["left"]) == (200, [0])
+        third = client.get("/users/1", headers=auth)
+        assert third.status_code == 429
+        assert int(third.headers["retry-after"]) >= 1

@@ -8,7 +8,7 @@ from typing import Any
 from keysentry.core.pipeline import RequestFacts, normal_method
 from keysentry.types import Scope
 
-__all__ = ["environ_facts", "environ_var", "scope_facts", "scope_header"]
+__all__ = ["environ_facts", "environ_var", "scope_bearer", "scope_facts", "scope_header"]
 
 _new = tuple.__new__  # builds the RequestFacts of each request (see core.pipeline)
 
@@ -21,6 +21,21 @@ def scope_header(header: str | None) -> bytes | None:
 def environ_var(header: str | None) -> str | None:
     """A checked header name as its WSGI environ variable (``HTTP_X_API_KEY``)."""
     return "HTTP_" + header.upper().replace("-", "_") if header else None
+
+
+def scope_bearer(scope: Scope) -> bytes | None:
+    """The bearer token of a request with exactly one ``Authorization`` header, as its bytes:
+    what the one-step path (:meth:`~keysentry.verification.driver.Verifier.quick`) takes.
+    ``None`` for no header, two, or another scheme: the general path decides those."""
+    credential: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if credential is not None:
+                return None
+            credential = value
+    if credential is not None and credential.startswith(b"Bearer "):
+        return credential[7:]
+    return None
 
 
 def scope_facts(

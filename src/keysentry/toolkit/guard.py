@@ -13,11 +13,18 @@ from starlette.requests import HTTPConnection
 from keysentry.core.credits import is_amount
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.patterns import pattern_problem
-from keysentry.core.pipeline import Policy, RequestFacts, authorize
+from keysentry.core.pipeline import COMMON_METHODS, LookupKey, Policy, RequestFacts, authorize
 from keysentry.errors import ConfigurationError
 from keysentry.toolkit.config import key_sources
-from keysentry.toolkit.facts import environ_facts, environ_var, scope_facts, scope_header
+from keysentry.toolkit.facts import (
+    environ_facts,
+    environ_var,
+    scope_bearer,
+    scope_facts,
+    scope_header,
+)
 from keysentry.toolkit.identity import ENVIRON_KEY, attach, attach_environ
+from keysentry.types import Scope
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
@@ -26,7 +33,8 @@ __all__ = ["Guard", "Plan", "unexpected_failure"]
 
 logger = logging.getLogger("keysentry")
 _UNAVAILABLE = Decision.deny(Reason.UNAVAILABLE)
-Plan = Decision | tuple[RequestFacts, Policy]
+Plan = Decision | tuple[RequestFacts, Policy, LookupKey | None]
+_new = tuple.__new__  # builds a Policy (see core.pipeline)
 
 
 def unexpected_failure() -> Decision:
@@ -68,37 +76,70 @@ class Guard:
         )
         """Read the key from this header (lower-case), as the middleware option does."""
         self._scope_header = scope_header(self.api_key_header)
+        # the one-step path reads Authorization alone: only where that is the key's one place
+        self._one_step = self._scope_header is None and self.read_authorization
         self._environ_var = environ_var(self.api_key_header)
 
     def _resource(self, params: dict[str, Any], path: str) -> str:
         return path[1:] if self.resource is None else self.resource.format_map(params)
 
     def plan(self, request: Any) -> Plan:
-        """A finished decision (identity already attached, or a bad template), or the facts
-        and policy still to verify."""
+        """A finished decision (identity already attached, a bad template, or the one-step
+        path's verdict), or the facts and policy still to verify, with the key the one-step
+        path found in the cache, if it did."""
         if isinstance(request, HTTPConnection):
-            identity = request.scope.get("state", {}).get("api_key")
+            scope = request.scope
+            identity = scope.get("state", {}).get("api_key")
             params: dict[str, Any] = dict(request.path_params)
-            facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
+            if identity is None and self._one_step and _plain_http(scope):
+                credential = scope_bearer(scope)
+                if credential is not None:
+                    return self._quick(credential, scope, params)
+            facts, _ = scope_facts(scope, self._scope_header, self.read_authorization)
         else:  # a Flask request
             identity = request.environ.get(ENVIRON_KEY)
             params = dict(request.view_args or {})
             facts, _ = environ_facts(request.environ, self._environ_var, self.read_authorization)
-        try:
-            resource = self._resource(params, facts.path)
-        except (KeyError, IndexError, ValueError) as exc:
-            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
+        resource = self._filled(params, facts.path)
+        if resource is None:
             return _UNAVAILABLE
         if identity is not None:
             return authorize(identity, self.permissions, resource)
-        return facts, Policy(self.permissions, resource, self.cost)
+        return facts, _new(Policy, (self.permissions, resource, self.cost)), None
+
+    def _filled(self, params: dict[str, Any], path: str) -> str | None:
+        """The resource, or ``None`` (logged) when the template cannot be filled."""
+        try:
+            return self._resource(params, path)
+        except (KeyError, IndexError, ValueError) as exc:
+            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
+            return None
+
+    def _quick(self, credential: bytes, scope: Scope, params: dict[str, Any]) -> Plan:
+        """The one-step path for a Starlette request with one bearer token, before any
+        :class:`RequestFacts` is built (as the middleware does)."""
+        path = scope["path"]
+        resource = self._filled(params, path)
+        if resource is None:
+            return _UNAVAILABLE
+        policy = _new(Policy, (self.permissions, resource, self.cost))
+        found = self.sentry.verifier.quick(credential, path, policy)
+        if isinstance(found, Decision):
+            return found
+        facts, _ = scope_facts(scope, self._scope_header, self.read_authorization)
+        return facts, policy, found
 
     def check(self, request: Any) -> Decision:
         """Decide, verifying in this thread if needed; attach the identity if allowed."""
         plan = self.plan(request)
         if not isinstance(plan, Decision):
             try:
-                plan = self.sentry.verify_request(*plan)
+                facts, policy, found = plan
+                verifier = self.sentry.verifier
+                if found is None:
+                    plan = verifier.verify_request(facts, policy)
+                else:
+                    plan = verifier.verify_request_general(facts, policy, found)
             except Exception:
                 plan = unexpected_failure()
         return _attached(plan, request)
@@ -108,10 +149,26 @@ class Guard:
         plan = self.plan(request)
         if not isinstance(plan, Decision):
             try:
-                plan = await self.sentry.averify_request(*plan)
+                facts, policy, found = plan
+                verifier = self.sentry.verifier
+                if found is None:
+                    plan = await verifier.averify_request(facts, policy)
+                else:
+                    plan = await verifier.averify_request_general(facts, policy, found)
             except Exception:
                 plan = unexpected_failure()
         return _attached(plan, request)
+
+
+def _plain_http(scope: Scope) -> bool:
+    """An HTTP request the one-step path may take: a common method, no mount prefix (its
+    path is then the router's)."""
+    return (
+        scope["type"] == "http"
+        and scope["method"] in COMMON_METHODS
+        and scope["method"] != "OPTIONS"
+        and not scope.get("root_path")
+    )
 
 
 def _attached(decision: Decision, request: Any) -> Decision:
