@@ -219,11 +219,13 @@ class KeySentry(Management):
 
         Returns:
             The verdict: ``allowed``, ``status``, ``reason``, ``identity``, ``headers``.
-            Never raises for a bad credential or an unreachable store (that is a 503
-            verdict).
+            Never raises for a wrong, malformed or missing key or an unreachable store
+            (that is a 503 verdict).
 
         Raises:
-            ValidationError: *cost* is not an integer from 0 up.
+            ValidationError: an argument of the wrong type (the text ones take a string,
+                ``permissions`` a string or strings), or *cost* not an integer from 0 up;
+                its ``fields`` name it.
         """
         begun = self._begin_call(
             credential, method, path, permissions, resource, api_key, client_ip, cost

@@ -508,3 +508,36 @@ def test_guards_decide_a_cached_key_in_one_step_as_the_general_path_does(
         third = client.get("/users/1", headers=auth)
         assert third.status_code == 429
         assert int(third.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        pytest.param({"credential": 123}, "credential", id="credential-int"),
+        pytest.param({"credential": b"Bearer sk_test_x"}, "credential", id="credential-bytes"),
+        pytest.param({"method": None}, "method", id="method-none"),
+        pytest.param({"path": b"/users/1"}, "path", id="path-bytes"),
+        pytest.param({"permissions": None}, "permissions", id="permissions-none"),
+        pytest.param({"permissions": ["users:read", 7]}, "permissions", id="permission-int"),
+        pytest.param({"resource": 5}, "resource", id="resource-int"),
+        pytest.param({"api_key": b"sk_test_x"}, "api_key", id="api-key-bytes"),
+        pytest.param({"client_ip": ("127.0.0.1",)}, "client_ip", id="client-ip-tuple"),
+        pytest.param({"cost": "1"}, "cost", id="cost-text"),
+    ],
+)
+@pytest.mark.parametrize("caller", ["verify", "averify"])
+def test_ks_verify_names_an_argument_of_the_wrong_type(
+    ks: KeySentry, arguments: dict[str, Any], field: str, caller: str
+) -> None:
+    from keysentry.errors import ValidationError
+
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    ks.verify(secret, path="/users/1")  # cached: the one-step path would answer
+    call = {"credential": secret, "path": "/users/1", **arguments}
+
+    def verify() -> object:
+        return ks.verify(**call) if caller == "verify" else asyncio.run(ks.averify(**call))
+
+    with pytest.raises(ValidationError) as info:
+        verify()
+    assert info.value.fields == [field]

@@ -36,7 +36,7 @@ from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
 from keysentry.verification.credits import STALE, CreditPools
 
-__all__ = ["Observer", "Verifier", "check_cost", "request_facts", "request_policy"]
+__all__ = ["Observer", "Verifier", "check_cost", "check_text", "request_facts", "request_policy"]
 
 
 @final
@@ -48,6 +48,7 @@ _RELOAD = _Reload()
 _NO_LEASE = Decision.deny(Reason.UNAVAILABLE)  # the store failed while leasing credits
 Taken = int | None | _Reload | Decision
 _new = tuple.__new__  # builds a LookupKey (see core.pipeline)
+_PERMISSIONS = "must be a string or a list of strings"
 
 logger = logging.getLogger("keysentry")
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
@@ -173,8 +174,19 @@ class Verifier:
         it in the cache).
 
         Raises:
-            ValidationError: *cost* is not an integer from 0 up.
+            ValidationError: an argument of the wrong type, or *cost* not an integer from 0
+                up; naming it.
         """
+        if not (  # the usual types, checked inline; anything else is looked at closely
+            method.__class__ is str
+            and path.__class__ is str
+            and (credential is None or credential.__class__ is str)
+            and (resource is None or resource.__class__ is str)
+            and (api_key is None or api_key.__class__ is str)
+            and (client_ip is None or client_ip.__class__ is str)
+        ):
+            check_text(credential=credential, method=method, path=path, resource=resource,
+                       api_key=api_key, client_ip=client_ip)  # fmt: skip
         policy = request_policy(permissions, resource, cost)
         found: LookupKey | None = None
         if (
@@ -383,11 +395,19 @@ def request_policy(permissions: Sequence[str] | str, resource: str | None, cost:
         ValidationError: *cost* is not an integer from 0 up.
     """
     if isinstance(permissions, str):
-        permissions = (permissions,)
+        required: tuple[str, ...] = (permissions,)
+    else:
+        try:
+            required = tuple(permissions)
+        except TypeError:  # not iterable
+            raise ValidationError.single("permissions", _PERMISSIONS) from None
+        for permission in required:
+            if permission.__class__ is not str and not isinstance(permission, str):
+                raise ValidationError.single("permissions", _PERMISSIONS)
     # typed object: a compiled int parameter would raise TypeError
     spends = cost if cost.__class__ is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
     # tuple.__new__: the NamedTuples' own __new__ is a Python call each (ks.verify's cost)
-    return _new(Policy, (tuple(permissions), resource, spends))
+    return _new(Policy, (required, resource, spends))
 
 
 def request_facts(
@@ -405,6 +425,20 @@ def request_facts(
         (api_key,) if api_key is not None else (),
         client_ip,
     ))  # fmt: skip
+
+
+def check_text(**values: object) -> None:
+    """Refuse the first of ``ks.verify``'s text arguments that is neither a string nor
+    ``None`` (the method and path must be strings).
+
+    Raises:
+        ValidationError: naming the argument.
+    """
+    for field, value in values.items():
+        required = field in ("method", "path")
+        if not isinstance(value, str) and (required or value is not None):
+            kind = "a string" if required else "a string or None"
+            raise ValidationError.single(field, f"must be {kind}, not {type(value).__name__}")
 
 
 def check_cost(cost: object, field: str = "cost") -> int:
