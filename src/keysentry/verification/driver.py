@@ -178,12 +178,12 @@ class Verifier:
                 up; naming it.
         """
         if not (  # the usual types, checked inline; anything else is looked at closely
-            method.__class__ is str
-            and path.__class__ is str
-            and (credential is None or credential.__class__ is str)
-            and (resource is None or resource.__class__ is str)
-            and (api_key is None or api_key.__class__ is str)
-            and (client_ip is None or client_ip.__class__ is str)
+            type(method) is str
+            and type(path) is str
+            and (credential is None or type(credential) is str)
+            and (resource is None or type(resource) is str)
+            and (api_key is None or type(api_key) is str)
+            and (client_ip is None or type(client_ip) is str)
         ):
             check_text(credential=credential, method=method, path=path, resource=resource,
                        api_key=api_key, client_ip=client_ip)  # fmt: skip
@@ -402,10 +402,10 @@ def request_policy(permissions: Sequence[str] | str, resource: str | None, cost:
         except TypeError:  # not iterable
             raise ValidationError.single("permissions", _PERMISSIONS) from None
         for permission in required:
-            if permission.__class__ is not str and not isinstance(permission, str):
+            if type(permission) is not str and not isinstance(permission, str):
                 raise ValidationError.single("permissions", _PERMISSIONS)
     # typed object: a compiled int parameter would raise TypeError
-    spends = cost if cost.__class__ is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
+    spends = cost if type(cost) is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
     # tuple.__new__: the NamedTuples' own __new__ is a Python call each (ks.verify's cost)
     return _new(Policy, (required, resource, spends))
 
