@@ -25,7 +25,7 @@ from keysentry.core.decision import Decision
 from keysentry.core.pipeline import LookupKey, Policy, RequestFacts
 from keysentry.models import CreditRefill
 from keysentry.testing import FakeClock
-from keysentry.verification.driver import _bearer, request_facts, request_policy
+from keysentry.verification.arguments import bearer, request_facts, request_policy
 
 READ = Policy(("users:read",))
 
@@ -383,7 +383,7 @@ def test_on_redis_a_key_with_counters_is_counted_by_the_general_path(
 def test_what_the_drivers_hand_to_the_one_step_path(value: str, presented: bytes | None) -> None:
     # bytes that match no cached key (" sk_a_b", "bearer") send the request on to the
     # general path, which decides as it always did
-    assert _bearer(request_facts(value, "GET", "/", None, None)) == presented
+    assert bearer(request_facts(value, "GET", "/", None, None)) == presented
 
 
 def test_a_bare_key_is_decided_in_one_step_as_a_bearer_one(ks: KeySentry) -> None:

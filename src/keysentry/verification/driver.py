@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
-from keysentry.core.credits import MAX_CREDITS, Pool, is_amount, period_start, pool_key
+from keysentry.core.credits import Pool, period_start, pool_key
 from keysentry.core.decision import Decision, Reason
 from keysentry.core.keys import MAX_KEY_LENGTH, sha256
 from keysentry.core.pipeline import (
@@ -26,17 +26,23 @@ from keysentry.core.pipeline import (
     after_spend,
     begin,
     counted,
-    normal_method,
     path_problem,
     permitted,
 )
-from keysentry.errors import StoreError, ValidationError
+from keysentry.errors import StoreError
 from keysentry.limiters import Limiter
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
+from keysentry.verification.arguments import (
+    bearer,
+    check_text,
+    presented,
+    request_facts,
+    request_policy,
+)
 from keysentry.verification.credits import STALE, CreditPools
 
-__all__ = ["Observer", "Verifier", "check_cost", "check_text", "request_facts", "request_policy"]
+__all__ = ["Observer", "Verifier"]
 
 
 @final
@@ -48,7 +54,6 @@ _RELOAD = _Reload()
 _NO_LEASE = Decision.deny(Reason.UNAVAILABLE)  # the store failed while leasing credits
 Taken = int | None | _Reload | Decision
 _new = tuple.__new__  # builds a LookupKey (see core.pipeline)
-_PERMISSIONS = "must be a string or a list of strings"
 
 logger = logging.getLogger("keysentry")
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
@@ -195,9 +200,9 @@ class Verifier:
             and method in COMMON_METHODS
             and path.startswith("/")
         ):
-            presented = _presented(credential)
-            if presented is not None:
-                quick = self.quick(presented, path, policy)
+            key = presented(credential)
+            if key is not None:
+                quick = self.quick(key, path, policy)
                 if isinstance(quick, Decision):
                     return quick
                 found = quick
@@ -205,7 +210,7 @@ class Verifier:
 
     def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
-        credential = _bearer(facts)
+        credential = bearer(facts)
         if credential is None:
             return self.verify_request_general(facts, policy)
         quick = self.quick(credential, facts.path, policy)
@@ -216,7 +221,7 @@ class Verifier:
     async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
         """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
         a worker thread, a Redis hit on the event loop."""
-        credential = _bearer(facts)
+        credential = bearer(facts)
         if credential is None:
             return await self.averify_request_general(facts, policy)
         quick = self.quick(credential, facts.path, policy)
@@ -363,91 +368,3 @@ class Verifier:
             level = logging.DEBUG if type(exc) is StillDown else logging.WARNING
             logger.log(level, "keysentry: key lookup failed, answering 503: %s", exc)
             return UNAVAILABLE
-
-
-def _bearer(facts: RequestFacts) -> bytes | None:
-    """The key of a request with a valid method and one ASCII ``Authorization`` value, a
-    bearer token or a bare key (as ``ks.verify`` takes it), and nothing else, as bytes: what
-    :meth:`Verifier.quick` takes. Anything odd (spaces, another scheme) is left to the
-    general path, which also decides when the bytes match no cached key."""
-    authorization = facts.authorization
-    if len(authorization) != 1 or not facts.method or facts.api_key:
-        return None
-    return _presented(authorization[0])
-
-
-def _presented(value: str) -> bytes | None:
-    """The key in one ``Authorization`` value, a bearer token or a bare key, as bytes;
-    ``None`` for another scheme or non-ASCII text."""
-    if value.startswith("Bearer "):
-        value = value[7:]
-    elif " " in value:  # another scheme
-        return None
-    if not value.isascii():
-        return None
-    return value.encode("ascii")
-
-
-def request_policy(permissions: Sequence[str] | str, resource: str | None, cost: object) -> Policy:
-    """The policy of a request described by ``ks.verify``'s arguments.
-
-    Raises:
-        ValidationError: *cost* is not an integer from 0 up.
-    """
-    if isinstance(permissions, str):
-        required: tuple[str, ...] = (permissions,)
-    else:
-        try:
-            required = tuple(permissions)
-        except TypeError:  # not iterable
-            raise ValidationError.single("permissions", _PERMISSIONS) from None
-        for permission in required:
-            if type(permission) is not str and not isinstance(permission, str):
-                raise ValidationError.single("permissions", _PERMISSIONS)
-    # typed object: a compiled int parameter would raise TypeError
-    spends = cost if type(cost) is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
-    # tuple.__new__: the NamedTuples' own __new__ is a Python call each (ks.verify's cost)
-    return _new(Policy, (required, resource, spends))
-
-
-def request_facts(
-    credential: str | None,
-    method: str,
-    path: str,
-    api_key: str | None,
-    client_ip: str | None,
-) -> RequestFacts:
-    """The facts of a request described by ``ks.verify``'s arguments."""
-    return _new(RequestFacts, (
-        normal_method(method),
-        path if path.startswith("/") else "/" + path,
-        (credential,) if credential is not None else (),
-        (api_key,) if api_key is not None else (),
-        client_ip,
-    ))  # fmt: skip
-
-
-def check_text(**values: object) -> None:
-    """Refuse the first of ``ks.verify``'s text arguments that is neither a string nor
-    ``None`` (the method and path must be strings).
-
-    Raises:
-        ValidationError: naming the argument.
-    """
-    for field, value in values.items():
-        required = field in ("method", "path")
-        if not isinstance(value, str) and (required or value is not None):
-            kind = "a string" if required else "a string or None"
-            raise ValidationError.single(field, f"must be {kind}, not {type(value).__name__}")
-
-
-def check_cost(cost: object, field: str = "cost") -> int:
-    """A request's cost in credits: an integer from 0 to
-    :data:`~keysentry.core.credits.MAX_CREDITS`.
-
-    Raises:
-        ValidationError: naming *field*.
-    """
-    if not is_amount(cost):
-        raise ValidationError.single(field, "must be an integer from 0 to 10**15")
-    return cost
