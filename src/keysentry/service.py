@@ -26,6 +26,7 @@ from keysentry.stores.cached import CachedKeyStore
 from keysentry.stores.notify import changes_from_url
 from keysentry.stores.usage import UsageRecorder, install_stop_handler
 from keysentry.usage import Retention
+from keysentry.verification.arguments import check_types
 from keysentry.verification.driver import Verifier
 from keysentry.verification.entries import EntryBuilder
 
@@ -227,6 +228,7 @@ class KeySentry(Management):
                 ``permissions`` a string or strings), or *cost* not an integer from 0 up;
                 its ``fields`` name it.
         """
+        check_types(credential, method, path, resource, api_key, client_ip)
         begun = self._begin_call(
             credential, method, path, permissions, resource, api_key, client_ip, cost
         )
@@ -248,6 +250,7 @@ class KeySentry(Management):
     ) -> Decision:
         """:meth:`verify` for async callers: a cache hit stays on the event loop, a store
         read runs in a worker thread."""
+        check_types(credential, method, path, resource, api_key, client_ip)
         begun = self._begin_call(
             credential, method, path, permissions, resource, api_key, client_ip, cost
         )

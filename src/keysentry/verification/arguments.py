@@ -6,12 +6,21 @@ the one-step path hashes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from keysentry.core.credits import MAX_CREDITS, is_amount
 from keysentry.core.pipeline import Policy, RequestFacts, normal_method
 from keysentry.errors import ValidationError
 
-__all__ = ["bearer", "check_cost", "check_text", "presented", "request_facts", "request_policy"]
+__all__ = [
+    "bearer",
+    "check_cost",
+    "check_text",
+    "check_types",
+    "presented",
+    "request_facts",
+    "request_policy",
+]
 
 _new = tuple.__new__  # builds the NamedTuples (see core.pipeline)
 _PERMISSIONS = "must be a string or a list of strings"
@@ -50,12 +59,13 @@ def request_policy(permissions: Sequence[str] | str, resource: str | None, cost:
         required: tuple[str, ...] = (permissions,)
     else:
         try:
-            required = tuple(permissions)
+            given: tuple[object, ...] = tuple(permissions)
         except TypeError:  # not iterable
             raise ValidationError.single("permissions", _PERMISSIONS) from None
-        for permission in required:
+        for permission in given:  # object: a compiled build would check str, with a TypeError
             if type(permission) is not str and not isinstance(permission, str):
                 raise ValidationError.single("permissions", _PERMISSIONS)
+        required = cast("tuple[str, ...]", given)
     # typed object: a compiled int parameter would raise TypeError
     spends = cost if type(cost) is int and 0 <= cost <= MAX_CREDITS else check_cost(cost)
     # tuple.__new__: the NamedTuples' own __new__ is a Python call each (ks.verify's cost)
@@ -77,6 +87,32 @@ def request_facts(
         (api_key,) if api_key is not None else (),
         client_ip,
     ))  # fmt: skip
+
+
+def check_types(
+    credential: object,
+    method: object,
+    path: object,
+    resource: object,
+    api_key: object,
+    client_ip: object,
+) -> None:
+    """Refuse a text argument of ``ks.verify`` of the wrong type, before any typed function
+    sees it (a compiled one would raise TypeError): the usual types are checked inline.
+
+    Raises:
+        ValidationError: naming the argument.
+    """
+    if not (
+        type(method) is str
+        and type(path) is str
+        and (credential is None or type(credential) is str)
+        and (resource is None or type(resource) is str)
+        and (api_key is None or type(api_key) is str)
+        and (client_ip is None or type(client_ip) is str)
+    ):
+        check_text(credential=credential, method=method, path=path, resource=resource,
+                   api_key=api_key, client_ip=client_ip)  # fmt: skip
 
 
 def check_text(**values: object) -> None:

@@ -35,7 +35,6 @@ from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
 from keysentry.stores.usage import UsageRecorder
 from keysentry.verification.arguments import (
     bearer,
-    check_text,
     presented,
     request_facts,
     request_policy,
@@ -178,20 +177,12 @@ class Verifier:
         :meth:`verify_request_general` needs to go on (the key, if the one-step path found
         it in the cache).
 
+        The caller has checked the text arguments' types (:func:`check_types`: a compiled
+        build refuses a wrong one at this call, with a TypeError).
+
         Raises:
-            ValidationError: an argument of the wrong type, or *cost* not an integer from 0
-                up; naming it.
+            ValidationError: *permissions* not strings, or *cost* not an integer from 0 up.
         """
-        if not (  # the usual types, checked inline; anything else is looked at closely
-            type(method) is str
-            and type(path) is str
-            and (credential is None or type(credential) is str)
-            and (resource is None or type(resource) is str)
-            and (api_key is None or type(api_key) is str)
-            and (client_ip is None or type(client_ip) is str)
-        ):
-            check_text(credential=credential, method=method, path=path, resource=resource,
-                       api_key=api_key, client_ip=client_ip)  # fmt: skip
         policy = request_policy(permissions, resource, cost)
         found: LookupKey | None = None
         if (
