@@ -63,7 +63,7 @@ def rate_headers(outcomes: Sequence[Outcome], refused: bool) -> tuple[tuple[str,
 
 
 # The reset seconds as bytes, by value: a window has few (at most its length in seconds),
-# and a lookup costs a tenth of formatting them on every request.
+# and looking them up is cheaper than formatting them on every request.
 _SECONDS: dict[int, bytes] = {}
 _SECONDS_MAX = 4096
 

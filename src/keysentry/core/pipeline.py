@@ -14,10 +14,9 @@ h11 and other sans-I/O libraries:
 3. the driver performs the hit on the limiter and :func:`after_hit` turns its answer into the
    verdict (429 with ``Retry-After`` if any rule refused).
 
-The drivers (``KeySentry.verify_request`` and ``averify_request``) are the only code written
-twice, once sync and once async; they only sequence these calls. The tests drive the steps by
-hand, with no event loop and no store. Plain function calls, not a generator: resuming a
-generator twice costs about 0.5 µs, a tenth of the whole budget of a cached verification.
+The drivers (:mod:`keysentry.verification.driver`) are the only code written twice, sync and
+async; they only sequence these calls. The tests drive the steps by hand, with no event loop
+and no store. Plain function calls rather than a generator, whose resumptions cost more.
 """
 
 from __future__ import annotations
@@ -293,7 +292,8 @@ def permitted(
     if not permissions and not entry.identity.resources:
         return entry.allowed  # nothing to check
     verdicts = entry.verdicts
-    asked = (permissions, resource, path if resource is None else "")  # path: as the resource
+    # the path matters only when it is the resource
+    asked = (permissions, resource, path if resource is None else "")
     remembered = verdicts.get(asked)
     if remembered is None:
         wanted = path[1:] if resource is None else resource
