@@ -87,46 +87,39 @@ class Guard:
         """A finished decision (identity already attached, a bad template, or the one-step
         path's verdict), or the facts and policy still to verify, with the key the one-step
         path found in the cache, if it did."""
+        credential: bytes | None = None
+        facts: RequestFacts | None = None
         if isinstance(request, HTTPConnection):
             scope = request.scope
             identity = scope.get("state", {}).get("api_key")
             params: dict[str, Any] = dict(request.path_params)
             if identity is None and self._one_step and _plain_http(scope):
                 credential = scope_bearer(scope)
-                if credential is not None:
-                    return self._quick(credential, scope, params)
-            facts, _ = scope_facts(scope, self._scope_header, self.read_authorization)
+            if credential is None:
+                facts, _ = scope_facts(scope, self._scope_header, self.read_authorization)
+            # with no mount prefix (_plain_http) the scope's path is the router's
+            path: str = scope["path"] if facts is None else facts.path
         else:  # a Flask request
             identity = request.environ.get(ENVIRON_KEY)
             params = dict(request.view_args or {})
             facts, _ = environ_facts(request.environ, self._environ_var, self.read_authorization)
-        resource = self._filled(params, facts.path)
-        if resource is None:
+            path = facts.path
+        try:
+            resource = self._resource(params, path)
+        except (KeyError, IndexError, ValueError) as exc:
+            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
             return _UNAVAILABLE
         if identity is not None:
             return authorize(identity, self.permissions, resource)
-        return facts, _new(Policy, (self.permissions, resource, self.cost)), None
-
-    def _filled(self, params: dict[str, Any], path: str) -> str | None:
-        """The resource, or ``None`` (logged) when the template cannot be filled."""
-        try:
-            return self._resource(params, path)
-        except (KeyError, IndexError, ValueError) as exc:
-            logger.error("keysentry: resource template %r cannot be filled: %s", self.resource, exc)
-            return None
-
-    def _quick(self, credential: bytes, scope: Scope, params: dict[str, Any]) -> Plan:
-        """The one-step path for a Starlette request with one bearer token, before any
-        :class:`RequestFacts` is built (as the middleware does)."""
-        path = scope["path"]
-        resource = self._filled(params, path)
-        if resource is None:
-            return _UNAVAILABLE
         policy = _new(Policy, (self.permissions, resource, self.cost))
-        found = self.sentry.verifier.quick(credential, path, policy)
-        if isinstance(found, Decision):
-            return found
-        facts, _ = scope_facts(scope, self._scope_header, self.read_authorization)
+        found: LookupKey | None = None
+        if credential is not None:  # the one-step path, before any RequestFacts is built
+            quick = self.sentry.verifier.quick(credential, path, policy)
+            if isinstance(quick, Decision):
+                return quick
+            found = quick
+        if facts is None:  # left for the one-step path, which did not decide
+            facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
         return facts, policy, found
 
     def check(self, request: Any) -> Decision:
@@ -134,12 +127,7 @@ class Guard:
         plan = self.plan(request)
         if not isinstance(plan, Decision):
             try:
-                facts, policy, found = plan
-                verifier = self.sentry.verifier
-                if found is None:
-                    plan = verifier.verify_request(facts, policy)
-                else:
-                    plan = verifier.verify_request_general(facts, policy, found)
+                plan = self.sentry.verifier.verify_request(*plan)
             except Exception:
                 plan = unexpected_failure()
         return _attached(plan, request)
@@ -149,12 +137,7 @@ class Guard:
         plan = self.plan(request)
         if not isinstance(plan, Decision):
             try:
-                facts, policy, found = plan
-                verifier = self.sentry.verifier
-                if found is None:
-                    plan = await verifier.averify_request(facts, policy)
-                else:
-                    plan = await verifier.averify_request_general(facts, policy, found)
+                plan = await self.sentry.verifier.averify_request(*plan)
             except Exception:
                 plan = unexpected_failure()
         return _attached(plan, request)

@@ -199,8 +199,13 @@ class Verifier:
                 found = quick
         return request_facts(credential, method, path, api_key, client_ip), policy, found
 
-    def verify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
-        """Verify prepared request facts against a policy (what the WSGI adapter calls)."""
+    def verify_request(
+        self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
+    ) -> Decision:
+        """Verify prepared request facts against a policy (what the WSGI adapter calls);
+        from the general path's second step when :meth:`quick` already *found* the key."""
+        if found is not None:
+            return self.verify_request_general(facts, policy, found)
         credential = bearer(facts)
         if credential is None:
             return self.verify_request_general(facts, policy)
@@ -209,9 +214,13 @@ class Verifier:
             return quick
         return self.verify_request_general(facts, policy, quick)
 
-    async def averify_request(self, facts: RequestFacts, policy: Policy) -> Decision:
+    async def averify_request(
+        self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
+    ) -> Decision:
         """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
         a worker thread, a Redis hit on the event loop."""
+        if found is not None:
+            return await self.averify_request_general(facts, policy, found)
         credential = bearer(facts)
         if credential is None:
             return await self.averify_request_general(facts, policy)
