@@ -12,6 +12,7 @@ process (:meth:`RedisChanges.ensure_running`), never inherited across a fork.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -89,16 +90,20 @@ class RedisChanges:
         import redis
 
         try:
-            with self._lock:
-                if self._publisher is None or self._pid_changed():
-                    self._publisher = self._redis(socket_timeout=self.timeout)
-                publisher = self._publisher
-            publisher.publish(self.channel, f"{self._origin} {kind} {ident}")
+            self._send(f"{kind} {ident}")
         except redis.RedisError as exc:
             logger.warning(
                 "keysentry: could not publish a cache invalidation (%s %s); other processes "
                 "will see it through the event log: %s", kind, ident, exc,
             )  # fmt: skip
+
+    def _send(self, message: str) -> None:
+        """Publish *message*, marked as ours, on a connection of this process."""
+        with self._lock:
+            if self._publisher is None or self._pid_changed():
+                self._publisher = self._redis(socket_timeout=self.timeout)
+            publisher = self._publisher
+        publisher.publish(self.channel, f"{self._origin} {message}")
 
     def _pid_changed(self) -> bool:
         return self._pid != os.getpid()
@@ -140,7 +145,7 @@ class RedisChanges:
                     if message is not None:
                         self._handle(message.get("data"))
             except (redis.RedisError, OSError) as exc:
-                self.subscribed = False
+                self.subscribed = False  # not while waiting to reconnect: close() need not wake it
                 logger.warning("keysentry: invalidation channel lost, reconnecting: %s", exc)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -155,14 +160,8 @@ class RedisChanges:
         rather than at its next half-second poll (every process ignores the kind)."""
         import redis
 
-        try:
-            with self._lock:
-                if self._publisher is None:
-                    self._publisher = self._redis(socket_timeout=self.timeout)
-                publisher = self._publisher
-            publisher.publish(self.channel, f"{self._origin} stop")
-        except redis.RedisError:
-            pass  # it stops at its next poll instead
+        with contextlib.suppress(redis.RedisError):  # then it stops at its next poll
+            self._send("stop")
 
     def _handle(self, data: object) -> None:
         if not isinstance(data, bytes):
