@@ -401,6 +401,13 @@ def test_a_bare_key_is_decided_in_one_step_as_a_bearer_one(ks: KeySentry) -> Non
     assert (refused.status, refused.reason) == (403, "permission_denied")
 
 
+def verify_by(caller: str, ks: KeySentry, *args: Any, **kwargs: Any) -> Any:
+    """``ks.verify`` or, run on an event loop of its own, ``ks.averify``."""
+    if caller == "verify":
+        return ks.verify(*args, **kwargs)
+    return asyncio.run(ks.averify(*args, **kwargs))
+
+
 @pytest.mark.parametrize(
     ("arguments", "reason"),
     [
@@ -424,10 +431,7 @@ def test_ks_verify_decides_as_the_general_path_does(
     call = {"path": "/users/1", "permissions": "users:read", **arguments}
     general(ks, secret)  # cached: the one-step path can answer from here on
     for _ in range(2):
-        if caller == "verify":
-            verdict = ks.verify(f"Bearer {secret}", **call)
-        else:
-            verdict = asyncio.run(ks.averify(f"Bearer {secret}", **call))
+        verdict = verify_by(caller, ks, f"Bearer {secret}", **call)
         assert verdict.reason == reason
     facts = request_facts(f"Bearer {secret}", call.get("method", "GET"), call["path"],
                           call.get("api_key"), None)  # fmt: skip
@@ -440,10 +444,7 @@ def test_ks_verify_goes_on_from_a_key_the_one_step_path_found(ks: KeySentry, cal
     # a key with credits is found in the cache by the one-step path and spent by the general
     issued = ks.create_api_key("api", "k", permissions=["users:read"], credits=3)
     for left in (2, 1, 0):
-        if caller == "verify":
-            verdict = ks.verify(issued.secret, path="/users/1")
-        else:
-            verdict = asyncio.run(ks.averify(issued.secret, path="/users/1"))
+        verdict = verify_by(caller, ks, issued.secret, path="/users/1")
         assert verdict.allowed
         assert verdict.identity.credits_remaining == left
     begun = ks.verifier.begin_call(issued.secret, "GET", "/users/1", (), None, None, None, 1)
@@ -534,10 +535,6 @@ def test_ks_verify_names_an_argument_of_the_wrong_type(
     secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
     ks.verify(secret, path="/users/1")  # cached: the one-step path would answer
     call = {"credential": secret, "path": "/users/1", **arguments}
-
-    def verify() -> object:
-        return ks.verify(**call) if caller == "verify" else asyncio.run(ks.averify(**call))
-
     with pytest.raises(ValidationError) as info:
-        verify()
+        verify_by(caller, ks, **call)
     assert info.value.fields == [field]
