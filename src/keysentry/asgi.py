@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from keysentry.core.decision import Decision
+from keysentry.core.decision import Decision, Identity
 from keysentry.core.pipeline import LookupKey
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
@@ -90,7 +90,7 @@ class KeySentryMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        decision: Decision | LookupKey | None = None
+        verdict: Identity | Decision | LookupKey | None = None
         if kind == "http":
             # the usual request: a route seen before, one Authorization header, a plain
             # cached key (Verifier.quick); everything else, the general path below
@@ -100,27 +100,27 @@ class KeySentryMiddleware:
                 credential = scope_bearer(scope)
                 if credential is not None:
                     try:
-                        decision = self._quick(credential, path, policy)
+                        verdict = self._quick(credential, path, policy)
                     except Exception:  # a bug must not become a 500 or an open door
-                        decision = unexpected_failure()
+                        verdict = unexpected_failure()
         elif kind != "websocket":
             if kind == "lifespan":
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)  # lifespan and others pass untouched
             return
-        if type(decision) is not Decision:  # the general path, from where quick left it
-            decision = await self._verify(scope, decision)
-        if decision is None:  # excluded, or a CORS preflight
-            await self.app(scope, receive, send)
-            return
-        identity = decision.identity
-        if decision.allowed and identity is not None:
-            attach(scope, identity)
-            if (decision.rate_limits or decision.fixed_headers) and kind == "http":
-                send = with_allowed_headers(send, decision)
-            await self.app(scope, receive, send)
-        else:
-            await refuse_asgi(decision, scope, send)
+        if type(verdict) is not Identity:  # refused, or not decided in one step
+            decision = verdict if type(verdict) is Decision else await self._verify(scope, verdict)
+            if decision is None:  # excluded, or a CORS preflight
+                await self.app(scope, receive, send)
+                return
+            if not decision.allowed or decision.identity is None:
+                await refuse_asgi(decision, scope, send)
+                return
+            verdict = decision.identity  # it carries all an admitted verdict adds
+        attach(scope, verdict)
+        if (verdict.rate_limits or verdict.credits_remaining is not None) and kind == "http":
+            send = with_allowed_headers(send, verdict)
+        await self.app(scope, receive, send)
 
     async def _verify(self, scope: Scope, found: LookupKey | None) -> Decision | None:
         """The general path: the verdict on any request, or ``None`` when it passes without

@@ -21,8 +21,8 @@ from starlette.testclient import TestClient
 
 from keysentry import KeySentry, RateLimitRule
 from keysentry.asgi import KeySentryMiddleware
-from keysentry.core.decision import Decision
-from keysentry.core.pipeline import LookupKey, Policy, RequestFacts
+from keysentry.core.decision import Decision, Identity
+from keysentry.core.pipeline import LookupKey, Policy, RequestFacts, admitted
 from keysentry.models import CreditRefill
 from keysentry.testing import FakeClock
 from keysentry.verification.arguments import bearer, request_facts, request_policy
@@ -52,7 +52,7 @@ def facts(secret: str, path: str = "/users/1") -> RequestFacts:
 
 
 def quick(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:
-    return ks.verifier.quick(secret.encode(), path, policy)
+    return ks.verifier.quick_decision(secret.encode(), path, policy)
 
 
 def general(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:
@@ -108,6 +108,25 @@ def test_the_rate_limit_counts_on_both_paths_alike(ks: KeySentry) -> None:
     assert [d.rate_limits[0].remaining for d in (first, second)] == [1, 0]
     assert second.identity.rate_limits == second.rate_limits  # this request's own outcome
     assert dict(third.headers)["retry-after"] == dict(general(ks, secret).headers)["retry-after"]
+
+
+def test_an_admitted_request_is_answered_as_its_identity_carrying_the_outcomes(
+    ks: KeySentry,
+) -> None:
+    secret = ks.create_api_key("api", "k", permissions=["users:read"],
+                               rate_limit_scheme_slug="two").secret  # fmt: skip
+    first = general(ks, secret)
+    second = ks.verifier.quick(secret.encode(), "/users/1", READ)
+    assert type(second) is Identity
+    assert second.key_id == first.identity.key_id
+    assert [o.remaining for o in second.rate_limits] == [0]  # this request's own outcome
+    verdict = admitted(second)
+    assert (verdict.allowed, verdict.reason, verdict.identity) == (True, "ok", second)
+    assert verdict.rate_limits == second.rate_limits
+    assert dict(verdict.headers)["x-ratelimit-remaining"] == "0"
+    refused = ks.verifier.quick(secret.encode(), "/users/1", READ)
+    assert type(refused) is Decision
+    assert refused.status == 429
 
 
 def _expire(ks: KeySentry, clock: FakeClock) -> str:

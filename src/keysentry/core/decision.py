@@ -111,6 +111,7 @@ _new_object = object.__new__  # module globals: "object.__new__" looks up an att
 _set_attribute = object.__setattr__
 
 
+@final
 @dataclass(frozen=True)
 class Identity:
     """Who an allowed request is: handed to the handler by every adapter.

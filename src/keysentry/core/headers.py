@@ -1,6 +1,6 @@
 """The rate-limit response headers of a verdict's outcomes: ``RateLimit-Policy`` and
 ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-11), ``X-RateLimit-*`` and
-``Retry-After``; as str, and as the bytes ASGI sends."""
+``Retry-After``; as str, and as the bytes ASGI sends. And ``X-Credits-Remaining``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from collections.abc import Sequence
 
 from keysentry.core.ratelimit import Outcome, ceil_seconds
 
-__all__ = ["rate_header_bytes", "rate_headers"]
+__all__ = ["credits_header", "rate_header_bytes", "rate_headers"]
+
+
+def credits_header(remaining: int) -> tuple[str, str]:
+    """``X-Credits-Remaining``: the credits a key with a credit limit has left."""
+    return ("x-credits-remaining", str(remaining))
 
 
 def _reset(outcome: Outcome) -> int:

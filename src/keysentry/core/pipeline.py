@@ -30,6 +30,7 @@ from typing import Final, NamedTuple, final
 from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
 from keysentry.core.credits import CreditPlan, next_refill
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
+from keysentry.core.headers import credits_header
 from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match, sha256
 from keysentry.core.ratelimit import Limit, Outcome, plan_checks
 
@@ -41,6 +42,7 @@ __all__ = [
     "Policy",
     "RequestFacts",
     "Spend",
+    "admitted",
     "after_hit",
     "after_lookup",
     "after_spend",
@@ -303,6 +305,15 @@ def permitted(
     return remembered
 
 
+def admitted(identity: Identity) -> Decision:
+    """The verdict of an admitted request from its identity, which carries all the verdict
+    adds: the request's rate-limit outcomes and, for a key with credits, the credits left
+    (``X-Credits-Remaining``)."""
+    remaining = identity.credits_remaining
+    headers = () if remaining is None else (credits_header(remaining),)
+    return _new(Decision, (True, _OK, identity, headers, b"", identity.rate_limits))
+
+
 def counted(identity: Identity, result: LimiterAnswer) -> Decision:
     """Step 7's verdict from the limiter's answer for a request by *identity*."""
     if type(result) is not tuple:
@@ -310,7 +321,7 @@ def counted(identity: Identity, result: LimiterAnswer) -> Decision:
     allowed, outcomes = result
     identity = identity.with_rate_limits(outcomes)
     if allowed:
-        return _new(Decision, (True, _OK, identity, (), b"", outcomes))
+        return admitted(identity)
     return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
 
 
@@ -339,16 +350,14 @@ def after_spend(spend: Spend, remaining: int | None, result: LimiterAnswer | Non
         wait = () if refill is None else (
             ("retry-after", str(max(1, -(-(refill * 1000 - spend.now_ms) // 1000)))),)  # fmt: skip
         return Decision.deny(Reason.USAGE_EXCEEDED, spend.identity, headers=wait)
-    credit_header = (("x-credits-remaining", str(remaining)),)
     if result is None:
-        identity = spend.identity.with_credits(remaining, ())
-        return _new(Decision, (True, _OK, identity, credit_header, b"", ()))
+        return admitted(spend.identity.with_credits(remaining, ()))
     if type(result) is not tuple:
         return _UNAVAILABLE
     allowed, outcomes = result
     identity = spend.identity.with_credits(remaining, outcomes)
     if allowed:
-        return _new(Decision, (True, _OK, identity, credit_header, b"", outcomes))
+        return admitted(identity)
     return Decision.deny(Reason.RATE_LIMITED, identity, rate_limits=outcomes)
 
 

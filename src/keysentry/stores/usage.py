@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from keysentry.core.decision import Decision, Reason
+from keysentry.core.decision import Identity, Reason
 from keysentry.errors import StoreError
 from keysentry.stores.base import KeyStore
 from keysentry.usage import Retention, rollup
@@ -90,6 +90,8 @@ class UsageRecorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # one flag for the hot path: the writer thread is still to start in this process
+        self._start_due = interval is not None
         self._pruned_at = _NEVER
         self.writes = 0
         """Batches written so far (for tests and monitoring)."""
@@ -97,19 +99,19 @@ class UsageRecorder:
         """Verifications not counted because *max_pending* counts were waiting."""
         _live.add(self)
 
-    def note(self, decision: Decision, prefix: str, now: float) -> None:
-        """Count one verification (of a key with *prefix*) at *now* (Unix seconds), and
-        note the key's use when its secret matched and it was usable."""
-        identity = decision.identity
+    def note(self, reason: Reason, identity: Identity | None, prefix: str, now: float) -> None:
+        """Count one verification with outcome *reason* at *now* (Unix seconds), of the key
+        with *identity* (``None``: no secret matched, and the key is known only by its
+        *prefix*); note the key's use when its secret matched and it was usable."""
         if not self.analytics:
-            if identity is not None and decision.reason in _USED:
+            if identity is not None and reason in _USED:
                 self.record(identity.key_id, now)
             return
         if identity is None:
             # no secret matched: the app is the one the prefix names, found at write time
-            count: _Pending = ("?" + prefix, "", decision.reason, now // 60)
+            count: _Pending = ("?" + prefix, "", reason, now // 60)
         else:
-            count = (identity.app_slug, identity.key_id, decision.reason, now // 60)
+            count = (identity.app_slug, identity.key_id, reason, now // 60)
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
@@ -124,13 +126,13 @@ class UsageRecorder:
                 counts[count] = [1, now]
             else:
                 self.dropped += 1
-                if identity is not None and decision.reason in _USED:
+                if identity is not None and reason in _USED:
                     self._pending[identity.key_id] = max(
                         now, self._pending.get(identity.key_id, _NEVER)
                     )
         finally:
             lock.release()
-        if self._thread is None and self.interval is not None and not self._closed:
+        if self._start_due:
             self._start()
 
     def record(self, key_id: str, now: float) -> None:
@@ -141,12 +143,13 @@ class UsageRecorder:
         with self._lock:
             if self._pending.get(key_id, 0.0) < now:
                 self._pending[key_id] = now
-        if self._thread is None and self.interval is not None and not self._closed:
+        if self._start_due:
             self._start()
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None:
+            self._start_due = False
+            if self._thread is not None or self.interval is None or self._closed:
                 return
             self._thread = threading.Thread(target=self._run, name="keysentry-usage", daemon=True)
         self._thread.start()
@@ -266,6 +269,7 @@ class UsageRecorder:
     def close(self) -> None:
         """Stop the writer thread and write what is pending."""
         self._closed = True
+        self._start_due = False
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -281,6 +285,7 @@ class UsageRecorder:
         self._counts = {}
         self._stop = threading.Event()
         self._thread = None
+        self._start_due = self.interval is not None and not self._closed
         self._pruned_at = _NEVER
 
 

@@ -114,7 +114,7 @@ class Guard:
         policy = _new(Policy, (self.permissions, resource, self.cost))
         found: LookupKey | None = None
         if credential is not None:  # the one-step path, before any RequestFacts is built
-            quick = self.sentry.verifier.quick(credential, path, policy)
+            quick = self.sentry.verifier.quick_decision(credential, path, policy)
             if isinstance(quick, Decision):
                 return quick
             found = quick

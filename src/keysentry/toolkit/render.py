@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from keysentry.core.decision import Decision
-from keysentry.core.headers import rate_header_bytes
+from keysentry.core.decision import Decision, Identity
+from keysentry.core.headers import credits_header, rate_header_bytes
 from keysentry.types import Message, Scope, Send, StartResponse
 
 __all__ = [
@@ -45,12 +45,14 @@ def asgi_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, byte
     return raw
 
 
-def with_allowed_headers(send: Send, decision: Decision) -> Send:
-    """Add an admitted request's headers to the app's response: the rate limits and, for a
+def with_allowed_headers(send: Send, identity: Identity) -> Send:
+    """Add an admitted request's headers to the app's response, from the identity it was
+    admitted with (:func:`~keysentry.core.pipeline.admitted`): the rate limits and, for a
     key with credits, ``X-Credits-Remaining``; everything else passes as is."""
-    extra = rate_header_bytes(decision.rate_limits) if decision.rate_limits else []
-    if decision.fixed_headers:  # X-Credits-Remaining
-        extra += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in decision.fixed_headers]
+    extra = rate_header_bytes(identity.rate_limits) if identity.rate_limits else []
+    if identity.credits_remaining is not None:
+        name, value = credits_header(identity.credits_remaining)
+        extra.append((name.encode(), value.encode()))
 
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, final
 
 from keysentry.core.credits import Pool, period_start, pool_key
-from keysentry.core.decision import Decision, Reason
+from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.core.keys import MAX_KEY_LENGTH, sha256
 from keysentry.core.pipeline import (
     COMMON_METHODS,
@@ -21,6 +21,7 @@ from keysentry.core.pipeline import (
     Policy,
     RequestFacts,
     Spend,
+    admitted,
     after_hit,
     after_lookup,
     after_spend,
@@ -53,6 +54,7 @@ _RELOAD = _Reload()
 _NO_LEASE = Decision.deny(Reason.UNAVAILABLE)  # the store failed while leasing credits
 Taken = int | None | _Reload | Decision
 _new = tuple.__new__  # builds a LookupKey (see core.pipeline)
+_OK = Reason.OK  # a module global: Reason.OK goes through the enum's metaclass
 
 logger = logging.getLogger("keysentry")
 _to_thread: Callable[..., Awaitable[LookupResult]] | None = None
@@ -120,14 +122,18 @@ class Verifier:
         # one clock reading serves the cache and the checks when they share the clock
         self._cache_timer = None if cache.timer is self.clock else cache.timer
 
-    def quick(self, credential: bytes, path: str, policy: Policy) -> Decision | LookupKey | None:
+    def quick(
+        self, credential: bytes, path: str, policy: Policy
+    ) -> Identity | Decision | LookupKey | None:
         """The usual request in one step: a key found fresh in the cache under its SHA-256,
         whose entry is :attr:`~keysentry.core.decision.KeyEntry.plain`, with no counters or
-        counted on the in-process limiter. Returns the verdict; or, for a key found in the
-        cache that needs the general path's later steps (credits, an allowlist, an expired or
-        revoked key, counters on Redis, …), its :class:`LookupKey` to pass to
-        :meth:`verify_request_general`; or ``None``, when the general path must decide from
-        the start.
+        counted on the in-process limiter. Returns, for an admitted request, the key's
+        :class:`Identity` carrying the request's rate-limit outcomes (all its verdict would
+        add: :func:`~keysentry.core.pipeline.admitted` makes it one); for a refused one, the
+        verdict; for a key found in the cache that needs the general path's later steps
+        (credits, an allowlist, an expired or revoked key, counters on Redis, …), its
+        :class:`LookupKey` to pass to :meth:`verify_request_general`; or ``None``, when the
+        general path must decide from the start.
 
         *credential* is the one key the request carries, as bytes; *path* its path (the
         method was found valid). A digest found in the cache is proof that *credential* is
@@ -153,13 +159,26 @@ class Verifier:
             secret = credential.decode("ascii")  # it hashed to a stored key: ASCII
             return _new(LookupKey, (secret.rpartition("_")[0], secret, digest))
         decision = permitted(entry, policy.permissions, policy.resource, path)
+        if not decision.allowed:
+            return self._noted(decision, "", entry, now)
+        identity = entry.identity
         checks = entry.checks
-        if decision.allowed and checks:
-            decision = counted(entry.identity, self.limiter.hit(checks, int(now * 1000)))
-        self.usage.note(decision, "", now)  # the prefix is only noted for unknown keys
+        if checks:
+            answer = self.limiter.hit(checks, int(now * 1000))
+            if type(answer) is not tuple or not answer[0]:
+                return self._noted(counted(identity, answer), "", entry, now)
+            identity = identity.with_rate_limits(answer[1])
+        self.usage.note(_OK, identity, "", now)
         if self.metrics is not None:
-            self.metrics.observe(decision, entry, now)
-        return decision
+            self.metrics.observe(admitted(identity), entry, now)
+        return identity
+
+    def quick_decision(
+        self, credential: bytes, path: str, policy: Policy
+    ) -> Decision | LookupKey | None:
+        """:meth:`quick`, for a caller that wants every verdict as a :class:`Decision`."""
+        quick = self.quick(credential, path, policy)
+        return admitted(quick) if type(quick) is Identity else quick
 
     def begin_call(
         self,
@@ -193,8 +212,8 @@ class Verifier:
         ):
             key = presented(credential)
             if key is not None:
-                quick = self.quick(key, path, policy)
-                if isinstance(quick, Decision):
+                quick = self.quick_decision(key, path, policy)
+                if type(quick) is Decision:
                     return quick
                 found = quick
         return request_facts(credential, method, path, api_key, client_ip), policy, found
@@ -209,7 +228,7 @@ class Verifier:
         credential = bearer(facts)
         if credential is None:
             return self.verify_request_general(facts, policy)
-        quick = self.quick(credential, facts.path, policy)
+        quick = self.quick_decision(credential, facts.path, policy)
         if type(quick) is Decision:
             return quick
         return self.verify_request_general(facts, policy, quick)
@@ -224,7 +243,7 @@ class Verifier:
         credential = bearer(facts)
         if credential is None:
             return await self.averify_request_general(facts, policy)
-        quick = self.quick(credential, facts.path, policy)
+        quick = self.quick_decision(credential, facts.path, policy)
         if type(quick) is Decision:
             return quick
         return await self.averify_request_general(facts, policy, quick)
@@ -256,10 +275,7 @@ class Verifier:
             decision = self._spend(hit, retry=(facts, policy))
         else:
             decision = hit
-        self.usage.note(decision, lookup.prefix, now)
-        if self.metrics is not None:
-            self.metrics.observe(decision, cached, now)
-        return decision
+        return self._noted(decision, lookup.prefix, cached, now)
 
     async def averify_request_general(
         self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
@@ -290,7 +306,12 @@ class Verifier:
             decision = after_hit(hit, await self.limiter.ahit(hit.checks, hit.now_ms))
         else:
             decision = after_hit(hit, self.limiter.hit(hit.checks, hit.now_ms))
-        self.usage.note(decision, lookup.prefix, now)
+        return self._noted(decision, lookup.prefix, cached, now)
+
+    def _noted(self, decision: Decision, prefix: str, cached: object, now: float) -> Decision:
+        """Tell the usage counts and the metrics of *decision*, a verification of a key with
+        *prefix* that started at *now*; return it."""
+        self.usage.note(decision.reason, decision.identity, prefix, now)
         if self.metrics is not None:
             self.metrics.observe(decision, cached, now)
         return decision
