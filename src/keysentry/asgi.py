@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from keysentry.core.decision import Decision, Identity
+from keysentry.core.headers import allowed_header_bytes
 from keysentry.core.pipeline import LookupKey
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_bearer, scope_facts, scope_header
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ApiKeyUser, PermissionScopes, attach
-from keysentry.toolkit.render import refuse_asgi, with_allowed_headers
+from keysentry.toolkit.render import refuse_asgi
 from keysentry.types import ASGIApp, Message, Receive, Scope, Send
 
 # ApiKeyUser, PermissionScopes, attach and scope_facts are the toolkit's, named here too
@@ -119,7 +120,15 @@ class KeySentryMiddleware:
             verdict = decision.identity  # it carries all an admitted verdict adds
         attach(scope, verdict)
         if (verdict.rate_limits or verdict.credits_remaining is not None) and kind == "http":
-            send = with_allowed_headers(send, verdict)
+            extra = allowed_header_bytes(verdict.rate_limits, verdict.credits_remaining)
+            respond = send
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *extra]
+                await respond(message)
+
+            send = send_with_headers
         await self.app(scope, receive, send)
 
     async def _verify(self, scope: Scope, found: LookupKey | None) -> Decision | None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysentry.core.headers import rate_header_bytes, rate_headers
+from keysentry.core.headers import allowed_header_bytes, rate_headers
 from keysentry.core.ratelimit import (
     Counter,
     Limit,
@@ -217,11 +217,13 @@ def test_memory_stays_bounded() -> None:
 def test_the_asgi_bytes_are_the_str_headers_encoded(
     remaining: int, reset_ms: int, rules: int
 ) -> None:
-    # rate_header_bytes builds the usual one-rule answer from pre-encoded pieces, a twin of
+    # allowed_header_bytes builds the usual one-rule answer from pre-encoded pieces, a twin of
     # rate_headers' own fast path: the two must stay the same headers
     limits = compile_limits(
         [RateLimitRule(unit=u, max_requests=10**9) for u in ("minute", "hour", "day")[:rules]]
     )
     outcomes = tuple(Outcome(limit, True, remaining, reset_ms) for limit in limits)
     encoded = [(n.encode(), v.encode()) for n, v in rate_headers(outcomes, False)]
-    assert rate_header_bytes(outcomes) == encoded
+    assert allowed_header_bytes(outcomes) == encoded
+    credited = (b"x-credits-remaining", str(remaining).encode())
+    assert allowed_header_bytes(outcomes, remaining) == [*encoded, credited]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from keysentry.core.ratelimit import Outcome, ceil_seconds
 
-__all__ = ["credits_header", "rate_header_bytes", "rate_headers"]
+__all__ = ["allowed_header_bytes", "credits_header", "rate_headers"]
 
 
 def credits_header(remaining: int) -> tuple[str, str]:
@@ -80,22 +80,30 @@ def _seconds_bytes(seconds: int) -> bytes:
     return encoded
 
 
-def rate_header_bytes(outcomes: Sequence[Outcome]) -> list[tuple[bytes, bytes]]:
-    """:func:`rate_headers` of an admitted request, as ASGI sends them: for the usual one
-    rule, from the rule's encoded pieces (no str is built and encoded on each request)."""
-    if len(outcomes) != 1:
-        return [(n.encode(), v.encode()) for n, v in rate_headers(outcomes, False)]
-    outcome = outcomes[0]
-    limit = outcome.limit
-    left = b"%d" % outcome.remaining
-    seconds = -(-outcome.reset_ms // 1000)  # ceil_seconds(), inline: a max() call costs more
-    resets = _SECONDS.get(seconds)
-    if resets is None:
-        resets = _seconds_bytes(seconds)
-    return [
-        limit.raw_policy_header,
-        (b"ratelimit", limit.raw_remaining_prefix + left + b";t=" + resets),
-        limit.raw_limit_header,
-        (b"x-ratelimit-remaining", left),
-        (b"x-ratelimit-reset", resets),
-    ]
+def allowed_header_bytes(
+    rate_limits: Sequence[Outcome], credits_remaining: int | None = None
+) -> list[tuple[bytes, bytes]]:
+    """An admitted request's headers as ASGI sends them: :func:`rate_headers` of its
+    *rate_limits* and, for a key with credits, :func:`credits_header`. The usual one rule's
+    come from its encoded pieces (no str is built and encoded on each request)."""
+    if len(rate_limits) != 1:
+        headers = [(n.encode(), v.encode()) for n, v in rate_headers(rate_limits, False)]
+    else:
+        outcome = rate_limits[0]
+        limit = outcome.limit
+        left = b"%d" % outcome.remaining
+        seconds = -(-outcome.reset_ms // 1000)  # ceil_seconds(), inline: a max() call costs more
+        resets = _SECONDS.get(seconds)
+        if resets is None:
+            resets = _seconds_bytes(seconds)
+        headers = [
+            limit.raw_policy_header,
+            (b"ratelimit", limit.raw_remaining_prefix + left + b";t=" + resets),
+            limit.raw_limit_header,
+            (b"x-ratelimit-remaining", left),
+            (b"x-ratelimit-reset", resets),
+        ]
+    if credits_remaining is not None:
+        name, value = credits_header(credits_remaining)
+        headers.append((name.encode(), value.encode()))
+    return headers

@@ -212,11 +212,13 @@ def judge(
     """:func:`evaluate` for a caller that already has the window (``elapsed`` ms into a
     window of ``length`` ms): the in-process limiter, which needs the window's start too."""
     used = current * length
-    if limit.sliding and previous:
+    if previous and limit.sliding:
         used += previous * (length - elapsed)
     cap = limit.max_requests * length
     allowed = used + length <= cap
-    if allowed if counted is None else counted:
+    if allowed and counted is None:  # the usual answer: admitted, and this request counts
+        return _new(Outcome, (limit, True, (cap - used) // length - 1, length - elapsed, 0))
+    if counted:
         used += length
     remaining = (cap - used) // length if used < cap else 0
     if allowed:

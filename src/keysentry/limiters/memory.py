@@ -27,7 +27,7 @@ class MemoryLimiter:
     remote = False
 
     def __init__(self, max_counters: int = 100_000) -> None:
-        # key -> [window start ms, window length ms, count in that window, count before],
+        # key -> [window start ms, window end ms, count in that window, count before],
         # counted in place
         self._counters: dict[str, list[int]] = {}
         self._lock = threading.Lock()
@@ -45,14 +45,14 @@ class MemoryLimiter:
             try:
                 counter = counters.get(key)
                 # still in the counter's window (windows tile time): no need to ask window()
-                if counter is None or not counter[0] <= now_ms < counter[0] + counter[1]:
+                if counter is None or not counter[0] <= now_ms < counter[1]:
                     counter = self._roll(key, counter, *window(limit, now_ms))
                     if len(counters) > self._max:
                         self._shrink(now_ms)
-                start, length = counter[0], counter[1]
-                outcome = judge(limit, counter[2], counter[3], now_ms - start, length)
+                start, end, current, previous = counter
+                outcome = judge(limit, current, previous, now_ms - start, end - start)
                 if outcome.allowed:
-                    counter[2] += 1
+                    counter[2] = current + 1
             finally:
                 lock.release()
             return outcome.allowed, (outcome,)
@@ -60,7 +60,7 @@ class MemoryLimiter:
             rolled = []
             for limit, key in checks:
                 counter = counters.get(key)
-                if counter is None or not counter[0] <= now_ms < counter[0] + counter[1]:
+                if counter is None or not counter[0] <= now_ms < counter[1]:
                     counter = self._roll(key, counter, *window(limit, now_ms))
                 rolled.append(counter)
             allowed, outcomes = decide_limits(
@@ -76,8 +76,8 @@ class MemoryLimiter:
     def _roll(self, key: str, counter: list[int] | None, start: int, length: int) -> list[int]:
         """Move *key*'s counter to the window that begins at *start* (once per window; call
         with the lock held): the count of the window before it carries over as "previous"."""
-        previous = counter[2] if counter is not None and counter[0] + counter[1] == start else 0
-        counter = self._counters[key] = [start, length, 0, previous]
+        previous = counter[2] if counter is not None and counter[1] == start else 0
+        counter = self._counters[key] = [start, start + length, 0, previous]
         return counter
 
     async def ahit(
@@ -87,8 +87,9 @@ class MemoryLimiter:
         return self.hit(checks, now_ms)
 
     def _shrink(self, now_ms: int) -> None:
-        stale = [k for k, (start, length, *_) in self._counters.items()
-                 if start + 2 * length <= now_ms]  # fmt: skip
+        # a window ended a whole window ago: nothing of it weighs on the next one
+        stale = [k for k, (start, end, *_) in self._counters.items()
+                 if 2 * end - start <= now_ms]  # fmt: skip
         for key in stale:
             del self._counters[key]
         overflow = len(self._counters) - self._max

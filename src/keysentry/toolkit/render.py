@@ -1,6 +1,6 @@
-"""A verdict as a response: refusals (status, headers, JSON body) for ASGI HTTP and
-WebSocket, WSGI, Starlette and Flask, and the rate-limit headers added to an allowed
-request's response. The same bytes whichever adapter answers."""
+"""A refusal as a response (status, headers, JSON body) for ASGI HTTP and WebSocket, WSGI,
+Starlette and Flask: the same bytes whichever adapter answers. An admitted request's headers
+are :func:`keysentry.core.headers.allowed_header_bytes`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from keysentry.core.decision import Decision, Identity
-from keysentry.core.headers import credits_header, rate_header_bytes
-from keysentry.types import Message, Scope, Send, StartResponse
+from keysentry.core.decision import Decision
+from keysentry.types import Scope, Send, StartResponse
 
 __all__ = [
     "asgi_headers",
@@ -20,7 +19,6 @@ __all__ = [
     "refusal_response",
     "refuse_asgi",
     "refuse_wsgi",
-    "with_allowed_headers",
     "with_wsgi_headers",
 ]
 
@@ -43,23 +41,6 @@ def asgi_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, byte
         encoded = names.get(name)
         raw.append((encoded or name.encode("latin-1"), value.encode("latin-1")))
     return raw
-
-
-def with_allowed_headers(send: Send, identity: Identity) -> Send:
-    """Add an admitted request's headers to the app's response, from the identity it was
-    admitted with (:func:`~keysentry.core.pipeline.admitted`): the rate limits and, for a
-    key with credits, ``X-Credits-Remaining``; everything else passes as is."""
-    extra = rate_header_bytes(identity.rate_limits) if identity.rate_limits else []
-    if identity.credits_remaining is not None:
-        name, value = credits_header(identity.credits_remaining)
-        extra.append((name.encode(), value.encode()))
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), *extra]
-        await send(message)
-
-    return send_with_headers
 
 
 def _encoded(decision: Decision) -> list[tuple[bytes, bytes]]:
