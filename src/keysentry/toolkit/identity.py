@@ -57,30 +57,33 @@ def _credentials(identity: Identity) -> AuthCredentials:
 
 
 # Starlette's auth objects for each key, built once. They are keyed by the identity's
-# compiled permissions, which every per-request copy of one cached identity shares and which
-# a changed key's new identity replaces, so "is" tells a stale pair apart.
-_attached: dict[str, tuple[Grants, AuthCredentials, ApiKeyUser]] = {}
+# compiled permissions (hashed by identity, not value), which every per-request copy of one
+# cached identity shares and which a changed key's new identity replaces: a changed key is
+# a new entry, and a stale one is never found again (the table is cleared when full).
+_attached: dict[Grants, tuple[AuthCredentials, ApiKeyUser]] = {}
 _ATTACHED_MAX = 10_000
+
+
+def _starlette_auth(identity: Identity) -> tuple[AuthCredentials, ApiKeyUser]:
+    if len(_attached) >= _ATTACHED_MAX:
+        _attached.clear()
+    # one user for all the key's requests: it carries no request's own outcomes
+    user = ApiKeyUser(replace(identity, rate_limits=(), credits_remaining=None))
+    auth = _attached[identity.grants] = (_credentials(identity), user)
+    return auth
 
 
 def attach(scope: Scope, identity: Identity) -> None:
     """Put a verified identity where Starlette, FastAPI and ``ks.require`` look for it."""
-    cached = _attached.get(identity.key_id)
-    grants = identity.grants
-    if cached is None or cached[0] is not grants:
-        if len(_attached) >= _ATTACHED_MAX:
-            _attached.clear()
-        # one user for all the key's requests: it carries no request's own outcomes
-        user = ApiKeyUser(replace(identity, rate_limits=(), credits_remaining=None))
-        cached = (grants, _credentials(identity), user)
-        _attached[identity.key_id] = cached
+    auth = _attached.get(identity.grants)
+    if auth is None:
+        auth = _starlette_auth(identity)
     state = scope.get("state")
     if state is None:
         scope["state"] = {"api_key": identity}
     else:
         state["api_key"] = identity
-    scope["auth"] = cached[1]
-    scope["user"] = cached[2]
+    scope["auth"], scope["user"] = auth
 
 
 def attach_environ(environ: dict[str, Any], identity: Identity) -> None:
