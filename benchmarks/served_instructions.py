@@ -1,0 +1,152 @@
+"""CPU instructions per request of an app *served by uvicorn*, counted with callgrind.
+
+``python -m benchmarks.served_instructions`` serves the over-HTTP benchmark's Starlette app
+(``benchmarks/http_apps.py``: bare, behind ``KeySentryMiddleware`` on a SQLite database, and
+behind the hand-written floor) with uvicorn under callgrind, sends it requests over one
+keep-alive connection, and counts what the whole server process runs: httptools' parsing,
+the event loop, the app and the middleware. Each variant runs twice, with *requests* requests
+and with none (the same start-up, warm-up and shutdown); the difference over *requests* is
+one request's cost.
+
+The serving thread is counted apart from the process's other threads (keysentry's usage
+writer): they work once per interval (10 s), which under valgrind's slowdown comes every few
+hundred requests instead of every hundred thousand, so their share here is far above what
+they cost a served request. Both are printed.
+
+The served counterpart of ``benchmarks.instructions``: the CPU time ``benchmarks.over_http``
+reads from ``/proc`` moves with whatever else the machine runs (runs of the same code have
+disagreed by half), instructions do not. They are not time: a cache miss costs no more
+instructions than a hit. Needs ``valgrind`` and ``pip install -e '.[bench]'`` (uvicorn,
+httptools); a run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+from benchmarks.over_http import PATH, prepare
+from keysentry.server import free_port
+
+VARIANTS = ("bare", "floor", "keysentry")
+_FACTORIES = {"bare": "starlette_bare", "floor": "starlette_floor",
+              "keysentry": "starlette_protected"}  # fmt: skip
+_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
+_WARM = 50  # requests before the counted ones: every cache filled, every lazy import done
+_STARTUP_SECONDS = 300  # uvicorn's imports run about 50 times slower under valgrind
+
+
+def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tuple[int, int]:
+    """Instructions the server process of *variant* runs (its serving thread, then every
+    other thread): started, sent ``_WARM`` and then *requests* requests, stopped."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as log:
+        command = [
+            "valgrind", "--tool=callgrind", "--separate-threads=yes",
+            f"--callgrind-out-file={out}/callgrind.out",
+            sys.executable, "-m", "uvicorn", f"benchmarks.http_apps:{_FACTORIES[variant]}",
+            "--factory", "--port", str(port), "--http", "httptools", "--no-access-log",
+            "--log-level", "info",
+        ]  # fmt: skip
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            _wait_started(server, log)
+            _send(port, secret, _WARM + requests)
+            server.send_signal(signal.SIGINT)
+            server.wait(_STARTUP_SECONDS)
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+        # one file per thread, the main thread's first (callgrind.out-01, -02, ...)
+        totals = []
+        for path in sorted(Path(out).glob("callgrind.out-*")):
+            found = _TOTALS.search(path.read_bytes())
+            if found is not None:
+                totals.append(int(found.group(1)))
+        if not totals:
+            log.seek(0)
+            error = log.read().decode(errors="replace")
+            raise RuntimeError(f"callgrind counted nothing for {variant}: {error[-2000:]}")
+    return totals[0], sum(totals[1:])
+
+
+def _wait_started(server: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    # read uvicorn's own log line rather than probing the port: a probe is a request (or a
+    # connection) the server counts, and how many a start-up takes varies from run to run
+    deadline = time.monotonic() + _STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the served benchmark's server exited while starting")
+        log.seek(0)
+        if b"Uvicorn running on" in log.read():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"uvicorn did not start within {_STARTUP_SECONDS} s under valgrind")
+
+
+def _send(port: int, secret: str, count: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_STARTUP_SECONDS)
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        for _ in range(count):
+            connection.request("GET", PATH, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the served benchmark's server answered {response.status}")
+    finally:
+        connection.close()
+
+
+def per_request(
+    variants: tuple[str, ...] = VARIANTS, requests: int = 2000
+) -> dict[str, tuple[float, float]]:
+    """Instructions one served request of each of *variants* costs: in the serving thread,
+    and in the other threads (two runs at a time)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env, secret = prepare(Path(tmp))
+        env = {**env, "PYTHONHASHSEED": "0"}
+        runs = [(variant, n) for variant in variants for n in (0, requests)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            counts = list(pool.map(lambda run: _served(run[0], run[1], env, secret), runs))
+    totals = dict(zip(runs, counts, strict=True))
+    per: dict[str, tuple[float, float]] = {}
+    for v in variants:
+        (serving, other), (serving_0, other_0) = totals[v, requests], totals[v, 0]
+        # + 0.0: a difference of nothing prints as 0, not -0
+        per[v] = ((serving - serving_0) / requests + 0.0, (other - other_0) / requests + 0.0)
+    return per
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.served_instructions",
+                                     description=__doc__)  # fmt: skip
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)")
+        return 2
+    counts = per_request(VARIANTS, args.requests)
+    bare = counts["bare"][0]
+    print(f"{'served by uvicorn, per request':<32}{'serving thread':>16}{'over bare':>11}"
+          f"{'other threads':>15}")  # fmt: skip
+    for variant, (serving, other) in counts.items():
+        print(f"{variant:<32}{serving:>16,.0f}{serving - bare:>11,.0f}{other:>15,.0f}")
+    extra = (counts["keysentry"][0] - bare) / (counts["floor"][0] - bare)
+    print(f"keysentry's extra / the floor's extra, serving thread: {extra:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
