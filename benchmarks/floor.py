@@ -38,7 +38,11 @@ class FloorKey:
         self.granted: dict[tuple[str, str], bool] = {}
         self.limit = limit
         self.window_ms = window_ms
-        self.policy = f'"bench";q={limit};w={window_ms // 1000}'.encode()
+        # the policy name keysentry gives a per-key rule of one minute (its short form): both
+        # answer with the same header bytes, which a server checks byte by byte
+        name = f'"{limit}/minute:per_key"'
+        self.policy = f"{name};q={limit};w={window_ms // 1000}".encode()
+        self.remaining_prefix = f"{name};r=".encode()
         self.limit_bytes = str(limit).encode()
         self.counter = [0, 0, 0]  # window start, count in it, count in the one before
 
@@ -99,7 +103,7 @@ class FloorMiddleware:
         reset = str((start + length - now_ms + 999) // 1000).encode()
         extra = [
             (b"ratelimit-policy", entry.policy),
-            (b"ratelimit", b'"bench";r=' + left + b";t=" + reset),
+            (b"ratelimit", entry.remaining_prefix + left + b";t=" + reset),
             (b"x-ratelimit-limit", entry.limit_bytes),
             (b"x-ratelimit-remaining", left),
             (b"x-ratelimit-reset", reset),

@@ -86,7 +86,9 @@ def test_the_floor_does_the_work_it_is_measured_for() -> None:
     from benchmarks.floor import FloorMiddleware, floor_keys
     from starlette.testclient import TestClient
 
+    from keysentry import RateLimitRule
     from keysentry.core.keys import generate_key
+    from keysentry.core.ratelimit import compile_limits
 
     secret = generate_key("sk_live").secret
     app = _app()
@@ -96,9 +98,11 @@ def test_the_floor_does_the_work_it_is_measured_for() -> None:
     client = TestClient(app)
     first = client.get("/users/1", headers={"Authorization": f"Bearer {secret}"})
     assert first.status_code == 200
-    assert first.headers["ratelimit-policy"] == '"bench";q=2;w=60'
+    # the same header bytes keysentry sends for the same rule
+    rule = compile_limits([RateLimitRule(unit="minute", max_requests=2)])[0]
+    assert first.headers["ratelimit-policy"] == rule.policy_item == '"2/minute:per_key";q=2;w=60'
     assert first.headers["x-ratelimit-remaining"] == "1"
-    assert first.headers["ratelimit"].startswith('"bench";r=1;t=')
+    assert first.headers["ratelimit"].startswith(f"{rule.header_name};r=1;t=")
     assert client.get("/users/1", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
     bad = [
         secret[:-1] + ("A" if secret[-1] != "A" else "B"),  # checksum
