@@ -22,6 +22,7 @@ from keysentry.core.keys import (
     hash_key,
     hashes_match,
     parse_key,
+    select_candidate,
     sha256,
 )
 from keysentry.errors import KeyFormatError
@@ -193,3 +194,11 @@ def test_check_key_agrees_with_a_plain_reference_and_with_parse_key(text: str) -
             parse_key(text)
     else:
         assert parse_key(text).prefix == prefix
+
+
+def test_select_candidate_compares_all_and_finds_current_or_previous() -> None:
+    a, b, c = (generate_key("sk").digest for _ in range(3))
+    assert select_candidate(a, [(b, None), (a, None)]) == 1
+    assert select_candidate(c, [(a, c)]) == 0
+    assert select_candidate(c, [(a, None), (b, None)]) is None
+    assert select_candidate(c, []) is None

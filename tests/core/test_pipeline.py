@@ -18,7 +18,6 @@ from keysentry.core.pipeline import (
     after_lookup,
     begin,
     path_problem,
-    select_candidate,
 )
 from keysentry.core.ratelimit import compile_limits, evaluate
 from keysentry.models import RateLimitRule
@@ -133,14 +132,6 @@ def test_old_secret_works_only_during_its_grace_period() -> None:
 def test_missing_permissions_are_named_only_after_the_secret_verified() -> None:
     decision = run(request(credential=KEY.secret), ENTRY, Policy(("users:read", "admin", "x")))
     assert b"Missing: admin, x." in decision.body
-
-
-def test_select_candidate_compares_all_and_finds_current_or_previous() -> None:
-    a, b, c = (generate_key("sk").digest for _ in range(3))
-    assert select_candidate(a, [(b, None), (a, None)]) == 1
-    assert select_candidate(c, [(a, c)]) == 0
-    assert select_candidate(c, [(a, None), (b, None)]) is None
-    assert select_candidate(c, []) is None
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import importlib
 import re
 import secrets
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from keysentry.errors import KeyFormatError
@@ -44,6 +44,7 @@ __all__ = [
     "hashes_match",
     "parse_key",
     "random_token",
+    "select_candidate",
     "sha256",
 ]
 
@@ -224,3 +225,24 @@ def hash_key(key: str) -> str:
 def hashes_match(expected: str, actual: str) -> bool:
     """Compare two hex digests in constant time."""
     return hmac.compare_digest(expected, actual)
+
+
+_DUMMY_DIGEST = hash_key("keysentry-dummy")
+
+
+def select_candidate(digest: str, candidates: Sequence[tuple[str, str | None]]) -> int | None:
+    """Index of the candidate whose current or previous hash is *digest*, else ``None``.
+
+    Every hash is compared, in constant time and without stopping at a match, and a dummy
+    comparison runs when there are no candidates: the time taken does not tell "no key with
+    this suffix" from "wrong secret".
+    """
+    found = None
+    for index, (current, previous) in enumerate(candidates):
+        if hashes_match(current, digest):
+            found = index
+        if previous is not None and hashes_match(previous, digest):
+            found = index
+    if not candidates:
+        hashes_match(_DUMMY_DIGEST, digest)
+    return found

@@ -31,7 +31,7 @@ from keysentry.core.credentials import MAX_CREDENTIAL_LENGTH, extract_credential
 from keysentry.core.credits import CreditPlan, next_refill
 from keysentry.core.decision import Decision, Identity, KeyEntry, Reason
 from keysentry.core.headers import credits_header
-from keysentry.core.keys import SUFFIX_LENGTH, check_key, hash_key, hashes_match, sha256
+from keysentry.core.keys import SUFFIX_LENGTH, check_key, sha256
 from keysentry.core.ratelimit import Limit, Outcome, plan_checks
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "normal_method",
     "path_problem",
     "permitted",
-    "select_candidate",
 ]
 
 
@@ -67,7 +66,6 @@ class _Unavailable(Enum):
 #: The answer to a lookup when the store could not be asked and nothing was cached, and to
 #: a hit when the limiter failed and the policy is to refuse ("closed").
 UNAVAILABLE: Final = _Unavailable.UNAVAILABLE
-_DUMMY_DIGEST: Final = hash_key("keysentry-dummy")
 #: How many verdicts of steps 5-6 a cached key remembers (see :func:`permitted`).
 MAX_VERDICTS: Final = 64
 _OK: Final = Reason.OK  # a module global: Reason.OK goes through the enum's metaclass
@@ -198,24 +196,6 @@ def path_problem(path: str) -> bool:
     if "." not in path:
         return False
     return any(segment in (".", "..") for segment in path.split("/"))
-
-
-def select_candidate(digest: str, candidates: Sequence[tuple[str, str | None]]) -> int | None:
-    """Index of the candidate whose current or previous hash is *digest*, else ``None``.
-
-    Every hash is compared, in constant time and without stopping at a match, and a dummy
-    comparison runs when there are no candidates: the time taken does not tell "no key with
-    this suffix" from "wrong secret".
-    """
-    found = None
-    for index, (current, previous) in enumerate(candidates):
-        if hashes_match(current, digest):
-            found = index
-        if previous is not None and hashes_match(previous, digest):
-            found = index
-    if not candidates:
-        hashes_match(_DUMMY_DIGEST, digest)
-    return found
 
 
 def begin(request: RequestFacts) -> Decision | LookupKey:

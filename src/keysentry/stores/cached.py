@@ -23,7 +23,8 @@ from typing import Final
 from cachetools import LRUCache, TTLCache
 
 from keysentry.core.decision import KeyEntry
-from keysentry.core.pipeline import LookupKey, select_candidate
+from keysentry.core.keys import select_candidate
+from keysentry.core.pipeline import LookupKey
 from keysentry.core.ratelimit import Algorithm
 from keysentry.errors import StoreError
 from keysentry.models import KeyRecord
