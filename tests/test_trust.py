@@ -5,6 +5,7 @@ field, identically on memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -24,8 +25,9 @@ from keysentry import KeySentry, RateLimitRule, ValidationError
 from keysentry.admin import create_admin_app, create_admin_key
 from keysentry.asgi import KeySentryMiddleware
 from keysentry.cli import main
+from keysentry.testing import FakeClock
 from keysentry.wsgi import KeySentryWSGIMiddleware
-from tests.conftest import POSTGRES_PARAM
+from tests.conftest import POSTGRES_PARAM, sql_database
 
 PERMISSIONS = {"DELETE /users/*": ["users:delete"], "GET /users/*": ["users:read"]}
 
@@ -325,9 +327,31 @@ def _field(response: Any) -> str | None:
     return response.json()["errors"][0].get("field")  # type: ignore[no-any-return]
 
 
-# Refused by the admin API's parsing, before any write: run on the in-memory store and on
-# PostgreSQL, the strictest (it cannot store NUL), rather than on all four.
-_PARSED_FIRST = pytest.mark.parametrize("database_url", ["memory", POSTGRES_PARAM], indirect=True)
+@pytest.fixture(scope="module", params=["memory", POSTGRES_PARAM])
+def parsed_admin(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Admin]:
+    """One admin API per store for the probes its parsing refuses before any write, on the
+    in-memory store and on PostgreSQL, the strictest (it cannot store NUL), rather than on
+    all four; shared by those probes (each checks that it wrote nothing), set up once."""
+    with contextlib.ExitStack() as stack:
+        url = "memory://"
+        if request.param != "memory":
+            directory = tmp_path_factory.mktemp("parsed")
+            url = stack.enter_context(sql_database(request.param, request, directory))
+        ks = stack.enter_context(KeySentry(url, clock=FakeClock()))
+        ks.create_api_auth_app("shop", "Shop", "sk_shop", permissions=["users:*"])
+        admin = Admin(ks)
+        with admin.client:
+            yield admin
+
+
+def _refused_unwritten(admin: Admin, method: str, path: str, body: bytes, field: str) -> None:
+    before = admin.ks.list_events()
+    reply = admin.send(method, path, body)
+    assert reply.status_code == 422, reply.text
+    assert _field(reply) == field
+    assert admin.ks.list_events() == before  # refused before any write
 
 
 JSON_ROUTES = [
@@ -341,27 +365,22 @@ JSON_ROUTES = [
 ]
 
 
-@_PARSED_FIRST
 @pytest.mark.parametrize(("method", "path", "field"), JSON_ROUTES)
 @pytest.mark.parametrize("depth", [40, 1000, 100_000])
 def test_deep_json_is_a_4xx_naming_the_field(
-    admin: Admin, method: str, path: str, field: str, depth: int
+    parsed_admin: Admin, method: str, path: str, field: str, depth: int
 ) -> None:
     body = b'{"' + field.encode() + b'": ' + b"[" * depth + b"]" * depth + b"}"
-    reply = admin.send(method, path, body)
-    assert reply.status_code == 422, reply.text
-    assert _field(reply) == field
+    _refused_unwritten(parsed_admin, method, path, body, field)
 
 
-@_PARSED_FIRST
 @pytest.mark.parametrize(("method", "path", "field"), JSON_ROUTES)
 @pytest.mark.parametrize("raw", [b'"a\\u0000b"', b"NaN", b"Infinity", b"1e999", b'["\\u0000"]'])
 def test_nul_and_non_finite_values_in_a_body_are_422(
-    admin: Admin, method: str, path: str, field: str, raw: bytes
+    parsed_admin: Admin, method: str, path: str, field: str, raw: bytes
 ) -> None:
-    reply = admin.send(method, path, b'{"' + field.encode() + b'": ' + raw + b"}")
-    assert reply.status_code == 422, reply.text
-    assert _field(reply) == field
+    body = b'{"' + field.encode() + b'": ' + raw + b"}"
+    _refused_unwritten(parsed_admin, method, path, body, field)
 
 
 def test_nul_in_metadata_deep_down_is_422_on_every_store(admin: Admin) -> None:
@@ -393,12 +412,12 @@ def test_a_secret_as_a_key_id_is_not_echoed_by_the_admin_api(admin: Admin) -> No
     assert admin.ks.verify(secret).allowed
 
 
-@_PARSED_FIRST
 @pytest.mark.parametrize(
     "query", ["limit=²", "offset=¹", "limit=٣", "limit=" + "9" * 4301, "limit=-1", "limit=1.0",
               "offset=" + "1" * 20],
 )  # fmt: skip
-def test_query_integers_are_ascii_digits_in_range(admin: Admin, query: str) -> None:
+def test_query_integers_are_ascii_digits_in_range(parsed_admin: Admin, query: str) -> None:
+    admin = parsed_admin
     reply = admin.send("GET", f"/api-auth/apps?{query}")
     assert reply.status_code == 400
     assert _field(reply) == query.split("=")[0]
@@ -406,14 +425,15 @@ def test_query_integers_are_ascii_digits_in_range(admin: Admin, query: str) -> N
     assert events.status_code == 400
 
 
-@_PARSED_FIRST
 @pytest.mark.parametrize(
     ("value", "status"),
     [("²", 400), ("٣", 400), ("-1", 400), ("1e3", 400), (" 12", 400), ("9" * 4301, 413),
      (str(2**21), 413)],
 )  # fmt: skip
-def test_odd_content_lengths_are_4xx(admin: Admin, value: str, status: int) -> None:
+def test_odd_content_lengths_are_4xx(parsed_admin: Admin, value: str, status: int) -> None:
     # in process, so the header reaches the app as sent (a server would refuse most itself)
+    admin = parsed_admin
+    before = admin.ks.list_events()
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -434,6 +454,7 @@ def test_odd_content_lengths_are_4xx(admin: Admin, value: str, status: int) -> N
     }  # fmt: skip
     anyio.run(create_admin_app(admin.ks), scope, receive, send)  # type: ignore[arg-type]
     assert sent[0]["status"] == status
+    assert admin.ks.list_events() == before  # refused before any write
 
 
 def test_check_refuses_a_method_that_is_not_a_token(admin: Admin) -> None:
