@@ -20,6 +20,9 @@ from keysentry.stores.sql import SQLKeyStore
 from tests.conftest import sql_database
 
 KEYS = 200
+# every test of this module on one worker: its stores (200 keys each, per store and rotation)
+# are then filled once, not once on every worker that runs some of its tests
+pytestmark = pytest.mark.xdist_group("plans")
 
 
 _STORES = [("sqlite", ()), ("postgres", pytest.mark.postgres), ("mysql", pytest.mark.mysql)]
