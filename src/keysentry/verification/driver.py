@@ -223,12 +223,7 @@ class Verifier:
     ) -> Decision:
         """Verify prepared request facts against a policy (what the WSGI adapter calls);
         from the general path's second step when :meth:`quick` already *found* the key."""
-        if found is not None:
-            return self.verify_request_general(facts, policy, found)
-        credential = bearer(facts)
-        if credential is None:
-            return self.verify_request_general(facts, policy)
-        quick = self.quick_decision(credential, facts.path, policy)
+        quick = self._one_step(facts, policy, found)
         if type(quick) is Decision:
             return quick
         return self.verify_request_general(facts, policy, quick)
@@ -238,15 +233,22 @@ class Verifier:
     ) -> Decision:
         """Async :meth:`verify_request` (what the ASGI adapter calls): a store read runs in
         a worker thread, a Redis hit on the event loop."""
-        if found is not None:
-            return await self.averify_request_general(facts, policy, found)
-        credential = bearer(facts)
-        if credential is None:
-            return await self.averify_request_general(facts, policy)
-        quick = self.quick_decision(credential, facts.path, policy)
+        quick = self._one_step(facts, policy, found)
         if type(quick) is Decision:
             return quick
         return await self.averify_request_general(facts, policy, quick)
+
+    def _one_step(
+        self, facts: RequestFacts, policy: Policy, found: LookupKey | None
+    ) -> Decision | LookupKey | None:
+        """What the one-step path makes of prepared facts, unless it already *found* the key:
+        the verdict, or where the general path starts (the key found, or ``None``)."""
+        if found is not None:
+            return found
+        credential = bearer(facts)
+        if credential is None:
+            return None
+        return self.quick_decision(credential, facts.path, policy)
 
     def verify_request_general(
         self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
