@@ -30,14 +30,33 @@ PG_ADMIN_URL = os.environ.get("KEYSENTRY_TEST_PG", "postgresql://postgres@127.0.
 REQUIRE_SERVICES = os.environ.get("KEYSENTRY_REQUIRE_SERVICES") == "1"
 
 
-@pytest.hookimpl(trylast=True)  # after tests/system/conftest.py has marked its tests
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n``, on by default), the system tests run one after another on
-    one worker, beside the rest: they start servers on spare ports and time processes, and
-    two of them at once on a two-core machine would only make each slower."""
+_UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook has named the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Fail every test of an ``xdist_group`` that pytest-xdist's ``--dist loadgroup`` (on by
+    default) has not put with its group: it marks them by suffixing their node ids, which a
+    newer pytest can silently ignore, and then the system tests would run two at a time and
+    each module's shared stores would be filled on both workers."""
+    if not config.getoption("loadgroup", default=False):
+        return  # not a pytest-xdist worker of a --dist loadgroup run
     for item in items:
-        if item.get_closest_marker("system") is not None:
-            item.add_marker(pytest.mark.xdist_group("system"))
+        group = item.get_closest_marker("xdist_group")
+        if group is not None and not item.nodeid.endswith(f"@{group.args[0]}"):
+            item.stash[_UNGROUPED] = (
+                f"pytest-xdist did not group this test with the others of xdist_group "
+                f"{group.args[0]!r}: this pytest and pytest-xdist do not work together for "
+                "--dist loadgroup; install the versions of pyproject.toml's dev extra "
+                "(pip install -e '.[dev]')"
+            )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """See :func:`pytest_collection_modifyitems`."""
+    problem = item.stash.get(_UNGROUPED, None)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
 
 
 def _postgres_problem() -> str | None:

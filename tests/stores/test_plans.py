@@ -4,6 +4,8 @@ app's keys grow."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -29,21 +31,39 @@ _STORES = [("sqlite", ()), ("postgres", pytest.mark.postgres), ("mysql", pytest.
 _ROTATIONS = [(0, "none-rotated"), (2, "half-rotated")]
 
 
+@pytest.fixture(scope="session")
+def _stores() -> Iterator[tuple[ExitStack, dict[tuple[str, int], Any]]]:
+    """The module's filled stores, each made the first time a test asks for it and given
+    back when the session ends: once per store and rotation, whatever order the tests run
+    in (a module fixture is made again whenever another module's tests run between this
+    one's, as they do under pytest-xdist, and a parametrized one whenever the order moves
+    between its parameters)."""
+    with ExitStack() as stack:
+        yield stack, {}
+
+
 @pytest.fixture(
-    scope="module",
     params=[pytest.param((kind, every), marks=marks, id=f"{label}-{kind}")
             for every, label in _ROTATIONS for kind, marks in _STORES],
 )  # fmt: skip
-def filled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def filled(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    _stores: tuple[ExitStack, dict[tuple[str, int], Any]],
+) -> Any:
     """A store with one app of KEYS keys (none, or every second one, rotated with a grace
-    period), analysed: keys that never rotate leave NULLs in the statistics. Made once per
-    store and rotation for the module's tests, which only read plans."""
+    period), analysed: keys that never rotate leave NULLs in the statistics. Shared by the
+    module's tests, which only read plans."""
+    stack, made = _stores
     kind, every = request.param
-    with sql_database(kind, request, tmp_path_factory.mktemp("plans")) as url:
-        yield from _filled(url, every)
+    if (kind, every) not in made:
+        url = stack.enter_context(sql_database(kind, request, tmp_path_factory.mktemp("plans")))
+        made[kind, every] = stack.enter_context(_filled(url, every))
+    return made[kind, every]
 
 
-def _filled(url: str, every: int) -> Any:
+@contextmanager
+def _filled(url: str, every: int) -> Iterator[tuple[SQLKeyStore, Any, str]]:
     ks = KeySentry(url, usage_interval=None)
     ks.create_rate_limit_scheme("std", "Std", [{"unit": "minute", "max_requests": 10}])
     ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live",
@@ -61,8 +81,10 @@ def _filled(url: str, every: int) -> Any:
             conn.exec_driver_sql("ANALYZE keysentry_keys")
         else:
             conn.exec_driver_sql("ANALYZE TABLE keysentry_keys")
-    yield store, keys[1].key, ks.get_api_auth_app("api").id
-    ks.close()
+    try:
+        yield store, keys[1].key, ks.get_api_auth_app("api").id
+    finally:
+        ks.close()
 
 
 def plan(store: SQLKeyStore, statement: Any) -> list[str]:
