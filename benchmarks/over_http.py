@@ -12,7 +12,9 @@ throughput), the p99 latency, and the **server's CPU time per request**, read fr
 core and the server the other, so throughput moves with whatever else runs; CPU time per
 request is the steadier measure of what the middleware costs. The uvicorn pair also serves
 the app behind the hand-written floor of ``benchmarks/floor.py`` (not keysentry), reported
-against the same bare server: how close a pure-Python middleware comes when served.
+against the same bare server: how close a pure-Python middleware comes when served; and a
+row for the served target, keysentry's extra CPU over the bare app against the floor's,
+taken round by round.
 """
 
 from __future__ import annotations
@@ -257,7 +259,39 @@ def scenarios(rounds: int, seconds: float) -> list[Any]:
                 floor_labels = ("Starlette + benchmarks/floor.py (same work, minimal)", labels[1])
                 results += _results(Result, f"{name}, the floor (not keysentry)", floor_labels,
                                     measured[0], measured[2], None)  # fmt: skip
+                extra = extra_cpu(Result, name, measured[0], measured[1], measured[2])
+                if extra is not None:
+                    results.append(extra)
     return results
+
+
+EXTRA_TARGET = 1.3
+"""keysentry's extra server CPU per request may be at most this many times the floor's."""
+
+
+def extra_cpu(
+    result: Any, name: str, bare: list[Load], ours: list[Load], floor: list[Load]
+) -> Any | None:
+    """The served target's row: keysentry's extra CPU per request over the bare app against
+    the floor's, paired by round (the three servers of a round run back to back, so a
+    round's drift cancels out). Its *speed* is the floor's extra / ours: the target,
+    ours at most 1.3 times the floor's, is a speed of at least 1/1.3."""
+    bare_cpu, ours_cpu, floor_cpu = _cpu(bare), _cpu(ours), _cpu(floor)
+    if bare_cpu is None or ours_cpu is None or floor_cpu is None:
+        return None
+    ours_extra = [o - b for o, b in zip(ours_cpu, bare_cpu, strict=True)]
+    floor_extra = [f - b for f, b in zip(floor_cpu, bare_cpu, strict=True)]
+    per_round = sorted(o / f for o, f in zip(ours_extra, floor_extra, strict=True) if f > 0)
+    ratio = _median(ours_extra) / _median(floor_extra)
+    detail = f"keysentry's extra is {ratio:.2f}x the floor's (target <= {EXTRA_TARGET}x)"
+    if per_round:
+        detail += (f"; per-round ratios {per_round[0]:.2f}x-{per_round[-1]:.2f}x, median "
+                   f"{_median(per_round):.2f}x, {len(per_round)} rounds")  # fmt: skip
+    return result(
+        f"{name}, extra CPU/request: the floor's / ours", "keysentry's extra over bare",
+        "the floor's extra over bare", _median(ours_extra), _median(floor_extra),
+        _spread(ours_extra), _spread(floor_extra), round(1 / EXTRA_TARGET, 3), detail,
+    )  # fmt: skip
 
 
 def _median(values: list[float]) -> float:
@@ -267,6 +301,12 @@ def _median(values: list[float]) -> float:
 def _spread(values: list[float]) -> float:
     med = statistics.median(values)
     return (max(values) - min(values)) / med * 100 if med else 0.0
+
+
+def _cpu(loads: list[Load]) -> list[float] | None:
+    """The CPU time per request of every load, or ``None`` when /proc did not tell one."""
+    values = [x.cpu_us for x in loads if x.cpu_us is not None]
+    return values if len(values) == len(loads) else None
 
 
 def _results(
@@ -290,9 +330,8 @@ def _results(
             target, p99,
         )
     ]  # fmt: skip
-    if all(x.cpu_us is not None for x in ours + bare):
-        cpu_ours = [x.cpu_us for x in ours if x.cpu_us is not None]
-        cpu_bare = [x.cpu_us for x in bare if x.cpu_us is not None]
+    cpu_ours, cpu_bare = _cpu(ours), _cpu(bare)
+    if cpu_ours is not None and cpu_bare is not None:
         rows.append(
             result(
                 f"{name}, server CPU/request", *labels,

@@ -136,3 +136,24 @@ def test_the_served_floor_knows_the_benchmark_key(
     answer = client.get("/users/7", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200
     assert answer.headers["x-ratelimit-limit"] == str(HUGE)
+
+
+def test_the_served_target_pairs_each_round_with_its_own_bare_run() -> None:
+    # the extra CPU of keysentry and of the floor are each taken against the bare server of
+    # the same round, so a round where the whole machine ran slow cancels out
+    def loads(*cpu: float) -> list[over_http.Load]:
+        return [over_http.Load(1000, 1.0, 1.0, 0, us) for us in cpu]
+
+    bare = loads(40.0, 60.0, 41.0)  # the second round ran 20 us slow for everyone
+    ours = loads(52.0, 72.0, 53.0)
+    floor = loads(50.0, 70.0, 51.0)
+    row = over_http.extra_cpu(Result, "uvicorn", bare, ours, floor)
+    assert (row.ours_us, row.baseline_us) == (12.0, 10.0)
+    assert row.speed == pytest.approx(10 / 12)
+    assert row.met is True  # 1.2x the floor's extra is within 1.3x
+    assert "1.20x the floor's" in row.detail
+    assert "per-round ratios 1.20x-1.20x" in row.detail
+    slower = over_http.extra_cpu(Result, "uvicorn", bare, loads(54.0, 74.0, 55.0), floor)
+    assert slower.met is False  # 1.4x
+    assert over_http.extra_cpu(Result, "uvicorn", bare, ours, [*floor[:2],
+                               over_http.Load(1000, 1.0, 1.0, 0, None)]) is None  # fmt: skip
