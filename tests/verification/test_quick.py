@@ -557,3 +557,23 @@ def test_ks_verify_names_an_argument_of_the_wrong_type(
     with pytest.raises(ValidationError) as info:
         verify_by(caller, ks, **call)
     assert info.value.fields == [field]
+
+
+def test_a_policy_named_by_one_permission_string_is_built_once_and_the_memo_is_bounded() -> None:
+    from keysentry.errors import ValidationError
+    from keysentry.verification import arguments
+
+    arguments._POLICIES.clear()  # whatever this process's other tests asked for
+    first = request_policy("memo:read", None, 1)
+    assert first == Policy(("memo:read",), None, 1)
+    assert request_policy("memo:read", None, 1) is first  # remembered
+    assert request_policy("memo:read", "users/7", 1) == Policy(("memo:read",), "users/7", 1)
+    assert request_policy("memo:read", None, 0).cost == 0  # the cost is part of the key
+    assert request_policy(["memo:read"], None, 1) == first  # a list is built each time
+    with pytest.raises(ValidationError):
+        request_policy("memo:read", None, -1)  # refused, and never remembered
+    assert ("memo:read", None, -1) not in arguments._POLICIES
+    for n in range(arguments._MAX_POLICIES + 10):  # a program that invents permissions
+        request_policy(f"memo:{n}", None, 1)
+    assert len(arguments._POLICIES) == arguments._MAX_POLICIES
+    assert request_policy("memo:never-seen", None, 1) == Policy(("memo:never-seen",), None, 1)

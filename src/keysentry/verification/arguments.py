@@ -49,12 +49,29 @@ def presented(value: str) -> bytes | None:
     return value.encode("ascii")
 
 
+_POLICIES: dict[tuple[str, str | None, object], Policy] = {}
+"""The policies asked for with one permission string: a program asks for the same few."""
+_MAX_POLICIES = 1024
+
+
 def request_policy(permissions: Sequence[str] | str, resource: str | None, cost: object) -> Policy:
     """The policy of a request described by ``ks.verify``'s arguments.
 
     Raises:
         ValidationError: *cost* is not an integer from 0 up.
     """
+    if type(permissions) is str and type(cost) is int:
+        asked = (permissions, resource, cost)
+        policy = _POLICIES.get(asked)
+        if policy is None:
+            policy = _policy(permissions, resource, cost)
+            if len(_POLICIES) < _MAX_POLICIES:
+                _POLICIES[asked] = policy
+        return policy
+    return _policy(permissions, resource, cost)
+
+
+def _policy(permissions: Sequence[str] | str, resource: str | None, cost: object) -> Policy:
     if isinstance(permissions, str):
         required: tuple[str, ...] = (permissions,)
     else:
