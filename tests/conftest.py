@@ -43,10 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return  # not a pytest-xdist worker of a --dist loadgroup run
     for item in items:
         group = item.get_closest_marker("xdist_group")
-        if group is not None and not item.nodeid.endswith(f"@{group.args[0]}"):
+        if group is None:
+            continue
+        name = group.args[0] if group.args else group.kwargs.get("name", "default")
+        if f"@{name}" not in item.nodeid:
             item.stash[_UNGROUPED] = (
                 f"pytest-xdist did not group this test with the others of xdist_group "
-                f"{group.args[0]!r}: this pytest and pytest-xdist do not work together for "
+                f"{name!r}: this pytest and pytest-xdist do not work together for "
                 "--dist loadgroup; install the versions of pyproject.toml's dev extra "
                 "(pip install -e '.[dev]')"
             )
