@@ -49,7 +49,7 @@ def presented(value: str) -> bytes | None:
     return value.encode("ascii")
 
 
-_POLICIES: dict[tuple[str, str | None, object], Policy] = {}
+_POLICIES: dict[tuple[str, str | None, int], Policy] = {}
 """The policies asked for with one permission string: a program asks for the same few."""
 _MAX_POLICIES = 1024
 

@@ -212,9 +212,7 @@ class Verifier:
         ):
             key = presented(credential)
             if key is not None:
-                quick = self.quick(key, path, policy)
-                if type(quick) is Identity:
-                    return admitted(quick)
+                quick = self.quick_decision(key, path, policy)
                 if type(quick) is Decision:
                     return quick
                 found = quick
