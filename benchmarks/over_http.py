@@ -281,6 +281,12 @@ def extra_cpu(
         return None
     ours_extra = [o - b for o, b in zip(ours_cpu, bare_cpu, strict=True)]
     floor_extra = [f - b for f, b in zip(floor_cpu, bare_cpu, strict=True)]
+    if _median(ours_extra) <= 0 or _median(floor_extra) <= 0:
+        # the bare server measured no cheaper: this run's noise is larger than what it compares
+        print(f"  no served-target row for {name}: a middleware's median extra CPU was not "
+              f"above zero (keysentry {_median(ours_extra):.1f} us, the floor "
+              f"{_median(floor_extra):.1f} us)")  # fmt: skip
+        return None
     per_round = sorted(o / f for o, f in zip(ours_extra, floor_extra, strict=True) if f > 0)
     ratio = _median(ours_extra) / _median(floor_extra)
     detail = f"keysentry's extra is {ratio:.2f}x the floor's (target <= {EXTRA_TARGET}x)"

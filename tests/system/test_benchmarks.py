@@ -170,3 +170,5 @@ def test_the_served_target_pairs_each_round_with_its_own_bare_run() -> None:
     assert slower.met is False  # 1.4x
     assert over_http.extra_cpu(Result, "uvicorn", bare, ours, [*floor[:2],
                                over_http.Load(1000, 1.0, 1.0, 0, None)]) is None  # fmt: skip
+    # a run whose bare server measured no cheaper than a middleware compares nothing
+    assert over_http.extra_cpu(Result, "uvicorn", bare, ours, bare) is None
