@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from benchmarks.floor import add_floor
+from benchmarks.inlined import InlinedMiddleware
 from benchmarks.world import bench_key
 from keysentry import KeySentry
 from keysentry.asgi import KeySentryMiddleware
@@ -64,13 +65,13 @@ def _caller(app: Any, headers: list[tuple[bytes, bytes]]) -> Any:
 
 
 def runner(variant: str, ks: KeySentry, secret: str) -> Any:
-    """The ``run(n)`` of the app "bare", behind "keysentry" (*ks*), or behind the "floor",
-    each sent requests carrying *secret*."""
+    """The ``run(n)`` of the app "bare", behind "keysentry" (*ks*), behind keysentry's path
+    "inlined" (*ks*), or behind the "floor", each sent requests carrying *secret*."""
     app = _app()
-    if variant == "keysentry":
-        app.add_middleware(
-            KeySentryMiddleware, sentry=ks, permissions={"GET /users/*": ["users:read"]}
-        )
+    if variant in ("keysentry", "inlined"):
+        # "inlined": keysentry's one-step path in one function (benchmarks/inlined.py)
+        middleware = KeySentryMiddleware if variant == "keysentry" else InlinedMiddleware
+        app.add_middleware(middleware, sentry=ks, permissions={"GET /users/*": ["users:read"]})
     elif variant == "floor":
         add_floor(app, hashlib.sha256(secret.encode()).hexdigest())
     elif variant != "bare":
@@ -86,6 +87,7 @@ def scenarios(compare: Any, rounds: int) -> list[Any]:
     bare_run = runner("bare", ks, secret)
     protected_run = runner("keysentry", ks, secret)
     floor_run = runner("floor", ks, secret)
+    inlined_run = runner("inlined", ks, secret)
     raw = secret.encode()
     return [
         compare(
@@ -99,6 +101,13 @@ def scenarios(compare: Any, rounds: int) -> list[Any]:
         compare(
             "ASGI in-process, the floor (not keysentry)",
             ("Starlette + benchmarks/floor.py (same work, minimal)", floor_run),
+            ("bare Starlette", bare_run),
+            number=20,
+            rounds=rounds,
+        ),
+        compare(
+            "ASGI in-process, keysentry's path inlined (not for use)",
+            ("Starlette + benchmarks/inlined.py (keysentry's work, one function)", inlined_run),
             ("bare Starlette", bare_run),
             number=20,
             rounds=rounds,

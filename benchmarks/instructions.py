@@ -2,8 +2,9 @@
 
 ``python -m benchmarks.instructions`` runs the ASGI in-process pair of ``benchmarks/asgi.py``
 (bare Starlette, the same app behind ``KeySentryMiddleware`` -- with usage analytics, as by
-default, without them, and with Prometheus metrics too -- and behind the hand-written
-floor of ``benchmarks/floor.py``) under callgrind, twice each: once set up with no requests
+default, without them, and with Prometheus metrics too -- behind the hand-written
+floor of ``benchmarks/floor.py``, and behind keysentry's own path written as one function,
+``benchmarks/inlined.py``) under callgrind, twice each: once set up with no requests
 and once with *requests* requests; the difference over *requests* is the instructions one
 request costs. The counts do not move with the machine's load (callgrind counts, it does not
 time), so a change to the hot path can be judged by a few hundred instructions. They are
@@ -26,8 +27,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-VARIANTS = ("bare", "floor", "keysentry", "keysentry-no-analytics", "keysentry-metrics",
-            "keysentry-credits")  # fmt: skip
+VARIANTS = ("bare", "floor", "inlined", "keysentry", "keysentry-no-analytics",
+            "keysentry-metrics", "keysentry-credits")  # fmt: skip
 # KeySentry's options per variant: analytics (on by default) off, and Prometheus metrics on
 _OPTIONS: dict[str, dict[str, Any]] = {
     "keysentry-no-analytics": {"analytics": False},
@@ -96,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'ASGI in-process, per request':<34}{'instructions':>14}{'bare / this':>13}")
     for variant, instructions in counts.items():
         print(f"{variant:<34}{instructions:>14,.0f}{bare / instructions:>13.2f}")
+    floor, inlined, ours = counts["floor"], counts["inlined"], counts["keysentry"]
+    print(
+        f"keysentry's extra over bare vs the floor's: {(ours - bare) / (floor - bare):.2f}x; "
+        f"its path inlined (benchmarks/inlined.py): {(inlined - bare) / (floor - bare):.2f}x"
+    )
     off = counts["keysentry-no-analytics"]
     print(f"analytics on vs off: {counts['keysentry'] / off - 1:+.1%} instructions")
     metered = counts["keysentry-metrics"]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks import over_http, run
@@ -111,6 +112,70 @@ def test_the_floor_does_the_work_it_is_measured_for() -> None:
     for key in [*bad, secret]:  # and the third request with the good key: over the limit
         with pytest.raises(RuntimeError):
             client.get("/users/1", headers={"Authorization": f"Bearer {key}"})
+
+
+def _answer(response: Any) -> tuple[int, Any, dict[str, str]]:
+    """A response's status, body (or refusal reason) and the rate-limit headers that do not
+    name the second (which two runs may straddle)."""
+    body = response.json()
+    named = ("ratelimit-policy", "x-ratelimit-limit", "x-ratelimit-remaining")
+    headers = {name: value for name, value in response.headers.items() if name in named}
+    if response.status_code != 200:
+        body = body["errors"][0]["reason"]
+    return response.status_code, body, headers
+
+
+def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way() -> None:
+    # benchmarks/inlined.py reads keysentry's private attributes: if they move, it must
+    # fail here, not quietly hand every request to KeySentryMiddleware and measure that
+    from benchmarks.asgi import _app
+    from benchmarks.inlined import InlinedMiddleware
+    from benchmarks.world import bench_key
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from keysentry import KeySentry
+    from keysentry.asgi import KeySentryMiddleware
+
+    async def who(request: Request) -> JSONResponse:
+        identity = request.state.api_key
+        key_id = ks.list_api_keys("bench")[0].id
+        return JSONResponse({"key": identity.key_id == key_id,
+                             "user": request.user.identity == key_id,
+                             "scopes": list(request.auth.scopes),
+                             "remaining": [o.remaining for o in identity.rate_limits]})  # fmt: skip
+
+    answers = {}
+    for middleware in (KeySentryMiddleware, InlinedMiddleware):
+        with KeySentry("memory://", usage_interval=None) as ks:
+            secret = bench_key(ks)
+            key_id = ks.list_api_keys("bench")[0].id
+            ks.update_rate_limit_scheme("bench", rules=[{"unit": "minute", "max_requests": 3}])
+            app = _app()
+            app.router.routes.append(Route("/users/{user_id}/who", who))
+            app.add_middleware(middleware, sentry=ks, permissions={"GET /users/*": ["users:read"]})
+            client = TestClient(app)
+            auth = {"Authorization": f"Bearer {secret}"}
+            responses = [client.get("/users/42/who", headers=auth) for _ in range(4)]
+            usage = [(p.outcome, p.count) for p in ks.get_usage(key_id=key_id, granularity="day")]
+            answers[middleware] = [_answer(r) for r in responses], usage
+            if middleware is InlinedMiddleware:
+                inlined = client.app.middleware_stack
+                while not isinstance(inlined, InlinedMiddleware):
+                    inlined = inlined.app
+                # the first request fills the cache and the remembered verdict by
+                # KeySentryMiddleware; the next two count in this function; the fourth,
+                # refused, is KeySentryMiddleware's again
+                assert inlined.taken == 2
+    ours, theirs = answers[KeySentryMiddleware], answers[InlinedMiddleware]
+    assert [a[0] for a in ours[0]] == [200, 200, 200, 429]
+    assert [a[1]["remaining"] for a in ours[0][:3]] == [[2], [1], [0]]
+    assert ours[0][0][1]["key"]
+    assert ours[0][0][1]["user"]
+    assert sorted(ours[1]) == [("ok", 3), ("rate_limited", 1)]
+    assert ours == theirs
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
