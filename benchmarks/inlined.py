@@ -33,12 +33,16 @@ from keysentry.toolkit.identity import _attached
 _OK = Reason.OK
 
 
-class InlinedMiddleware(KeySentryMiddleware):
-    """``KeySentryMiddleware`` with its one-step path in one function (see the module)."""
+class InlinedMiddleware:
+    """``KeySentryMiddleware`` with its one-step path in one function (see the module); it
+    hands every other request to a ``KeySentryMiddleware`` of the same options (held, not
+    inherited: the compiled build's classes cannot be subclassed in Python)."""
 
     def __init__(self, app: Any, **options: Any) -> None:
-        super().__init__(app, **options)
-        verifier = self.sentry.verifier
+        self.app = app
+        self.keysentry = KeySentryMiddleware(app, **options)
+        self._routes = self.keysentry._routes
+        verifier = self.keysentry.sentry.verifier
         limiter = verifier.limiter
         self.cache, self.usage, self.clock = verifier.cache, verifier.usage, verifier.clock
         self.limiter = limiter if isinstance(limiter, MemoryLimiter) else MemoryLimiter()
@@ -49,13 +53,13 @@ class InlinedMiddleware(KeySentryMiddleware):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
         policy = self._routes.get((method, path))
         if (policy is None or not self.usual or method == "OPTIONS" or scope.get("root_path")
                 or "//" in path or "." in path):  # fmt: skip
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         credential = None
         for name, value in scope["headers"]:
@@ -66,14 +70,14 @@ class InlinedMiddleware(KeySentryMiddleware):
                 credential = value
         if (credential is None or not credential.startswith(b"Bearer ")
                 or len(credential) > MAX_KEY_LENGTH + 7):  # fmt: skip
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         digest = sha256(credential[7:]).hexdigest()
         now = self.clock()
         cache = self.cache
         fresh = cache._fresh.get(digest) if cache._sync_from <= now < cache._next_sync else None
         if fresh is None or not 0.0 <= now - fresh[1] < cache._ttl:
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         entry = fresh[0]
         resource = policy.resource
@@ -84,11 +88,11 @@ class InlinedMiddleware(KeySentryMiddleware):
                 or (entry.expires_at is not None and now >= entry.expires_at)
                 or verdict is None or not verdict.allowed
                 or checks is None or len(checks) != 1):  # fmt: skip
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         auth = _attached.get(entry.identity.grants)
         if auth is None:
-            await super().__call__(scope, receive, send)
+            await self.keysentry(scope, receive, send)
             return
         ((limit, counter_key),) = checks
         now_ms = int(now * 1000)
@@ -106,7 +110,7 @@ class InlinedMiddleware(KeySentryMiddleware):
         finally:
             lock.release()
         if outcome is None or not outcome.allowed:
-            await super().__call__(scope, receive, send)  # counted there, not here
+            await self.keysentry(scope, receive, send)  # counted there, not here
             return
         identity = entry.identity.with_rate_limits((outcome,))
         usage = self.usage
