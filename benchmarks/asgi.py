@@ -81,43 +81,33 @@ def runner(variant: str, ks: KeySentry, secret: str) -> Any:
     return _caller(app, headers)
 
 
+# each against bare Starlette: (scenario, variant, label, target)
+_PAIRS = [
+    ("ASGI in-process, 200 requests", "keysentry",
+     "Starlette + KeySentryMiddleware (cache hit, 1 rule)", 0.70),
+    ("ASGI in-process, the floor (not keysentry)", "floor",
+     "Starlette + benchmarks/floor.py (same work, minimal)", None),
+    ("ASGI in-process, keysentry's path inlined (not for use)", "inlined",
+     "Starlette + benchmarks/inlined.py (keysentry's work, one function)", None),
+]  # fmt: skip
+
+
 def scenarios(compare: Any, rounds: int) -> list[Any]:
     ks = KeySentry("memory://", usage_interval=None)
     secret = bench_key(ks)  # one rule on the in-process limiter
     bare_run = runner("bare", ks, secret)
-    protected_run = runner("keysentry", ks, secret)
-    floor_run = runner("floor", ks, secret)
-    inlined_run = runner("inlined", ks, secret)
-    raw = secret.encode()
-    return [
-        compare(
-            "ASGI in-process, 200 requests",
-            ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", protected_run),
-            ("bare Starlette", bare_run),
-            number=20,
-            rounds=rounds,
-            target=0.70,
-        ),
-        compare(
-            "ASGI in-process, the floor (not keysentry)",
-            ("Starlette + benchmarks/floor.py (same work, minimal)", floor_run),
-            ("bare Starlette", bare_run),
-            number=20,
-            rounds=rounds,
-        ),
-        compare(
-            "ASGI in-process, keysentry's path inlined (not for use)",
-            ("Starlette + benchmarks/inlined.py (keysentry's work, one function)", inlined_run),
-            ("bare Starlette", bare_run),
-            number=20,
-            rounds=rounds,
-        ),
-        compare(
-            "cached verify",
-            ("ks.verify(bearer, path=, permissions=)",
-             lambda: ks.verify(f"Bearer {secret}", path="/users/42", permissions=["users:read"])),
-            ("floor: sha256(key).hexdigest()", lambda: hashlib.sha256(raw).hexdigest()),
-            number=20_000,
-            rounds=rounds,
-        ),
+    results = [
+        compare(scenario, (label, runner(variant, ks, secret)), ("bare Starlette", bare_run),
+                number=20, rounds=rounds, target=target)
+        for scenario, variant, label, target in _PAIRS
     ]  # fmt: skip
+    raw = secret.encode()
+    results.append(compare(
+        "cached verify",
+        ("ks.verify(bearer, path=, permissions=)",
+         lambda: ks.verify(f"Bearer {secret}", path="/users/42", permissions=["users:read"])),
+        ("floor: sha256(key).hexdigest()", lambda: hashlib.sha256(raw).hexdigest()),
+        number=20_000,
+        rounds=rounds,
+    ))  # fmt: skip
+    return results
