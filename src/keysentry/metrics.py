@@ -25,7 +25,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -38,7 +38,8 @@ from prometheus_client import (
     make_asgi_app,
 )
 
-from keysentry.core.decision import Decision, KeyEntry, Reason
+from keysentry.core.decision import Identity, KeyEntry, Reason
+from keysentry.core.ratelimit import Outcome
 from keysentry.stores.cached import MISS
 
 __all__ = ["Metrics", "exposition", "metrics_app", "metrics_registry", "publish_all"]
@@ -123,11 +124,20 @@ class Metrics:
         self._stopped = threading.Event()
         _live.add(self)
 
-    def observe(self, decision: Decision, cached: object, started: float) -> None:
-        """Count one verdict; *cached* is the cache's answer (``False``: no lookup)."""
+    def observe(
+        self,
+        reason: Reason,
+        identity: Identity | None,
+        rate_limits: Sequence[Outcome],
+        cached: object,
+        started: float,
+    ) -> None:
+        """Count one verdict: its *reason*, the key's *identity* (``None`` when no secret
+        matched) and, read when a rate limit refused it, its *rate_limits* outcomes; *cached*
+        is the cache's answer (``False``: no lookup), *started* the clock reading the
+        verification began at. The verdict's fields rather than a ``Decision``: an admitted
+        request on the one-step path has none to give."""
         elapsed = self._clock() - started
-        identity = decision.identity
-        reason = decision.reason
         if identity is None:
             count: tuple[Any, ...] = ("", "", reason, type(cached), bisect_left(_BOUNDS, elapsed))
         else:
@@ -139,7 +149,7 @@ class Metrics:
             if elapsed > 0.0:
                 self._latency_sum += elapsed
             if reason is _RATE_LIMITED:
-                for outcome in decision.rate_limits:
+                for outcome in rate_limits:
                     if not outcome.allowed:
                         rule = (count[0], outcome.limit.name)
                         counts[rule] = counts.get(rule, 0) + 1

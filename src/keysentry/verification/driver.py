@@ -30,6 +30,7 @@ from keysentry.core.pipeline import (
     path_problem,
     permitted,
 )
+from keysentry.core.ratelimit import Outcome
 from keysentry.errors import StoreError
 from keysentry.limiters import Limiter
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
@@ -73,11 +74,19 @@ async def _run_in_thread(
 
 class Observer(Protocol):
     """What is told of each verdict, with the cache's answer (an entry, ``None`` for a key
-    known to be unknown, :data:`~keysentry.stores.cached.MISS`, or ``None`` when no lookup
+    known to be unknown, :data:`~keysentry.stores.cached.MISS`, or ``False`` when no lookup
     was made) and the clock reading the verification started at."""
 
-    def observe(self, decision: Decision, cached: object, started: float) -> None:
-        """Count one verdict."""
+    def observe(
+        self,
+        reason: Reason,
+        identity: Identity | None,
+        rate_limits: Sequence[Outcome],
+        cached: object,
+        started: float,
+    ) -> None:
+        """Count one verdict, given by its fields (an admitted request on the one-step path
+        has no :class:`Decision`)."""
 
     def store_failed(self) -> None:
         """Count one failed store read."""
@@ -170,7 +179,7 @@ class Verifier:
             identity = identity.with_rate_limits(answer[1])
         self.usage.note(_OK, identity, "", now)
         if self.metrics is not None:
-            self.metrics.observe(admitted(identity), entry, now)
+            self.metrics.observe(_OK, identity, identity.rate_limits, entry, now)
         return identity
 
     def quick_decision(
@@ -259,7 +268,7 @@ class Verifier:
         lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
-                self.metrics.observe(lookup, False, now)
+                self.metrics.observe(lookup.reason, lookup.identity, lookup.rate_limits, False, now)
             return lookup
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
@@ -288,7 +297,7 @@ class Verifier:
         lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
-                self.metrics.observe(lookup, False, now)
+                self.metrics.observe(lookup.reason, lookup.identity, lookup.rate_limits, False, now)
             return lookup
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
@@ -315,7 +324,9 @@ class Verifier:
         *prefix* that started at *now*; return it."""
         self.usage.note(decision.reason, decision.identity, prefix, now)
         if self.metrics is not None:
-            self.metrics.observe(decision, cached, now)
+            self.metrics.observe(
+                decision.reason, decision.identity, decision.rate_limits, cached, now
+            )
         return decision
 
     # ------------------------------------------------------------ credits
