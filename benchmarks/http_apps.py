@@ -7,6 +7,8 @@ in-process limiter and its headers. Their keys live in the database named by
 
 ``starlette_floor`` is the Starlette app behind the hand-written floor of
 ``benchmarks/floor.py``: how close any pure-Python middleware comes, served the same way.
+``starlette_inlined``, behind keysentry's own path written as one function
+(``benchmarks/inlined.py``), shows what the module structure costs, served.
 
 Served as ``uvicorn benchmarks.http_apps:starlette_protected --factory`` and
 ``gunicorn 'benchmarks.http_apps:flask_protected()'``.
@@ -59,6 +61,16 @@ def starlette_floor() -> Any:
 
     app = _starlette()
     add_floor(app, os.environ["KEYSENTRY_BENCH_DIGEST"])
+    return app
+
+
+def starlette_inlined() -> Any:
+    """The same app behind keysentry's one-step path written as one function
+    (``benchmarks/inlined.py``, not for use): what the module structure costs, served."""
+    from benchmarks.inlined import InlinedMiddleware
+
+    app = _starlette()
+    app.add_middleware(InlinedMiddleware, sentry=_sentry(), permissions=PERMISSIONS)
     return app
 
 

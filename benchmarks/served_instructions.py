@@ -1,12 +1,12 @@
 """CPU instructions per request of an app *served by uvicorn*, counted with callgrind.
 
 ``python -m benchmarks.served_instructions`` serves the over-HTTP benchmark's Starlette app
-(``benchmarks/http_apps.py``: bare, behind ``KeySentryMiddleware`` on a SQLite database, and
-behind the hand-written floor) with uvicorn under callgrind, sends it requests over one
-keep-alive connection, and counts what the whole server process runs: httptools' parsing,
-the event loop, the app and the middleware. Each variant runs twice, with *requests* requests
-and with none (the same start-up, warm-up and shutdown); the difference over *requests* is
-one request's cost.
+(``benchmarks/http_apps.py``: bare, behind ``KeySentryMiddleware`` on a SQLite database,
+behind the hand-written floor, and behind keysentry's path inlined, ``benchmarks/inlined.py``)
+with uvicorn under callgrind, sends it requests over one keep-alive connection, and counts
+what the whole server process runs: httptools' parsing, the event loop, the app and the
+middleware. Each variant runs twice, with *requests* requests and with none (the same
+start-up, warm-up and shutdown); the difference over *requests* is one request's cost.
 
 The serving thread is counted apart from the process's other threads (keysentry's usage
 writer): they work once per interval (10 s), which under valgrind's slowdown comes every few
@@ -38,9 +38,9 @@ from typing import IO
 from benchmarks.over_http import PATH, prepare
 from keysentry.server import free_port
 
-VARIANTS = ("bare", "floor", "keysentry")
+VARIANTS = ("bare", "floor", "inlined", "keysentry")
 _FACTORIES = {"bare": "starlette_bare", "floor": "starlette_floor",
-              "keysentry": "starlette_protected"}  # fmt: skip
+              "inlined": "starlette_inlined", "keysentry": "starlette_protected"}  # fmt: skip
 _TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
 _WARM = 50  # requests before the counted ones: every cache filled, every lazy import done
 _STARTUP_SECONDS = 300  # uvicorn's imports run about 50 times slower under valgrind
@@ -143,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'other threads':>15}")  # fmt: skip
     for variant, (serving, other) in counts.items():
         print(f"{variant:<32}{serving:>16,.0f}{serving - bare:>11,.0f}{other:>15,.0f}")
-    extra = (counts["keysentry"][0] - bare) / (counts["floor"][0] - bare)
-    print(f"keysentry's extra / the floor's extra, serving thread: {extra:.2f}x")
+    floor = counts["floor"][0] - bare
+    extra = (counts["keysentry"][0] - bare) / floor
+    inlined = (counts["inlined"][0] - bare) / floor
+    print(f"keysentry's extra / the floor's extra, serving thread: {extra:.2f}x "
+          f"(its path inlined, benchmarks/inlined.py: {inlined:.2f}x)")  # fmt: skip
     return 0
 
 

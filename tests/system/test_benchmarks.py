@@ -216,6 +216,27 @@ def test_the_served_floor_knows_the_benchmark_key(
     assert answer.headers["x-ratelimit-limit"] == str(HUGE)
 
 
+def test_the_served_inlined_path_decides_the_benchmark_requests_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # benchmarks.served_instructions counts it served: it must take its own path there too
+    from benchmarks import http_apps
+    from benchmarks.inlined import InlinedMiddleware
+    from starlette.testclient import TestClient
+
+    env, secret = over_http.prepare(tmp_path)
+    monkeypatch.setenv("KEYSENTRY_BENCH_DB", env["KEYSENTRY_BENCH_DB"])
+    client = TestClient(http_apps.starlette_inlined())
+    answers = [client.get("/users/7", headers={"Authorization": f"Bearer {secret}"})
+               for _ in range(3)]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert answers[-1].headers["x-ratelimit-limit"] == str(HUGE)
+    inlined = client.app.middleware_stack
+    while not isinstance(inlined, InlinedMiddleware):
+        inlined = inlined.app
+    assert inlined.taken == 2  # the first request fills the cache
+
+
 def test_the_served_target_pairs_each_round_with_its_own_bare_run() -> None:
     # the extra CPU of keysentry and of the floor are each taken against the bare server of
     # the same round, so a round where the whole machine ran slow cancels out
