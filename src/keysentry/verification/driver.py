@@ -92,6 +92,11 @@ class Observer(Protocol):
         """Count one failed store read."""
 
 
+def _observe(metrics: Observer, decision: Decision, cached: object, started: float) -> None:
+    """Tell *metrics* of *decision* (see :meth:`Observer.observe`)."""
+    metrics.observe(decision.reason, decision.identity, decision.rate_limits, cached, started)
+
+
 class Verifier:
     """Verify requests against the cache, the store behind it and the limiter.
 
@@ -268,7 +273,7 @@ class Verifier:
         lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
-                self.metrics.observe(lookup.reason, lookup.identity, lookup.rate_limits, False, now)
+                _observe(self.metrics, lookup, False, now)
             return lookup
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
@@ -297,7 +302,7 @@ class Verifier:
         lookup = begin(facts) if found is None else found
         if type(lookup) is not LookupKey:
             if self.metrics is not None:
-                self.metrics.observe(lookup.reason, lookup.identity, lookup.rate_limits, False, now)
+                _observe(self.metrics, lookup, False, now)
             return lookup
         timer = self._cache_timer
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
@@ -324,9 +329,7 @@ class Verifier:
         *prefix* that started at *now*; return it."""
         self.usage.note(decision.reason, decision.identity, prefix, now)
         if self.metrics is not None:
-            self.metrics.observe(
-                decision.reason, decision.identity, decision.rate_limits, cached, now
-            )
+            _observe(self.metrics, decision, cached, now)
         return decision
 
     # ------------------------------------------------------------ credits
