@@ -45,10 +45,10 @@ class InlinedMiddleware:
         verifier = self.keysentry.sentry.verifier
         limiter = verifier.limiter
         self.cache, self.usage, self.clock = verifier.cache, verifier.usage, verifier.clock
-        self.limiter = limiter if isinstance(limiter, MemoryLimiter) else MemoryLimiter()
-        # the general path counts on Redis, notes usage without analytics, tells the metrics
-        self.usual = (limiter is self.limiter and verifier.usage.analytics
-                      and verifier.metrics is None)  # fmt: skip
+        # None: every request goes to KeySentryMiddleware, which counts on Redis, notes usage
+        # without analytics and tells the metrics, none of which this function does
+        memory = limiter if isinstance(limiter, MemoryLimiter) else None
+        self.limiter = memory if verifier.usage.analytics and verifier.metrics is None else None
         self.taken = 0  # requests this function decided itself (the tests read it)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -57,7 +57,8 @@ class InlinedMiddleware:
             return
         method, path = scope["method"], scope["path"]
         policy = self._routes.get((method, path))
-        if (policy is None or not self.usual or method == "OPTIONS" or scope.get("root_path")
+        limiter = self.limiter
+        if (policy is None or limiter is None or method == "OPTIONS" or scope.get("root_path")
                 or "//" in path or "." in path):  # fmt: skip
             await self.keysentry(scope, receive, send)
             return
@@ -96,7 +97,6 @@ class InlinedMiddleware:
             return
         ((limit, counter_key),) = checks
         now_ms = int(now * 1000)
-        limiter = self.limiter
         lock = limiter._lock
         outcome = None
         lock.acquire()
