@@ -125,6 +125,16 @@ def _answer(response: Any) -> tuple[int, Any, dict[str, str]]:
     return response.status_code, body, headers
 
 
+def _inlined(client: Any) -> Any:
+    """The ``InlinedMiddleware`` in a test client's app (built by its first request)."""
+    from benchmarks.inlined import InlinedMiddleware
+
+    layer = client.app.middleware_stack
+    while not isinstance(layer, InlinedMiddleware):
+        layer = layer.app
+    return layer
+
+
 def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way() -> None:
     # benchmarks/inlined.py reads keysentry's private attributes: if they move, it must
     # fail here, not quietly hand every request to KeySentryMiddleware and measure that
@@ -140,8 +150,7 @@ def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way()
     from keysentry.asgi import KeySentryMiddleware
 
     async def who(request: Request) -> JSONResponse:
-        identity = request.state.api_key
-        key_id = ks.list_api_keys("bench")[0].id
+        identity = request.state.api_key  # key_id: the one of the loop's KeySentry
         return JSONResponse({"key": identity.key_id == key_id,
                              "user": request.user.identity == key_id,
                              "scopes": list(request.auth.scopes),
@@ -162,13 +171,10 @@ def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way()
             usage = [(p.outcome, p.count) for p in ks.get_usage(key_id=key_id, granularity="day")]
             answers[middleware] = [_answer(r) for r in responses], usage
             if middleware is InlinedMiddleware:
-                inlined = client.app.middleware_stack
-                while not isinstance(inlined, InlinedMiddleware):
-                    inlined = inlined.app
                 # the first request fills the cache and the remembered verdict by
                 # KeySentryMiddleware; the next two count in this function; the fourth,
                 # refused, is KeySentryMiddleware's again
-                assert inlined.taken == 2
+                assert _inlined(client).taken == 2
     ours, theirs = answers[KeySentryMiddleware], answers[InlinedMiddleware]
     assert [a[0] for a in ours[0]] == [200, 200, 200, 429]
     assert [a[1]["remaining"] for a in ours[0][:3]] == [[2], [1], [0]]
@@ -201,16 +207,23 @@ def test_served_instructions_are_counted_in_the_serving_thread() -> None:
     assert abs(other) < 1_000
 
 
-def test_the_served_floor_knows_the_benchmark_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the over-HTTP floor is given the key's digest, not the key: the same key must pass it
+def _served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str) -> tuple[Any, str]:
+    """A test client of the over-HTTP app made by *factory*, set up as the servers are (the
+    benchmark's database and key's digest in the environment), and the key."""
     from benchmarks import http_apps
     from starlette.testclient import TestClient
 
     env, secret = over_http.prepare(tmp_path)
-    monkeypatch.setenv("KEYSENTRY_BENCH_DIGEST", env["KEYSENTRY_BENCH_DIGEST"])
-    client = TestClient(http_apps.starlette_floor())
+    for name in ("KEYSENTRY_BENCH_DB", "KEYSENTRY_BENCH_DIGEST"):
+        monkeypatch.setenv(name, env[name])
+    return TestClient(getattr(http_apps, factory)()), secret
+
+
+def test_the_served_floor_knows_the_benchmark_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the over-HTTP floor is given the key's digest, not the key: the same key must pass it
+    client, secret = _served(tmp_path, monkeypatch, "starlette_floor")
     answer = client.get("/users/7", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200
     assert answer.headers["x-ratelimit-limit"] == str(HUGE)
@@ -220,21 +233,12 @@ def test_the_served_inlined_path_decides_the_benchmark_requests_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # benchmarks.served_instructions counts it served: it must take its own path there too
-    from benchmarks import http_apps
-    from benchmarks.inlined import InlinedMiddleware
-    from starlette.testclient import TestClient
-
-    env, secret = over_http.prepare(tmp_path)
-    monkeypatch.setenv("KEYSENTRY_BENCH_DB", env["KEYSENTRY_BENCH_DB"])
-    client = TestClient(http_apps.starlette_inlined())
+    client, secret = _served(tmp_path, monkeypatch, "starlette_inlined")
     answers = [client.get("/users/7", headers={"Authorization": f"Bearer {secret}"})
                for _ in range(3)]  # fmt: skip
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert answers[-1].headers["x-ratelimit-limit"] == str(HUGE)
-    inlined = client.app.middleware_stack
-    while not isinstance(inlined, InlinedMiddleware):
-        inlined = inlined.app
-    assert inlined.taken == 2  # the first request fills the cache
+    assert _inlined(client).taken == 2  # the first request fills the cache
 
 
 def test_the_served_target_pairs_each_round_with_its_own_bare_run() -> None:
