@@ -5,8 +5,10 @@
 behind the hand-written floor, and behind keysentry's path inlined, ``benchmarks/inlined.py``)
 with uvicorn under callgrind, sends it requests over one keep-alive connection, and counts
 what the whole server process runs: httptools' parsing, the event loop, the app and the
-middleware. Each variant runs twice, with *requests* requests and with none (the same
-start-up, warm-up and shutdown); the difference over *requests* is one request's cost.
+middleware. Each server starts with callgrind's instrumentation off (start-up runs some
+five times faster, and is not counted), answers ``_WARM`` requests, then counts only while it
+answers *requests* more: ``callgrind_control`` switches counting on before them and dumps
+the counts after. The count divided by *requests* is one request's cost.
 
 The serving thread is counted apart from the process's other threads (keysentry's usage
 writer): they work once per interval (10 s), which under valgrind's slowdown comes every few
@@ -17,7 +19,7 @@ The served counterpart of ``benchmarks.instructions``: the CPU time ``benchmarks
 reads from ``/proc`` moves with whatever else the machine runs (runs of the same code have
 disagreed by half), instructions do not. They are not time: a cache miss costs no more
 instructions than a hit. Needs ``valgrind`` and ``pip install -e '.[bench]'`` (uvicorn,
-httptools); a run takes a few minutes.
+httptools); a run takes about a minute.
 """
 
 from __future__ import annotations
@@ -43,16 +45,16 @@ _FACTORIES = {"bare": "starlette_bare", "floor": "starlette_floor",
               "inlined": "starlette_inlined", "keysentry": "starlette_protected"}  # fmt: skip
 _TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
 _WARM = 50  # requests before the counted ones: every cache filled, every lazy import done
-_STARTUP_SECONDS = 300  # uvicorn's imports run about 50 times slower under valgrind
+_STARTUP_SECONDS = 300  # generous: a loaded machine under valgrind
 
 
 def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tuple[int, int]:
-    """Instructions the server process of *variant* runs (its serving thread, then every
-    other thread): started, sent ``_WARM`` and then *requests* requests, stopped."""
+    """Instructions the server process of *variant* runs while it answers *requests* requests
+    (its serving thread, then every other thread), counted after ``_WARM`` others."""
     port = free_port()
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as log:
         command = [
-            "valgrind", "--tool=callgrind", "--separate-threads=yes",
+            "valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
             f"--callgrind-out-file={out}/callgrind.out",
             sys.executable, "-m", "uvicorn", f"benchmarks.http_apps:{_FACTORIES[variant]}",
             "--factory", "--port", str(port), "--http", "httptools", "--no-access-log",
@@ -61,16 +63,25 @@ def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tu
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             _wait_started(server, log)
-            _send(port, secret, _WARM + requests)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_STARTUP_SECONDS)
+            try:
+                # only the counted requests are counted: start-up, first imports and warm-up
+                # (whose cost moves with the machine's load and what was compiled before) are not
+                _send(connection, secret, _WARM)
+                _control(server, "--instr=on")
+                _send(connection, secret, requests)
+                _control(server, "--dump")
+            finally:
+                connection.close()
             server.send_signal(signal.SIGINT)
             server.wait(_STARTUP_SECONDS)
         finally:
             if server.poll() is None:
                 server.kill()
                 server.wait()
-        # one file per thread, the main thread's first (callgrind.out-01, -02, ...)
+        # the dump writes one file per thread, the main thread's first (.1-01, .1-02, ...)
         totals = []
-        for path in sorted(Path(out).glob("callgrind.out-*")):
+        for path in sorted(Path(out).glob("callgrind.out.1-*")):
             found = _TOTALS.search(path.read_bytes())
             if found is not None:
                 totals.append(int(found.group(1)))
@@ -79,6 +90,15 @@ def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tu
             error = log.read().decode(errors="replace")
             raise RuntimeError(f"callgrind counted nothing for {variant}: {error[-2000:]}")
     return totals[0], sum(totals[1:])
+
+
+def _control(server: subprocess.Popen[bytes], option: str) -> None:
+    # callgrind_control answers once the server has acted on the command (through vgdb)
+    done = subprocess.run(["callgrind_control", option, str(server.pid)], capture_output=True,
+                          timeout=_STARTUP_SECONDS)  # fmt: skip
+    if done.returncode != 0 or b"OK" not in done.stdout:
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        raise RuntimeError(f"callgrind_control {option} failed: {output[-2000:]}")
 
 
 def _wait_started(server: subprocess.Popen[bytes], log: IO[bytes]) -> None:
@@ -95,38 +115,30 @@ def _wait_started(server: subprocess.Popen[bytes], log: IO[bytes]) -> None:
     raise RuntimeError(f"uvicorn did not start within {_STARTUP_SECONDS} s under valgrind")
 
 
-def _send(port: int, secret: str, count: int) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=_STARTUP_SECONDS)
+def _send(connection: http.client.HTTPConnection, secret: str, count: int) -> None:
     headers = {"Authorization": f"Bearer {secret}"}
-    try:
-        for _ in range(count):
-            connection.request("GET", PATH, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise RuntimeError(f"the served benchmark's server answered {response.status}")
-    finally:
-        connection.close()
+    for _ in range(count):
+        connection.request("GET", PATH, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"the served benchmark's server answered {response.status}")
 
 
 def per_request(
     variants: tuple[str, ...] = VARIANTS, requests: int = 2000
 ) -> dict[str, tuple[float, float]]:
     """Instructions one served request of each of *variants* costs: in the serving thread,
-    and in the other threads (two runs at a time)."""
+    and in the other threads (two servers at a time)."""
     with tempfile.TemporaryDirectory() as tmp:
         env, secret = prepare(Path(tmp))
         env = {**env, "PYTHONHASHSEED": "0"}
-        runs = [(variant, n) for variant in variants for n in (0, requests)]
         with ThreadPoolExecutor(max_workers=2) as pool:
-            counts = list(pool.map(lambda run: _served(run[0], run[1], env, secret), runs))
-    totals = dict(zip(runs, counts, strict=True))
-    per: dict[str, tuple[float, float]] = {}
-    for v in variants:
-        (serving, other), (serving_0, other_0) = totals[v, requests], totals[v, 0]
-        # + 0.0: a difference of nothing prints as 0, not -0
-        per[v] = ((serving - serving_0) / requests + 0.0, (other - other_0) / requests + 0.0)
-    return per
+            counts = list(pool.map(lambda v: _served(v, requests, env, secret), variants))
+    return {
+        variant: (serving / requests, other / requests)
+        for variant, (serving, other) in zip(variants, counts, strict=True)
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

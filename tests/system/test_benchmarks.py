@@ -196,9 +196,10 @@ def test_instructions_are_counted_per_request() -> None:
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_served_instructions_are_counted_in_the_serving_thread() -> None:
-    # uvicorn under callgrind, its start-up and warm-up subtracted: what is left is a served
-    # request's cost in the serving thread (about 194,000 for bare Starlette), and next to
-    # nothing in the other threads, which a bare app does not have
+    # uvicorn under callgrind, counting only while it answers the counted requests: a served
+    # request's cost in the serving thread (about 193,000 for bare Starlette), and nothing in
+    # the other threads, which a bare app does not have. Counting start-up too and subtracting
+    # a run without requests left the start-up's noise (tens of millions on a busy machine).
     from benchmarks import served_instructions
 
     counts = served_instructions.per_request(("bare",), requests=20)
