@@ -4,15 +4,17 @@
 (bare Starlette, the same app behind ``KeySentryMiddleware`` -- with usage analytics, as by
 default, without them, and with Prometheus metrics too -- behind the hand-written
 floor of ``benchmarks/floor.py``, and behind keysentry's own path written as one function,
-``benchmarks/inlined.py``) under callgrind, twice each: once set up with no requests
-and once with *requests* requests; the difference over *requests* is the instructions one
-request costs. The counts do not move with the machine's load (callgrind counts, it does not
-time), so a change to the hot path can be judged by a few hundred instructions. They are
-not time: a cache miss costs no more instructions than a hit.
+``benchmarks/inlined.py``) under callgrind, counting only the requests: each process
+starts with callgrind's instrumentation off, sets up and answers 50 requests, then
+``callgrind_control`` switches counting on for *requests* more and dumps the counts after
+them; the count over *requests* is the instructions one request costs. The counts do not
+move with the machine's load (callgrind counts, it does not time), so a change to the hot
+path can be judged by a few hundred instructions. They are not time: a cache miss costs no
+more instructions than a hit.
 
 The key cache reads no event log here (``sync_interval=None``): under valgrind Python runs
 about 50 times slower, and the once-a-second read would come every few requests.
-Needs ``valgrind`` (``apt-get install valgrind``); a run takes a minute or two.
+Needs ``valgrind`` (``apt-get install valgrind``); a run takes about a minute.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 VARIANTS = ("bare", "floor", "inlined", "keysentry", "keysentry-no-analytics",
@@ -34,7 +38,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "keysentry-no-analytics": {"analytics": False},
     "keysentry-metrics": {"metrics": True},
 }
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
+_SECONDS = 600  # generous: a loaded machine under valgrind
 
 
 def _serve(variant: str) -> Any:
@@ -53,31 +58,75 @@ def _serve(variant: str) -> Any:
 def _child(variant: str, requests: int) -> None:
     run = _serve(variant)
     run(50)  # warm: every cache filled, every lazy import done
-    if requests:
-        run(requests)
+    # the parent switches counting on between "ready" and the go-ahead, and dumps after "done"
+    print("ready", flush=True)
+    sys.stdin.readline()
+    run(requests)
+    print("done", flush=True)
+    sys.stdin.readline()
+
+
+def control(pid: int, option: str) -> None:
+    """Send ``callgrind_control`` *option* (``--instr=on``, ``--dump``) to the valgrind
+    process *pid*; it answers once the process has acted on it."""
+    done = subprocess.run(["callgrind_control", option, str(pid)], capture_output=True,
+                          timeout=_SECONDS, check=False)  # fmt: skip
+    if done.returncode != 0 or b"OK" not in done.stdout:
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        raise RuntimeError(f"callgrind_control {option} failed: {output[-2000:]}")
+
+
+def dumped(directory: str) -> list[int]:
+    """The instructions of each thread in the first dump written to *directory*
+    (``callgrind.out.1``, or ``callgrind.out.1-01``, ``-02``... with ``--separate-threads``),
+    the main thread's first."""
+    totals = []
+    for path in sorted(Path(directory).glob("callgrind.out.1*")):
+        found = _TOTALS.search(path.read_bytes())
+        if found is not None:
+            totals.append(int(found.group(1)))
+    return totals
 
 
 def count(variant: str, requests: int) -> int:
-    """Instructions the process runs for *variant* set up, warmed and then serving
-    *requests* requests."""
-    command = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, "-m", "benchmarks.instructions", "--child", variant, str(requests),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    found = _COLLECTED.search(done.stderr)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind failed for {variant}: {done.stderr[-2000:]}")
-    return int(found.group(1))
+    """Instructions the process for *variant* runs while it serves *requests* requests,
+    set up and warmed beforehand (not counted)."""
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as log:
+        command = [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={out}/callgrind.out",
+            sys.executable, "-m", "benchmarks.instructions", "--child", variant, str(requests),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        with subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=log) as child:  # fmt: skip
+            assert child.stdin is not None  # both are pipes
+            assert child.stdout is not None
+            try:
+                if child.stdout.readline() == b"ready\n":
+                    control(child.pid, "--instr=on")
+                    child.stdin.write(b"go\n")
+                    child.stdin.flush()
+                    if child.stdout.readline() == b"done\n":
+                        control(child.pid, "--dump")
+                child.stdin.close()
+                child.wait(_SECONDS)
+            finally:
+                if child.poll() is None:
+                    child.kill()
+        totals = dumped(out)
+        if child.returncode != 0 or not totals:
+            log.seek(0)
+            error = log.read().decode(errors="replace")
+            raise RuntimeError(f"callgrind failed for {variant}: {error[-2000:]}")
+    return totals[0]
 
 
 def per_request(variants: Sequence[str], requests: int = 2000) -> dict[str, float]:
-    """Instructions one request of each of *variants* costs (the runs go two at a time)."""
-    runs = [(variant, n) for variant in variants for n in (0, requests)]
+    """Instructions one request of each of *variants* costs (two processes at a time)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        totals = dict(zip(runs, pool.map(lambda run: count(*run), runs), strict=True))
-    return {v: (totals[v, requests] - totals[v, 0]) / requests for v in variants}
+        totals = list(pool.map(lambda variant: count(variant, requests), variants))
+    return {v: total / requests for v, total in zip(variants, totals, strict=True)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import re
 import shutil
 import signal
 import subprocess
@@ -37,13 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from benchmarks.instructions import control, dumped
 from benchmarks.over_http import PATH, prepare
 from keysentry.server import free_port
 
 VARIANTS = ("bare", "floor", "inlined", "keysentry")
 _FACTORIES = {"bare": "starlette_bare", "floor": "starlette_floor",
               "inlined": "starlette_inlined", "keysentry": "starlette_protected"}  # fmt: skip
-_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
 _WARM = 50  # requests before the counted ones: every cache filled, every lazy import done
 _STARTUP_SECONDS = 300  # generous: a loaded machine under valgrind
 
@@ -68,9 +67,9 @@ def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tu
                 # only the counted requests are counted: start-up, first imports and warm-up
                 # (whose cost moves with the machine's load and what was compiled before) are not
                 _send(connection, secret, _WARM)
-                _control(server, "--instr=on")
+                control(server.pid, "--instr=on")
                 _send(connection, secret, requests)
-                _control(server, "--dump")
+                control(server.pid, "--dump")
             finally:
                 connection.close()
             server.send_signal(signal.SIGINT)
@@ -79,26 +78,12 @@ def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tu
             if server.poll() is None:
                 server.kill()
                 server.wait()
-        # the dump writes one file per thread, the main thread's first (.1-01, .1-02, ...)
-        totals = []
-        for path in sorted(Path(out).glob("callgrind.out.1-*")):
-            found = _TOTALS.search(path.read_bytes())
-            if found is not None:
-                totals.append(int(found.group(1)))
+        totals = dumped(out)
         if not totals:
             log.seek(0)
             error = log.read().decode(errors="replace")
             raise RuntimeError(f"callgrind counted nothing for {variant}: {error[-2000:]}")
     return totals[0], sum(totals[1:])
-
-
-def _control(server: subprocess.Popen[bytes], option: str) -> None:
-    # callgrind_control answers once the server has acted on the command (through vgdb)
-    done = subprocess.run(["callgrind_control", option, str(server.pid)], capture_output=True,
-                          timeout=_STARTUP_SECONDS)  # fmt: skip
-    if done.returncode != 0 or b"OK" not in done.stdout:
-        output = (done.stdout + done.stderr).decode(errors="replace")
-        raise RuntimeError(f"callgrind_control {option} failed: {output[-2000:]}")
 
 
 def _wait_started(server: subprocess.Popen[bytes], log: IO[bytes]) -> None:
