@@ -14,16 +14,19 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
-from keysentry.toolkit.guard import Guard
+from keysentry.toolkit.guard import Guard, WSGIRequest
 from keysentry.toolkit.render import flask_refusal, refusal_response
 
 if TYPE_CHECKING:
+    from flask import Request as FlaskRequest
+    from werkzeug.local import LocalProxy
+
     from keysentry.service import KeySentry
 
 # Guard and refusal_response are the toolkit's, named here too
@@ -36,16 +39,17 @@ _REQUEST_PARAM = "keysentry_request"
 _RESPONSE_PARAM = "keysentry_response"
 
 
-def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
-    request = kwargs.pop(_REQUEST_PARAM, None)
-    if request is not None:
+def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection | WSGIRequest:
+    request = kwargs.pop(_REQUEST_PARAM, None)  # FastAPI's, asked for by our signature
+    if isinstance(request, HTTPConnection):
         return request
     for value in (*args, *kwargs.values()):
         if isinstance(value, HTTPConnection):
             return value
     from flask import request as flask_request  # only Flask handlers get here
 
-    return flask_request._get_current_object()  # type: ignore[attr-defined]
+    # Flask types its request as a Request; it is the proxy to one, which is unwrapped once
+    return cast("LocalProxy[FlaskRequest]", flask_request)._get_current_object()
 
 
 def _refusal(decision: Decision, request: object) -> Any:
@@ -84,6 +88,10 @@ def _is_async(func: Callable[..., Any]) -> bool:
     )
 
 
+class _Signed(Protocol):
+    __signature__: inspect.Signature
+
+
 def _with_request_param(wrapper: Callable[..., Any], func: Callable[..., Any]) -> None:
     """Let FastAPI pass the Request even when the handler does not ask for it, and a
     Response to carry the rate-limit headers (Starlette and Flask ignore the signature)."""
@@ -97,7 +105,7 @@ def _with_request_param(wrapper: Callable[..., Any], func: Callable[..., Any]) -
         )
     position = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
     params[position:position] = extra
-    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    cast(_Signed, wrapper).__signature__ = signature.replace(parameters=params)
 
 
 def require(
@@ -125,7 +133,7 @@ def require(
                 return _with_rate_headers(result, decision, request, carrier)
 
             _with_request_param(async_wrapper, func)
-            return async_wrapper  # type: ignore[return-value]
+            return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -137,6 +145,6 @@ def require(
             return _with_rate_headers(func(*args, **kwargs), decision, request, carrier)
 
         _with_request_param(sync_wrapper, func)
-        return sync_wrapper  # type: ignore[return-value]
+        return cast(F, sync_wrapper)
 
     return decorate

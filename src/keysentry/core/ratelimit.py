@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 from keysentry.core.patterns import EndpointPattern, parse_endpoint
 
@@ -100,8 +100,28 @@ class Limit:
         return None
 
 
+class RuleSpec(Protocol):
+    """What :func:`compile_limits` reads of a rule: a validated
+    :class:`~keysentry.models.RateLimitRule` (core imports no model)."""
+
+    @property
+    def unit(self) -> str: ...
+    @property
+    def short(self) -> str: ...
+    @property
+    def max_requests(self) -> int: ...
+    @property
+    def window_ms(self) -> int: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def endpoints(self) -> Sequence[str]: ...
+    @property
+    def priority(self) -> int: ...
+
+
 def compile_limits(
-    rules: Iterable[Any], algorithm: Algorithm = "sliding_window"
+    rules: Iterable[RuleSpec], algorithm: Algorithm = "sliding_window"
 ) -> tuple[Limit, ...]:
     """Compile validated :class:`~keysentry.models.RateLimitRule` objects, highest priority
     first (ties keep their order)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -29,11 +29,22 @@ from keysentry.types import Scope
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["Guard", "Plan", "unexpected_failure"]
+__all__ = ["Guard", "Plan", "WSGIRequest", "unexpected_failure"]
 
 logger = logging.getLogger("keysentry")
 _UNAVAILABLE = Decision.deny(Reason.UNAVAILABLE)
 Plan = Decision | tuple[RequestFacts, Policy, LookupKey | None]
+
+
+class WSGIRequest(Protocol):
+    """What a guard reads of a Flask (werkzeug) request."""
+
+    @property
+    def environ(self) -> dict[str, Any]: ...
+    @property
+    def view_args(self) -> dict[str, Any] | None: ...
+
+
 _new = tuple.__new__  # builds a Policy (see core.pipeline)
 
 
@@ -83,7 +94,7 @@ class Guard:
     def _resource(self, params: dict[str, Any], path: str) -> str:
         return path[1:] if self.resource is None else self.resource.format_map(params)
 
-    def plan(self, request: Any) -> Plan:
+    def plan(self, request: HTTPConnection | WSGIRequest) -> Plan:
         """A finished decision (identity already attached, a bad template, or the one-step
         path's verdict), or the facts and policy still to verify, with the key the one-step
         path found in the cache, if it did."""
@@ -118,11 +129,12 @@ class Guard:
             if isinstance(quick, Decision):
                 return quick
             found = quick
-        if facts is None:  # left for the one-step path, which did not decide
+        if facts is None:  # left for the one-step path (HTTP only), which did not decide
+            assert isinstance(request, HTTPConnection)
             facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
         return facts, policy, found
 
-    def check(self, request: Any) -> Decision:
+    def check(self, request: HTTPConnection | WSGIRequest) -> Decision:
         """Decide, verifying in this thread if needed; attach the identity if allowed."""
         plan = self.plan(request)
         if not isinstance(plan, Decision):
@@ -132,7 +144,7 @@ class Guard:
                 plan = unexpected_failure()
         return _attached(plan, request)
 
-    async def acheck(self, request: Any) -> Decision:
+    async def acheck(self, request: HTTPConnection | WSGIRequest) -> Decision:
         """:meth:`check`, for async handlers (a store read runs in a worker thread)."""
         plan = self.plan(request)
         if not isinstance(plan, Decision):
@@ -154,7 +166,7 @@ def _plain_http(scope: Scope) -> bool:
     )
 
 
-def _attached(decision: Decision, request: Any) -> Decision:
+def _attached(decision: Decision, request: HTTPConnection | WSGIRequest) -> Decision:
     identity = decision.identity
     if decision.allowed and identity is not None:
         if isinstance(request, HTTPConnection):
