@@ -50,6 +50,8 @@ class KeySentryMiddleware:
             take the client address (for per-IP rate limits) from ``X-Forwarded-For``.
         resources: route -> resource template, e.g. ``{"/users/{user_id}/*":
             "users/{user_id}"}``; the resource is otherwise the path without its ``/``.
+        costs: route -> the credits a request spends from a key with a credit limit, e.g.
+            ``{"POST /reports": 10}``; any other request spends 1.
 
     Raises:
         ConfigurationError: a malformed option, named in the message.
