@@ -66,6 +66,14 @@ def _child(variant: str, requests: int) -> None:
     sys.stdin.readline()
 
 
+def missing() -> str | None:
+    """What this machine lacks to count instructions, or ``None``."""
+    for tool in ("valgrind", "callgrind_control"):  # the second is a Perl script
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install valgrind)"
+    return None
+
+
 def control(pid: int, option: str) -> None:
     """Send ``callgrind_control`` *option* (``--instr=on``, ``--dump``) to the valgrind
     process *pid*; it answers once the process has acted on it."""
@@ -138,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args.child[0], int(args.child[1]))
         return 0
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install valgrind)")
+    lacking = missing()
+    if lacking is not None:
+        print(lacking)
         return 2
     counts = per_request(VARIANTS, args.requests)
     bare = counts["bare"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from benchmarks.instructions import control, dumped
+from benchmarks.instructions import control, dumped, missing
 from benchmarks.over_http import PATH, prepare
 from keysentry.server import free_port
 
@@ -131,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__)  # fmt: skip
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed (apt-get install valgrind)")
+    lacking = missing()
+    if lacking is not None:
+        print(lacking)
         return 2
     counts = per_request(VARIANTS, args.requests)
     bare = counts["bare"][0]

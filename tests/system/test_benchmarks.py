@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks import over_http, run
+from benchmarks import instructions, over_http, run
 from benchmarks.run import Result, compare
 from benchmarks.world import HUGE
 
@@ -184,17 +184,15 @@ def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way()
     assert ours == theirs
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+@pytest.mark.skipif(instructions.missing() is not None, reason=str(instructions.missing()))
 def test_instructions_are_counted_per_request() -> None:
-    from benchmarks import instructions
-
     counts = instructions.per_request(["bare"], requests=20)
     assert 10_000 < counts["bare"] < 10_000_000  # a Starlette request is about 85,000
     with pytest.raises(RuntimeError, match="callgrind failed for nothing"):
         instructions.count("nothing", 1)
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+@pytest.mark.skipif(instructions.missing() is not None, reason=str(instructions.missing()))
 def test_served_instructions_are_counted_in_the_serving_thread() -> None:
     # uvicorn under callgrind, counting only while it answers the counted requests: a served
     # request's cost in the serving thread (about 193,000 for bare Starlette), and nothing in
