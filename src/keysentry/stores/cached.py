@@ -40,6 +40,15 @@ EntryLoader = Callable[[StoreSession, KeyRecord], KeyEntry | None]
 logger = logging.getLogger("keysentry")
 
 
+class _Read:
+    """A digest's store read and its callers: the first reads, the others wait, then find
+    what it cached (or read themselves if it cached nothing: a change landed meanwhile)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.callers = 0
+
+
 # the events after which a cached key entry is out of date
 _KEY_CHANGES = frozenset({"key.revoked", "key.rotated", "key.credits_updated"})
 
@@ -132,6 +141,7 @@ class CachedKeyStore:
         self._generation = 0
         self._digests: dict[str, set[str]] = {}  # key id -> cached digests (current, previous)
         self._keys: dict[str, set[str]] = {}  # app slug -> key ids with cached digests
+        self._reads: dict[str, _Read] = {}  # digest -> its store read in progress
 
     def get(self, digest: str, now: float | None = None) -> KeyEntry | _Miss | None:
         """The cached entry, ``None`` if known to be unknown, or :data:`MISS`. No I/O.
@@ -197,7 +207,30 @@ class CachedKeyStore:
             self.changes.ensure_running()  # in this process: never across a fork
         if self._sync_due():
             self.sync()
-        # the caller may have been sent only to read the log, or another thread may have
+        read = self._join(effect.digest)
+        try:
+            with read.lock:  # a cold key's burst of requests reads the store once
+                return self._load(effect)
+        finally:
+            self._leave(effect.digest, read)
+
+    def _join(self, digest: str) -> _Read:
+        """The read of *digest* this caller takes part in: the one in progress, or a new one."""
+        with self._lock:
+            read = self._reads.get(digest)
+            if read is None:
+                read = self._reads[digest] = _Read()
+            read.callers += 1
+        return read
+
+    def _leave(self, digest: str, read: _Read) -> None:
+        with self._lock:
+            read.callers -= 1
+            if not read.callers:
+                del self._reads[digest]
+
+    def _load(self, effect: LookupKey) -> KeyEntry | None:
+        # the caller may have been sent only to read the log, or another caller may have
         # loaded this key meanwhile: the store is asked only for what is still missing
         started = self._timer()
         cached = self._cached(effect.digest, started)

@@ -1,0 +1,140 @@
+"""A cold key's concurrent requests read the store once: the first caller reads, the others
+wait for it and find its result in the cache; what it could not cache, they read anew."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from keysentry import KeySentry
+from keysentry.core.decision import Decision
+from keysentry.core.keys import parse_key
+from keysentry.errors import StoreError
+from keysentry.testing import issue_key
+
+CALLERS = 8
+
+
+class HeldStore:
+    """Wraps a real store: counts key reads and holds the first one until released
+    (nothing is faked; *fail* makes the held read fail as an unreachable database does)."""
+
+    def __init__(self, inner: Any, fail: bool = False) -> None:
+        self.inner = inner
+        self.fail = fail
+        self.finds = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def find_candidates(self, prefix: str, suffix: str) -> Any:
+        self.finds += 1
+        found = self.inner.find_candidates(prefix, suffix)  # the rows as they are now
+        if self.finds == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+            if self.fail:
+                raise StoreError("postgresql store failed: connection refused")
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _hold(ks: KeySentry, fail: bool = False) -> HeldStore:
+    store = HeldStore(ks.store, fail)
+    ks.cache.store = store
+    return store
+
+
+def _when_all_wait(ks: KeySentry, secret: str, store: HeldStore) -> None:
+    """Release the held read once every caller has joined it (they are then waiting)."""
+    digest = parse_key(secret).digest
+    assert store.entered.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        read = ks.cache._reads.get(digest)
+        if read is not None and read.callers == CALLERS:
+            break
+        time.sleep(0.005)
+    else:
+        pytest.fail("the callers did not all join the read in progress")
+    store.release.set()
+
+
+def _burst(call: Callable[[], Decision]) -> tuple[list[Decision], list[threading.Thread]]:
+    decisions: list[Decision] = []
+    threads = [threading.Thread(target=lambda: decisions.append(call())) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    return decisions, threads
+
+
+def test_a_cold_keys_burst_reads_the_store_once(ks: KeySentry) -> None:
+    secret = issue_key(ks).secret
+    store = _hold(ks)
+    decisions, threads = _burst(lambda: ks.verify(secret))
+    _when_all_wait(ks, secret, store)
+    for thread in threads:
+        thread.join(10)
+    assert [d.status for d in decisions] == [200] * CALLERS
+    assert store.finds == 1
+    assert ks.cache._reads == {}  # nothing left behind
+
+
+def test_async_callers_share_the_read_too(ks: KeySentry) -> None:
+    secret = issue_key(ks).secret
+    store = _hold(ks)
+    releaser = threading.Thread(target=_when_all_wait, args=(ks, secret, store))
+    releaser.start()
+
+    async def burst() -> list[Decision]:
+        return await asyncio.gather(*(ks.averify(secret) for _ in range(CALLERS)))
+
+    decisions = asyncio.run(burst())
+    releaser.join(10)
+    assert [d.status for d in decisions] == [200] * CALLERS
+    assert store.finds == 1
+    assert ks.cache._reads == {}
+
+
+def test_a_failed_read_is_not_waited_out_by_every_caller(ks: KeySentry) -> None:
+    # the first read fails after its timeout; the others must not each try (and wait) again
+    secret = issue_key(ks).secret
+    store = _hold(ks, fail=True)
+    decisions, threads = _burst(lambda: ks.verify(secret))
+    _when_all_wait(ks, secret, store)
+    for thread in threads:
+        thread.join(10)
+    assert [d.status for d in decisions] == [503] * CALLERS
+    assert store.finds == 1
+    assert ks.cache._reads == {}
+
+
+def test_callers_waiting_on_a_read_a_revoke_overtook_read_the_key_anew(ks: KeySentry) -> None:
+    # the held read found the key before the revoke, and a revoke while a read is in
+    # progress keeps it from caching anything: the callers that waited for it must not take
+    # its answer, but read the revoked key (the first of them; the rest find it cached)
+    issued = issue_key(ks)
+    store = _hold(ks)
+    reader = threading.Thread(target=ks.verify, args=(issued.secret,))
+    reader.start()
+    assert store.entered.wait(10)
+    ks.revoke_api_key(issued.key.id)
+    later, threads = _burst(lambda: ks.verify(issued.secret))
+    digest = parse_key(issued.secret).digest
+    deadline = time.monotonic() + 10
+    while (read := ks.cache._reads.get(digest)) is None or read.callers < CALLERS + 1:
+        assert time.monotonic() < deadline, "the callers did not all join the read"
+        time.sleep(0.005)
+    store.release.set()
+    reader.join(10)
+    for thread in threads:
+        thread.join(10)
+    assert [d.reason for d in later] == ["key_revoked"] * CALLERS
+    assert store.finds == 2
+    assert ks.cache._reads == {}
