@@ -52,14 +52,14 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnecti
     return cast("LocalProxy[FlaskRequest]", flask_request)._get_current_object()
 
 
-def _refusal(decision: Decision, request: object) -> Any:
+def _refusal(decision: Decision, request: HTTPConnection | WSGIRequest) -> Any:
     if isinstance(request, HTTPConnection):
         return refusal_response(decision)
     return flask_refusal(decision)
 
 
 def _with_rate_headers(
-    result: Any, decision: Decision, request: object, carrier: Response | None
+    result: Any, decision: Decision, request: HTTPConnection | WSGIRequest, carrier: Response | None
 ) -> Any:
     """Add the verdict's rate-limit headers to what the handler returned: to a Starlette
     response as is; under FastAPI, to the response FastAPI passed in (*carrier*), whose

@@ -51,14 +51,15 @@ def _hold(ks: KeySentry, fail: bool = False) -> HeldStore:
     return store
 
 
-def _when_all_wait(ks: KeySentry, secret: str, store: HeldStore) -> None:
-    """Release the held read once every caller has joined it (they are then waiting)."""
+def _when_all_wait(ks: KeySentry, secret: str, store: HeldStore, callers: int = CALLERS) -> None:
+    """Release the held read once *callers* callers have joined it (the reader among them:
+    the others are then waiting)."""
     digest = parse_key(secret).digest
     assert store.entered.wait(10)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         read = ks.cache._reads.get(digest)
-        if read is not None and read.callers == CALLERS:
+        if read is not None and read.callers == callers:
             break
         time.sleep(0.005)
     else:
@@ -116,12 +117,7 @@ def test_callers_waiting_on_a_read_a_revoke_overtook_read_the_key_anew(ks: KeySe
     assert store.entered.wait(10)
     ks.revoke_api_key(issued.key.id)
     later, threads = _burst(lambda: ks.verify(issued.secret))
-    digest = parse_key(issued.secret).digest
-    deadline = time.monotonic() + 10
-    while (read := ks.cache._reads.get(digest)) is None or read.callers < CALLERS + 1:
-        assert time.monotonic() < deadline, "the callers did not all join the read"
-        time.sleep(0.005)
-    store.release.set()
+    _when_all_wait(ks, issued.secret, store, CALLERS + 1)
     reader.join(10)
     for thread in threads:
         thread.join(10)

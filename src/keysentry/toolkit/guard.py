@@ -34,6 +34,7 @@ __all__ = ["Guard", "Plan", "WSGIRequest", "unexpected_failure"]
 logger = logging.getLogger("keysentry")
 _UNAVAILABLE = Decision.deny(Reason.UNAVAILABLE)
 Plan = Decision | tuple[RequestFacts, Policy, LookupKey | None]
+_new = tuple.__new__  # builds a Policy (see core.pipeline)
 
 
 class WSGIRequest(Protocol):
@@ -43,9 +44,6 @@ class WSGIRequest(Protocol):
     def environ(self) -> dict[str, Any]: ...
     @property
     def view_args(self) -> dict[str, Any] | None: ...
-
-
-_new = tuple.__new__  # builds a Policy (see core.pipeline)
 
 
 def unexpected_failure() -> Decision:
