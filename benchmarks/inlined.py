@@ -114,22 +114,20 @@ class InlinedMiddleware:
             return
         identity = entry.identity.with_rate_limits((outcome,))
         usage = self.usage
-        count = (identity.app_slug, identity.key_id, _OK, now // 60)
+        minute = now // 60
         usage_lock = usage._lock
+        cell = None
         usage_lock.acquire()
         try:
-            cell = usage._counts.get(count)
-            if cell is not None:
+            found = usage._admitted.get(identity.key_id)
+            if found is not None and found[0] == minute:
+                cell = found[1]
                 cell[0] += 1
                 cell[1] = now
-            elif len(usage._counts) < usage.max_pending:
-                usage._counts[count] = [1, now]
-            else:
-                usage.dropped += 1
         finally:
             usage_lock.release()
-        if usage._start_due:
-            usage._start()
+        if cell is None:  # the key's first admitted request of the minute
+            usage.note(_OK, identity, "", now)
         state = scope.get("state")
         if state is None:
             scope["state"] = {"api_key": identity}

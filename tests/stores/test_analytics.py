@@ -4,6 +4,7 @@ in one upsert per batch, rolled up to hours and days, pruned by retention, queri
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -128,6 +129,54 @@ def test_a_failed_write_keeps_the_counts(tmp_path: Any, caplog: Any) -> None:
         ks.verify(keys["a"].secret)
         ks.store.add_usage = real  # type: ignore[method-assign]
         assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 2}
+
+
+def test_admitted_requests_count_across_flushes_and_minutes() -> None:
+    # an admitted request finds its key's count of the minute by the key's id alone: a
+    # count taken by a flush, or of a minute gone by, must never be added to again
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        secret = keys["a"].secret
+        for _ in range(3):
+            assert ks.verify(secret).allowed
+        ks.usage.flush()
+        for _ in range(2):  # after the flush: a new count, not the one written
+            assert ks.verify(secret).allowed
+        clock.now = T0 + 60
+        for _ in range(4):  # the next minute: its own count
+            assert ks.verify(secret).allowed
+        ks.usage.flush()
+        minutes = ks.get_usage("shop", since=timedelta(hours=1), granularity="minute")
+        assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 5), (60, 4)]
+
+
+def test_admitted_requests_are_all_counted_while_flushes_run() -> None:
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    secret = keys["a"].secret
+    done = threading.Event()
+
+    def verify() -> None:
+        for _ in range(400):
+            assert ks.verify(secret).allowed
+
+    def flush() -> None:
+        while not done.is_set():
+            ks.usage.flush()
+
+    with ks:
+        flusher = threading.Thread(target=flush)
+        flusher.start()
+        workers = [threading.Thread(target=verify) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        done.set()
+        flusher.join()
+        ks.usage.flush()
+        assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 1600}
 
 
 def test_memory_is_bounded() -> None:

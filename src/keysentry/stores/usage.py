@@ -44,6 +44,7 @@ _NEVER: Final = float("-inf")
 # a key is "used" when its secret matched and it was usable: the request may still be
 # refused for a permission, a resource or a rate limit
 _USED: Final = frozenset({Reason.OK, Reason.PERMISSION_DENIED, Reason.RESOURCE_DENIED})
+_OK: Final = Reason.OK
 #: Seconds between prunes of old buckets and events.
 PRUNE_INTERVAL: Final = 3600.0
 _Count = tuple[str, str, str, int]  # (app slug or "?" + key prefix, key id or "", outcome, minute)
@@ -85,6 +86,9 @@ class UsageRecorder:
         self._clock = clock
         self._pending: dict[str, float] = {}
         self._counts: dict[_Pending, list[float]] = {}  # -> [verifications, last at]
+        # key id -> (minute, its "ok" cell in _counts): an admitted request's count found
+        # without building and hashing the count's tuple; emptied whenever _counts is taken
+        self._admitted: dict[str, tuple[float, list[float]]] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -119,11 +123,13 @@ class UsageRecorder:
         try:
             counts = self._counts
             cell = counts.get(count)
+            if cell is None and len(counts) < self.max_pending:
+                cell = counts[count] = [0, now]
             if cell is not None:
                 cell[0] += 1
                 cell[1] = now
-            elif len(counts) < self.max_pending:
-                counts[count] = [1, now]
+                if reason is _OK and identity is not None:
+                    self._admitted[identity.key_id] = (count[3], cell)
             else:
                 self.dropped += 1
                 if identity is not None and reason in _USED:
@@ -134,6 +140,23 @@ class UsageRecorder:
             lock.release()
         if self._start_due:
             self._start()
+
+    def note_admitted(self, identity: Identity, now: float) -> None:
+        """:meth:`note` of an admitted request (outcome ``ok``) by *identity*: the one-step
+        path's count, which finds the key's cell for the minute by its id alone."""
+        minute = now // 60
+        lock = self._lock
+        lock.acquire()
+        try:
+            found = self._admitted.get(identity.key_id)
+            if found is not None and found[0] == minute:
+                cell = found[1]
+                cell[0] += 1
+                cell[1] = now
+                return
+        finally:
+            lock.release()
+        self.note(_OK, identity, "", now)
 
     def record(self, key_id: str, now: float) -> None:
         """Note that *key_id* was used at *now* (Unix seconds), skipped when a use within
@@ -178,6 +201,7 @@ class UsageRecorder:
             with self._lock:
                 batch, self._pending = self._pending, {}
                 counts, self._counts = self._counts, {}
+                self._admitted = {}  # its cells are being written: new ones from now on
                 for (_, key_id, outcome, _), (_, at) in counts.items():
                     if outcome in _USED and batch.get(key_id, _NEVER) < at:
                         batch[key_id] = at
@@ -283,6 +307,7 @@ class UsageRecorder:
         self._flush_lock = threading.Lock()
         self._pending = {}
         self._counts = {}
+        self._admitted = {}
         self._stop = threading.Event()
         self._thread = None
         self._start_due = self.interval is not None and not self._closed
