@@ -144,18 +144,19 @@ class UsageRecorder:
     def note_admitted(self, identity: Identity, now: float) -> None:
         """:meth:`note` of an admitted request (outcome ``ok``) by *identity*: the one-step
         path's count, which finds the key's cell for the minute by its id alone."""
-        minute = now // 60
-        lock = self._lock
-        lock.acquire()
-        try:
-            found = self._admitted.get(identity.key_id)
-            if found is not None and found[0] == minute:
-                cell = found[1]
-                cell[0] += 1
-                cell[1] = now
-                return
-        finally:
-            lock.release()
+        if self.analytics:  # else only last_used_at is noted: note() does that
+            minute = now // 60
+            lock = self._lock
+            lock.acquire()
+            try:
+                found = self._admitted.get(identity.key_id)
+                if found is not None and found[0] == minute:
+                    cell = found[1]
+                    cell[0] += 1
+                    cell[1] = now
+                    return
+            finally:
+                lock.release()
         self.note(_OK, identity, "", now)
 
     def record(self, key_id: str, now: float) -> None:
