@@ -126,7 +126,7 @@ class InlinedMiddleware:
                 cell[1] = now
         finally:
             usage_lock.release()
-        if cell is None:  # the key's first admitted request of the minute
+        if cell is None:  # the key's first admitted request of the minute: note() makes its cell
             usage.note(_OK, identity, "", now)
         state = scope.get("state")
         if state is None:

@@ -111,16 +111,25 @@ class UsageRecorder:
             if identity is not None and reason in _USED:
                 self.record(identity.key_id, now)
             return
-        if identity is None:
-            # no secret matched: the app is the one the prefix names, found at write time
-            count: _Pending = ("?" + prefix, "", reason, now // 60)
-        else:
-            count = (identity.app_slug, identity.key_id, reason, now // 60)
+        minute = now // 60
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
         lock.acquire()  # acquire/release in try costs half what "with" does, every request
         try:
+            if reason is _OK and identity is not None:
+                # the usual count: an admitted request's, found by the key's id alone
+                found = self._admitted.get(identity.key_id)
+                if found is not None and found[0] == minute:
+                    current = found[1]
+                    current[0] += 1
+                    current[1] = now
+                    return  # the writer was started when this cell was made
+            if identity is None:
+                # no secret matched: the app is the one the prefix names, found at write time
+                count: _Pending = ("?" + prefix, "", reason, minute)
+            else:
+                count = (identity.app_slug, identity.key_id, reason, minute)
             counts = self._counts
             cell = counts.get(count)
             if cell is None and len(counts) < self.max_pending:
@@ -129,7 +138,7 @@ class UsageRecorder:
                 cell[0] += 1
                 cell[1] = now
                 if reason is _OK and identity is not None:
-                    self._admitted[identity.key_id] = (count[3], cell)
+                    self._admitted[identity.key_id] = (minute, cell)
             else:
                 self.dropped += 1
                 if identity is not None and reason in _USED:
@@ -140,24 +149,6 @@ class UsageRecorder:
             lock.release()
         if self._start_due:
             self._start()
-
-    def note_admitted(self, identity: Identity, now: float) -> None:
-        """:meth:`note` of an admitted request (outcome ``ok``) by *identity*: the one-step
-        path's count, which finds the key's cell for the minute by its id alone."""
-        if self.analytics:  # else only last_used_at is noted: note() does that
-            minute = now // 60
-            lock = self._lock
-            lock.acquire()
-            try:
-                found = self._admitted.get(identity.key_id)
-                if found is not None and found[0] == minute:
-                    cell = found[1]
-                    cell[0] += 1
-                    cell[1] = now
-                    return
-            finally:
-                lock.release()
-        self.note(_OK, identity, "", now)
 
     def record(self, key_id: str, now: float) -> None:
         """Note that *key_id* was used at *now* (Unix seconds), skipped when a use within

@@ -182,7 +182,7 @@ class Verifier:
             if type(answer) is not tuple or not answer[0]:
                 return self._noted(counted(identity, answer), "", entry, now)
             identity = identity.with_rate_limits(answer[1])
-        self.usage.note_admitted(identity, now)
+        self.usage.note(_OK, identity, "", now)
         if self.metrics is not None:
             self.metrics.observe(_OK, identity, identity.rate_limits, entry, now)
         return identity
