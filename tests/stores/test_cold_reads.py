@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio.to_thread
 import pytest
 
 from keysentry import KeySentry
@@ -90,20 +91,86 @@ def test_a_cold_keys_burst_reads_the_store_once(ks: KeySentry, fail: bool, statu
     assert ks.cache._reads == {}  # nothing left behind
 
 
-def test_async_callers_share_the_read_too(ks: KeySentry) -> None:
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until *condition* holds (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("the callers did not reach the expected state")
+        await asyncio.sleep(0.005)
+
+
+def test_async_callers_share_the_read_on_the_event_loop(ks: KeySentry) -> None:
+    # one worker thread reads; the others wait on the loop, not each in a thread of AnyIO's
+    # pool (40 by default, which a burst of one cold key could otherwise take whole)
     secret = issue_key(ks).secret
+    digest = parse_key(secret).digest
     store = _hold(ks)
-    releaser = threading.Thread(target=_when_all_wait, args=(ks, secret, store))
-    releaser.start()
 
     async def burst() -> list[Decision]:
-        return await asyncio.gather(*(ks.averify(secret) for _ in range(CALLERS)))
+        calls = [asyncio.ensure_future(ks.averify(secret)) for _ in range(CALLERS)]
+        await _until(
+            lambda: store.entered.is_set() and ks.verifier.reads.waiting(digest) == CALLERS - 1
+        )
+        threads = anyio.to_thread.current_default_thread_limiter().borrowed_tokens
+        store.release.set()
+        decisions = await asyncio.gather(*calls)
+        assert threads == 1
+        return decisions
 
     decisions = asyncio.run(burst())
-    releaser.join(10)
     assert [d.status for d in decisions] == [200] * CALLERS
     assert store.finds == 1
     assert ks.cache._reads == {}
+    assert ks.verifier.reads.waiting(digest) == 0
+
+
+def test_async_callers_waiting_on_a_read_a_revoke_overtook_read_the_key_anew(
+    ks: KeySentry,
+) -> None:
+    issued = issue_key(ks)
+    digest = parse_key(issued.secret).digest
+    store = _hold(ks)
+
+    async def burst() -> list[Decision]:
+        calls = [asyncio.ensure_future(ks.averify(issued.secret)) for _ in range(CALLERS)]
+        await _until(
+            lambda: store.entered.is_set() and ks.verifier.reads.waiting(digest) == CALLERS - 1
+        )
+        ks.revoke_api_key(issued.key.id)  # the held read found the key before this
+        store.release.set()
+        return await asyncio.gather(*calls)
+
+    reader, *waiters = asyncio.run(burst())
+    # none takes what the held read found before the revoke: nothing was cached, so the first
+    # of them reads the key once more and the rest find that in the cache
+    assert [d.reason for d in waiters] == ["key_revoked"] * (CALLERS - 1)
+    assert reader.reason in ("ok", "key_revoked")
+    assert store.finds == 2
+
+
+def test_a_cancelled_reader_or_waiter_leaves_the_others_their_answer(ks: KeySentry) -> None:
+    secret = issue_key(ks).secret
+    digest = parse_key(secret).digest
+    store = _hold(ks)
+
+    async def burst() -> list[Decision | BaseException]:
+        reader = asyncio.ensure_future(ks.averify(secret))
+        await _until(store.entered.is_set)
+        calls = [asyncio.ensure_future(ks.averify(secret)) for _ in range(CALLERS - 1)]
+        await _until(lambda: ks.verifier.reads.waiting(digest) == CALLERS - 1)
+        reader.cancel()
+        calls[0].cancel()
+        await asyncio.sleep(0.05)  # the cancellations delivered, however AnyIO takes them
+        store.release.set()
+        return await asyncio.gather(reader, *calls, return_exceptions=True)
+
+    reader, waiter, *others = asyncio.run(burst())
+    assert isinstance(waiter, asyncio.CancelledError)
+    assert [d.status for d in others if isinstance(d, Decision)] == [200] * (CALLERS - 2)
+    assert store.finds == 1  # the cancelled reader's thread still read, and cached
+    assert ks.cache._reads == {}
+    assert not isinstance(reader, Decision) or reader.status == 200
 
 
 def test_callers_waiting_on_a_read_a_revoke_overtook_read_the_key_anew(ks: KeySentry) -> None:

@@ -6,7 +6,7 @@ never leaves the event loop."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, final
 
 from keysentry.core.credits import Pool, period_start, pool_key
@@ -42,6 +42,7 @@ from keysentry.verification.arguments import (
     request_policy,
 )
 from keysentry.verification.credits import STALE, CreditPools
+from keysentry.verification.reads import SharedReads, in_thread
 
 __all__ = ["Observer", "Verifier"]
 
@@ -58,18 +59,6 @@ _new = tuple.__new__  # builds a LookupKey (see core.pipeline)
 _OK = Reason.OK  # a module global: Reason.OK goes through the enum's metaclass
 
 logger = logging.getLogger("keysentry")
-_to_thread: Callable[..., Awaitable[LookupResult]] | None = None
-
-
-async def _run_in_thread(
-    function: Callable[[LookupKey], LookupResult], lookup: LookupKey
-) -> LookupResult:
-    global _to_thread  # resolved once: an import statement costs on every call
-    if _to_thread is None:
-        from anyio import to_thread  # starlette's dependency; sync callers never need it
-
-        _to_thread = to_thread.run_sync
-    return await _to_thread(function, lookup)
 
 
 class Observer(Protocol):
@@ -124,6 +113,8 @@ class Verifier:
         self.cache = cache
         self.credits = CreditPools(cache.store)
         """Credits leased from the store and not yet spent, in this process."""
+        self.reads = SharedReads()
+        """The cold reads async callers have in progress (one thread for a burst's key)."""
 
     @property
     def cache(self) -> CachedKeyStore:
@@ -308,7 +299,7 @@ class Verifier:
         cached = self._cache.get(lookup.digest, now if timer is None else timer())
         entry: LookupResult
         if cached is MISS:
-            entry = await _run_in_thread(self._load, lookup)
+            entry = await self._aload(lookup)
             now = self.clock()
         else:
             entry = cached
@@ -393,6 +384,19 @@ class Verifier:
             self._cache.evict_key(spend.plan.key_id)
             return _RELOAD
         return credits.take(pool, spend.cost)  # the lease made the pool, however little it got
+
+    async def _aload(self, lookup: LookupKey) -> LookupResult:
+        """:meth:`_load` in a worker thread, unless another caller on this event loop is
+        reading the key: then wait for that read and take what it cached (what it could not
+        cache, a revoke having overtaken it, say, is read anew)."""
+        digest = lookup.digest
+        while await self.reads.wait(digest):
+            timer = self._cache_timer
+            cached = self._cache.get(digest, self.clock() if timer is None else timer())
+            if cached is not MISS:
+                return cached
+        async with self.reads.reading(digest):
+            return await in_thread(self._load, lookup)
 
     def _load(self, lookup: LookupKey) -> LookupResult:
         try:
