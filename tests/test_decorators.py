@@ -8,7 +8,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -116,6 +116,42 @@ def test_fastapi_openapi_shows_bearer_auth_and_hides_the_injected_request(
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"
         assert refused.json()["errors"][0]["reason"] == "missing_key"
+
+
+def test_fastapi_dependency_headers_appear_once_and_replace_a_dependencys_own(
+    ks: KeySentry,
+) -> None:
+    ks.create_rate_limit_scheme("five", "Five", [{"unit": "minute", "max_requests": 5}])
+    ks.create_api_auth_app(app_slug="metered", name="Metered", key_prefix="sk_met",
+                           permissions=["users:*"], rate_limit_scheme_slug="five")  # fmt: skip
+    secret = ks.create_api_key("metered", "k").secret
+
+    def stamped(response: Response) -> None:  # a dependency of the app's own, run first
+        response.headers["x-ratelimit-limit"] = "999"
+        response.headers["x-served-by"] = "here"
+
+    app = FastAPI()
+
+    @app.get("/plain")
+    async def plain(key: Identity = Depends(ks.depends("users:read"))) -> Any:  # noqa: B008
+        return {}
+
+    @app.get("/stamped", dependencies=[Depends(stamped)])
+    async def stamped_route(
+        key: Identity = Depends(ks.depends("users:read")),  # noqa: B008
+    ) -> Any:
+        return {}
+
+    with TestClient(app) as client:
+        for path, remaining in (("/plain", "4"), ("/stamped", "3")):
+            reply = client.get(path, headers=bearer(secret))
+            names = [name.lower() for name, _ in reply.headers.items()]
+            for header in ("ratelimit-policy", "ratelimit", "x-ratelimit-limit",
+                           "x-ratelimit-remaining", "x-ratelimit-reset"):  # fmt: skip
+                assert names.count(header) == 1, (path, header)
+            assert reply.headers["x-ratelimit-limit"] == "5"
+            assert reply.headers["x-ratelimit-remaining"] == remaining
+        assert reply.headers["x-served-by"] == "here"
 
 
 def test_fastapi_without_install_still_answers_the_right_status(ks: KeySentry) -> None:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision, Identity
+from keysentry.core.headers import allowed_header_bytes
 from keysentry.toolkit.guard import Guard
 from keysentry.toolkit.render import refusal_response
 
@@ -60,12 +61,19 @@ def dependency(
 
     async def check(request: Request, response: Response) -> Identity:
         decision = await guard.acheck(request)
-        if not decision.allowed or decision.identity is None:
+        identity = decision.identity
+        if not decision.allowed or identity is None:
             raise KeySentryHTTPException(decision)
-        # FastAPI copies the headers of this response onto the handler's (rate limits)
-        for name, value in decision.headers:
-            response.headers[name] = value
-        return decision.identity
+        # FastAPI copies the headers of this response onto the handler's (rate limits,
+        # credits). Appended already encoded, as the middleware sends them: set one by one
+        # through MutableHeaders, five headers cost more than the verification itself
+        raw = response.headers.raw
+        if raw:  # another dependency set headers first: replace by name, as before
+            for name, value in decision.headers:
+                response.headers[name] = value
+        elif decision.rate_limits or decision.fixed_headers:  # none for an identity attached before
+            raw.extend(allowed_header_bytes(decision.rate_limits, identity.credits_remaining))
+        return identity
 
     # The Security parameters only declare the schemes in OpenAPI (/docs's Authorize
     # button); the guard reads the headers itself, with keysentry's rules.
