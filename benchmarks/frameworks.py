@@ -21,10 +21,10 @@ def _sentry() -> tuple[KeySentry, str]:
     return ks, bench_key(ks)
 
 
-def fastapi_scenario(compare: Any, rounds: int) -> Any:
+def fastapi_apps(ks: KeySentry) -> tuple[Any, Any]:
+    """A FastAPI app with one route, bare and with ``Depends(ks.depends("users:read"))``."""
     from fastapi import Depends, FastAPI
 
-    ks, secret = _sentry()
     bare, protected = FastAPI(), FastAPI()
 
     @bare.get("/users/{user_id}")
@@ -39,6 +39,12 @@ def fastapi_scenario(compare: Any, rounds: int) -> Any:
     async def user(user_id: int, key: Identity = requirement) -> dict[str, int]:
         return {"user": user_id}
 
+    return bare, protected
+
+
+def fastapi_scenario(compare: Any, rounds: int) -> Any:
+    ks, secret = _sentry()
+    bare, protected = fastapi_apps(ks)
     headers = [(b"host", b"localhost"), (b"authorization", f"Bearer {secret}".encode())]
     n = 100
     return compare(

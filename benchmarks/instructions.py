@@ -4,7 +4,8 @@
 (bare Starlette, the same app behind ``KeySentryMiddleware`` -- with usage analytics, as by
 default, without them, and with Prometheus metrics too -- behind the hand-written
 floor of ``benchmarks/floor.py``, and behind keysentry's own path written as one function,
-``benchmarks/inlined.py``) under callgrind, counting only the requests: each process
+``benchmarks/inlined.py``; and FastAPI bare and with ``Depends(ks.depends(...))``, from
+``benchmarks/frameworks.py``) under callgrind, counting only the requests: each process
 starts with callgrind's instrumentation off, sets up and answers 50 requests, then
 ``callgrind_control`` switches counting on for *requests* more and dumps the counts after
 them; the count over *requests* is the instructions one request costs. The counts do not
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS = ("bare", "floor", "inlined", "keysentry", "keysentry-no-analytics",
-            "keysentry-metrics", "keysentry-credits")  # fmt: skip
+            "keysentry-metrics", "keysentry-credits", "fastapi-bare", "fastapi")  # fmt: skip
 # KeySentry's options per variant: analytics (on by default) off, and Prometheus metrics on
 _OPTIONS: dict[str, dict[str, Any]] = {
     "keysentry-no-analytics": {"analytics": False},
@@ -52,6 +53,14 @@ def _serve(variant: str) -> Any:
     ks = KeySentry("memory://", usage_interval=None, sync_interval=None, **options)
     if variant == "keysentry-credits":  # a balance that outlasts the run: leases of 1,000
         return runner("keysentry", ks, bench_key(ks, credits=10**12))
+    if variant.startswith("fastapi"):  # Depends(ks.depends(...)), beside bare FastAPI
+        from benchmarks.asgi import _caller
+        from benchmarks.frameworks import fastapi_apps
+
+        secret = bench_key(ks)
+        bare, protected = fastapi_apps(ks)
+        headers = [(b"host", b"localhost"), (b"authorization", f"Bearer {secret}".encode())]
+        return _caller(bare if variant == "fastapi-bare" else protected, headers)
     return runner("keysentry" if options else variant, ks, bench_key(ks))
 
 
@@ -154,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     bare = counts["bare"]
     print(f"{'ASGI in-process, per request':<34}{'instructions':>14}{'bare / this':>13}")
     for variant, instructions in counts.items():
-        print(f"{variant:<34}{instructions:>14,.0f}{bare / instructions:>13.2f}")
+        if not variant.startswith("fastapi"):  # against bare FastAPI, below
+            print(f"{variant:<34}{instructions:>14,.0f}{bare / instructions:>13.2f}")
     floor, inlined, ours = counts["floor"], counts["inlined"], counts["keysentry"]
     print(
         f"keysentry's extra over bare vs the floor's: {(ours - bare) / (floor - bare):.2f}x; "
@@ -167,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"analytics and metrics on vs both off: {metered / off - 1:+.1%}")
     credited = counts["keysentry-credits"]
     print(f"a key with credits vs without: {credited / counts['keysentry'] - 1:+.1%}")
+    fastapi_bare, fastapi = counts["fastapi-bare"], counts["fastapi"]
+    print(
+        f"FastAPI: bare {fastapi_bare:,.0f}, with Depends(ks.depends(...)) {fastapi:,.0f} "
+        f"(bare / this {fastapi_bare / fastapi:.2f})"
+    )
     return 0
 
 

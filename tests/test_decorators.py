@@ -154,6 +154,41 @@ def test_fastapi_dependency_headers_appear_once_and_replace_a_dependencys_own(
         assert reply.headers["x-served-by"] == "here"
 
 
+def test_fastapi_dependency_can_be_overridden_and_shared_by_a_router(ks: KeySentry) -> None:
+    # the dependency is an object (its own OpenAPI scheme), usable as any FastAPI dependency:
+    # in a route's dependencies, and as a key of app.dependency_overrides
+    from fastapi import APIRouter
+
+    reader = ks.depends("users:read")
+    router = APIRouter(dependencies=[Depends(reader)])
+
+    @router.get("/users/guarded")
+    async def guarded() -> Any:
+        return {"ok": True}
+
+    app = FastAPI()
+    app.include_router(router)
+
+    @app.get("/users/me")
+    async def me(key: Identity = Depends(reader)) -> Any:  # noqa: B008
+        return {"key": key.key_id}
+
+    secret = ks.create_api_key("api", "k", permissions=["users:read"])
+    with TestClient(app) as client:
+        assert client.get("/users/guarded").status_code == 401
+        assert client.get("/users/guarded", headers=bearer(secret.secret)).json() == {"ok": True}
+        assert client.get("/users/me", headers=bearer(secret.secret)).json() == {
+            "key": secret.key.id
+        }
+        stand_in = Identity("key_test", "stand-in", "api", ("users:read",), (), {})
+        app.dependency_overrides[reader] = lambda: stand_in
+        assert client.get("/users/me").json() == {"key": "key_test"}
+        assert client.get("/users/guarded").json() == {"ok": True}
+        assert client.get("/openapi.json").json()["paths"]["/users/me"]["get"]["security"] == [
+            {"ApiKey": []}
+        ]
+
+
 def test_fastapi_without_install_still_answers_the_right_status(ks: KeySentry) -> None:
     app = FastAPI()
 

@@ -13,13 +13,14 @@ right status and headers); call :func:`install` once to answer it with keysentry
         ...
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI evaluates string annotations in a
+# dependency's function globals, and a callable instance (KeyDependency) has none
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.base import SecurityBase
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -31,7 +32,7 @@ from keysentry.toolkit.render import refusal_response
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["KeySentryHTTPException", "dependency", "install"]
+__all__ = ["KeyDependency", "KeySentryHTTPException", "dependency", "install"]
 
 _bearer = HTTPBearer(
     auto_error=False,  # keysentry answers, with its own reasons
@@ -48,8 +49,42 @@ class KeySentryHTTPException(HTTPException):
         super().__init__(decision.status, decision.reason.message, headers=dict(decision.headers))
 
 
+class KeyDependency(SecurityBase):
+    """What :meth:`KeySentry.depends` returns when the key has one place to be (the
+    ``Authorization`` header, or the named one): a dependency that is its own security
+    scheme in OpenAPI. FastAPI then resolves one dependency a request; a scheme declared
+    as a ``Security`` sub-dependency would be a second one, which cost more than the
+    verification itself."""
+
+    def __init__(self, guard: Guard, scheme: SecurityBase) -> None:
+        self.guard = guard
+        self.model = scheme.model
+        self.scheme_name = scheme.scheme_name
+
+    async def __call__(self, request: Request, response: Response) -> Identity:
+        """Verify *request*'s key; the rate-limit headers go on *response*."""
+        return await _checked(self.guard, request, response)
+
+
+async def _checked(guard: Guard, request: Request, response: Response) -> Identity:
+    decision = await guard.acheck(request)
+    identity = decision.identity
+    if not decision.allowed or identity is None:
+        raise KeySentryHTTPException(decision)
+    # FastAPI copies the headers of this response onto the handler's (rate limits,
+    # credits). Appended already encoded, as the middleware sends them: set one by one
+    # through MutableHeaders, five headers cost more than the verification itself
+    raw = response.headers.raw
+    if raw:  # another dependency set headers first: replace by name, as before
+        for name, value in decision.headers:
+            response.headers[name] = value
+    elif decision.rate_limits or decision.fixed_headers:  # none for an identity attached before
+        raw.extend(allowed_header_bytes(decision.rate_limits, identity.credits_remaining))
+    return identity
+
+
 def dependency(
-    sentry: KeySentry,
+    sentry: "KeySentry",
     permissions: Sequence[str],
     resource: str | None = None,
     api_key_header: str | None = None,
@@ -58,61 +93,24 @@ def dependency(
 ) -> Callable[..., Awaitable[Identity]]:
     """Build the dependency behind :meth:`KeySentry.depends`."""
     guard = Guard(sentry, permissions, resource, api_key_header, read_authorization, cost)
-
-    async def check(request: Request, response: Response) -> Identity:
-        decision = await guard.acheck(request)
-        identity = decision.identity
-        if not decision.allowed or identity is None:
-            raise KeySentryHTTPException(decision)
-        # FastAPI copies the headers of this response onto the handler's (rate limits,
-        # credits). Appended already encoded, as the middleware sends them: set one by one
-        # through MutableHeaders, five headers cost more than the verification itself
-        raw = response.headers.raw
-        if raw:  # another dependency set headers first: replace by name, as before
-            for name, value in decision.headers:
-                response.headers[name] = value
-        elif decision.rate_limits or decision.fixed_headers:  # none for an identity attached before
-            raw.extend(allowed_header_bytes(decision.rate_limits, identity.credits_remaining))
-        return identity
-
-    # The Security parameters only declare the schemes in OpenAPI (/docs's Authorize
-    # button); the guard reads the headers itself, with keysentry's rules.
     if guard.api_key_header is None:
-
-        async def api_key(
-            request: Request,
-            response: Response,
-            _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        ) -> Identity:
-            return await check(request, response)
-
-        return api_key
-
+        return KeyDependency(guard, _bearer)
     header_scheme = APIKeyHeader(
         name=api_key_header or "", auto_error=False, scheme_name="ApiKeyHeader",
         description=f"An API key issued by keysentry: `{api_key_header}: <key>`.",
     )  # fmt: skip
-
     if not guard.read_authorization:
+        return KeyDependency(guard, header_scheme)
 
-        async def api_key_header_only(
-            request: Request,
-            response: Response,
-            # a default, not Annotated: this module's annotations are strings, which FastAPI
-            # evaluates in the module's namespace, where header_scheme is not
-            _header: str | None = Security(header_scheme),
-        ) -> Identity:
-            return await check(request, response)
-
-        return api_key_header_only
-
+    # Either header: both schemes in OpenAPI, as Security parameters (only declared: the
+    # guard reads the headers itself, with keysentry's rules)
     async def api_key_or_header(
         request: Request,
         response: Response,
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-        _header: str | None = Security(header_scheme),
+        _header: Annotated[str | None, Security(header_scheme)],
     ) -> Identity:
-        return await check(request, response)
+        return await _checked(guard, request, response)
 
     return api_key_or_header
 

@@ -7,6 +7,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ import pytest
 from benchmarks import instructions, over_http, run
 from benchmarks.run import Result, compare
 from benchmarks.world import HUGE
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_compare_times_both_sides_and_reports_speed() -> None:
@@ -183,6 +187,17 @@ def test_the_inlined_path_answers_what_keysentry_answers_and_takes_its_own_way()
     assert ours[0][0][1]["user"]
     assert sorted(ours[1]) == [("ok", 3), ("rate_limited", 1)]
     assert ours == theirs
+
+
+def test_the_counted_fastapi_apps_answer_200() -> None:
+    # each runner sends one request when built and raises unless it was answered 200; in a
+    # child process, as benchmarks.instructions runs it (its event loops live until exit)
+    code = "from benchmarks.instructions import _serve\n" + "".join(
+        f"_serve({variant!r})(3)\n" for variant in ("fastapi-bare", "fastapi")
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.skipif(instructions.missing() is not None, reason=str(instructions.missing()))
