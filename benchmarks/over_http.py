@@ -88,6 +88,8 @@ class Server:
 
     def __init__(self, command: Callable[[int], list[str]], env: dict[str, str]) -> None:
         self.port = free_port()
+        self.name = next((part for part in command(self.port) if "http_apps:" in part), "server")
+        """The app it serves (``benchmarks.http_apps:...``), for error messages."""
         # a file, not a pipe, which a chatty server could fill; closed by stop()
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -177,11 +179,14 @@ def load(server: Server, headers: list[str], seconds: float) -> Load:
     """Load *server* for *seconds*; measure it."""
     before = cpu_seconds(server.process.pid)
     run = _wrk if generator() == "wrk" else _python_load
-    result = run(server.port, headers, seconds)
+    try:
+        result = run(server.port, headers, seconds)
+    except RuntimeError as exc:  # say which server: a run has four or five
+        raise RuntimeError(f"{server.name}: {exc}") from exc
     after = cpu_seconds(server.process.pid)
     requests = int(result["requests"])
     if result["non_200"] or not requests:
-        raise RuntimeError(f"benchmark server answered {result['non_200']} non-200 responses")
+        raise RuntimeError(f"{server.name} answered {result['non_200']} non-200 responses")
     cpu = None if before is None or after is None else (after - before) / requests * 1e6
     return Load(requests, result["rps"], result["p99_ms"], int(result["non_200"]), cpu)
 
