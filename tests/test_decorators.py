@@ -189,6 +189,27 @@ def test_fastapi_dependency_can_be_overridden_and_shared_by_a_router(ks: KeySent
         ]
 
 
+def test_require_headers_replace_the_handlers_own_of_the_same_name(ks: KeySentry) -> None:
+    ks.create_rate_limit_scheme("five", "Five", [{"unit": "minute", "max_requests": 5}])
+    ks.create_api_auth_app(app_slug="metered", name="Metered", key_prefix="sk_met",
+                           permissions=["users:*"], rate_limit_scheme_slug="five")  # fmt: skip
+    secret = ks.create_api_key("metered", "k").secret
+
+    @ks.require("users:read")
+    async def user(request: Request) -> JSONResponse:
+        return JSONResponse({}, headers={"X-RateLimit-Limit": "999", "X-Served-By": "here"})
+
+    app = Starlette(routes=[Route("/users/{n}", user)])
+    with TestClient(app) as client:
+        reply = client.get("/users/1", headers=bearer(secret))
+    names = [name.lower() for name, _ in reply.headers.items()]
+    assert names.count("x-ratelimit-limit") == 1
+    assert reply.headers["x-ratelimit-limit"] == "5"
+    assert reply.headers["x-ratelimit-remaining"] == "4"
+    assert reply.headers["x-served-by"] == "here"
+    assert reply.headers["content-type"] == "application/json"
+
+
 def test_fastapi_without_install_still_answers_the_right_status(ks: KeySentry) -> None:
     app = FastAPI()
 

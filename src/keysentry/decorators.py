@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from keysentry.core.decision import Decision
 from keysentry.toolkit.guard import Guard, WSGIRequest
-from keysentry.toolkit.render import flask_refusal, refusal_response
+from keysentry.toolkit.render import add_verdict_headers, flask_refusal, refusal_response
 
 if TYPE_CHECKING:
     from flask import Request as FlaskRequest
@@ -70,8 +70,7 @@ def _with_rate_headers(
     if isinstance(request, HTTPConnection):
         target = result if isinstance(result, Response) else carrier
         if target is not None:
-            for name, value in decision.headers:
-                target.headers[name] = value
+            add_verdict_headers(target, decision)
         return result
     from flask import make_response
 

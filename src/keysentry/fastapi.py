@@ -25,9 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision, Identity
-from keysentry.core.headers import allowed_header_bytes
 from keysentry.toolkit.guard import Guard
-from keysentry.toolkit.render import refusal_response
+from keysentry.toolkit.render import add_verdict_headers, refusal_response
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
@@ -71,15 +70,8 @@ async def _checked(guard: Guard, request: Request, response: Response) -> Identi
     identity = decision.identity
     if not decision.allowed or identity is None:
         raise KeySentryHTTPException(decision)
-    # FastAPI copies the headers of this response onto the handler's (rate limits,
-    # credits). Appended already encoded, as the middleware sends them: set one by one
-    # through MutableHeaders, five headers cost more than the verification itself
-    raw = response.headers.raw
-    if raw:  # another dependency set headers first: replace by name, as before
-        for name, value in decision.headers:
-            response.headers[name] = value
-    elif decision.rate_limits or decision.fixed_headers:  # none for an identity attached before
-        raw.extend(allowed_header_bytes(decision.rate_limits, identity.credits_remaining))
+    # FastAPI copies the headers of this response onto the handler's (rate limits, credits)
+    add_verdict_headers(response, decision)
     return identity
 
 

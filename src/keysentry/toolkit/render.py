@@ -1,6 +1,7 @@
 """A refusal as a response (status, headers, JSON body) for ASGI HTTP and WebSocket, WSGI,
 Starlette and Flask: the same bytes whichever adapter answers. An admitted request's headers
-are :func:`keysentry.core.headers.allowed_header_bytes`."""
+are :func:`keysentry.core.headers.allowed_header_bytes` (:func:`add_verdict_headers` puts them
+on a Starlette response)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
+from keysentry.core.headers import allowed_header_bytes
 from keysentry.types import Scope, Send, StartResponse
 
 __all__ = [
+    "add_verdict_headers",
     "asgi_headers",
     "flask_refusal",
     "refusal_parts",
@@ -90,6 +93,27 @@ def with_wsgi_headers(start_response: StartResponse, extra: list[tuple[str, str]
         return start_response(status, [*headers, *extra], *args)
 
     return start_with_headers
+
+
+def add_verdict_headers(response: Response, decision: Decision) -> None:
+    """Set *decision*'s headers on a Starlette response, each replacing any of the same
+    name, as ``response.headers[name] = value`` does, in one pass: through
+    ``MutableHeaders`` each header costs a scan of the list and its encoding, more than a
+    verification. An admitted verdict's are the middleware's encoded bytes."""
+    if not (decision.rate_limits or decision.fixed_headers):
+        return
+    identity = decision.identity
+    if decision.allowed and identity is not None:  # fixed_headers: the credits left, if any
+        extra = allowed_header_bytes(decision.rate_limits, identity.credits_remaining)
+    else:
+        extra = [(name.encode("latin-1"), value.encode("latin-1"))
+                 for name, value in decision.headers]  # fmt: skip
+    raw = response.headers.raw  # the response's own list
+    if raw:  # FastAPI's sub-response usually has none
+        names = {name for name, _ in extra}
+        if any(name in names for name, _ in raw):
+            raw[:] = [item for item in raw if item[0] not in names]
+    raw.extend(extra)
 
 
 def refusal_response(decision: Decision) -> Response:
