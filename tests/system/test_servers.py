@@ -6,6 +6,7 @@ Requests are written to a socket byte for byte, so the bad inputs reach the serv
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
 import time
@@ -199,3 +200,51 @@ def test_two_rules_on_two_endpoints_over_real_http(served: Served) -> None:
     assert 1 <= wait <= 4
     time.sleep(wait)
     assert request(port, "GET", "/users/1", key).status == 200
+
+
+def test_concurrent_requests_over_an_expiring_cache_are_all_answered() -> None:
+    # the key's cached entry expires every 50 ms, so bursts of cold reads keep coming: the
+    # first caller of each reads while the others wait on the event loop (SharedReads)
+    ks = KeySentry("memory://", cache_ttl=0.05, sync_interval=0.05)
+    ks.create_api_auth_app(app_slug="internal-api", name="Internal API", key_prefix="sk_live",
+                           permissions=["users:read"], resources=["users/*"])  # fmt: skip
+    secret = ks.create_api_key("internal-api", "k", permissions=["users:read"]).secret
+    finds = []
+    find_candidates = ks.store.find_candidates
+
+    def counted(prefix: str, suffix: str) -> object:
+        finds.append(prefix)
+        return find_candidates(prefix, suffix)
+
+    ks.cache.store.find_candidates = counted  # type: ignore[method-assign]
+    statuses: list[int] = []
+    ports = _uvicorn(starlette_app(ks), "httptools")
+    port = next(ports)
+
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        deadline = time.monotonic() + 1.5
+        try:
+            while time.monotonic() < deadline:
+                headers = {"Authorization": f"Bearer {secret}"}
+                connection.request("GET", "/users/1", headers=headers)
+                answer = connection.getresponse()
+                answer.read()
+                statuses.append(answer.status)
+        except Exception as exc:  # a waiter never woken: the read times out
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    next(ports, None)
+    assert errors == []
+    assert statuses
+    assert set(statuses) == {200}
+    assert len(finds) > 1  # the entry did expire and was read again
