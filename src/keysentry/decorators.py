@@ -20,7 +20,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
-from keysentry.toolkit.guard import Guard, WSGIRequest
+from keysentry.toolkit.guard import Guard, WSGIRequest, is_connection
 from keysentry.toolkit.render import add_verdict_headers, flask_refusal, refusal_response
 
 if TYPE_CHECKING:
@@ -41,10 +41,10 @@ _RESPONSE_PARAM = "keysentry_response"
 
 def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection | WSGIRequest:
     request = kwargs.pop(_REQUEST_PARAM, None)  # FastAPI's, asked for by our signature
-    if isinstance(request, HTTPConnection):
+    if is_connection(request):
         return request
     for value in (*args, *kwargs.values()):
-        if isinstance(value, HTTPConnection):
+        if is_connection(value):
             return value
     from flask import request as flask_request  # only Flask handlers get here
 
@@ -53,7 +53,7 @@ def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnecti
 
 
 def _refusal(decision: Decision, request: HTTPConnection | WSGIRequest) -> Any:
-    if isinstance(request, HTTPConnection):
+    if is_connection(request):
         return refusal_response(decision)
     return flask_refusal(decision)
 
@@ -65,9 +65,9 @@ def _with_rate_headers(
     response as is; under FastAPI, to the response FastAPI passed in (*carrier*), whose
     headers it adds to whatever the handler returns (data included); to any Flask return
     value through ``make_response``."""
-    if not decision.headers:
+    if not (decision.rate_limits or decision.fixed_headers):  # what decision.headers builds from
         return result
-    if isinstance(request, HTTPConnection):
+    if is_connection(request):
         target = result if isinstance(result, Response) else carrier
         if target is not None:
             add_verdict_headers(target, decision)

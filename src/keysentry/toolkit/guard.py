@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, cast
 
 from starlette.requests import HTTPConnection
 
@@ -29,7 +29,7 @@ from keysentry.types import Scope
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["Guard", "Plan", "WSGIRequest", "unexpected_failure"]
+__all__ = ["Guard", "Plan", "WSGIRequest", "is_connection", "unexpected_failure"]
 
 logger = logging.getLogger("keysentry")
 _UNAVAILABLE = Decision.deny(Reason.UNAVAILABLE)
@@ -44,6 +44,20 @@ class WSGIRequest(Protocol):
     def environ(self) -> dict[str, Any]: ...
     @property
     def view_args(self) -> dict[str, Any] | None: ...
+
+
+_CONNECTIONS: dict[type, bool] = {}
+
+
+def is_connection(value: object) -> TypeGuard[HTTPConnection]:
+    """Whether *value* is a Starlette request (or WebSocket), by its type, remembered:
+    ``isinstance`` against ``HTTPConnection``, an ABC through ``Mapping``, runs Python code
+    on every call, and a handler's request is checked several times."""
+    kind = type(value)
+    known = _CONNECTIONS.get(kind)
+    if known is None:
+        known = _CONNECTIONS[kind] = isinstance(value, HTTPConnection)
+    return known
 
 
 def unexpected_failure() -> Decision:
@@ -98,7 +112,7 @@ class Guard:
         path found in the cache, if it did."""
         credential: bytes | None = None
         facts: RequestFacts | None = None
-        if isinstance(request, HTTPConnection):
+        if is_connection(request):
             scope = request.scope
             identity = scope.get("state", {}).get("api_key")
             params: dict[str, Any] = dict(request.path_params)
@@ -109,9 +123,10 @@ class Guard:
             # with no mount prefix (_plain_http) the scope's path is the router's
             path: str = scope["path"] if facts is None else facts.path
         else:  # a Flask request
-            identity = request.environ.get(ENVIRON_KEY)
-            params = dict(request.view_args or {})
-            facts, _ = environ_facts(request.environ, self._environ_var, self.read_authorization)
+            flask = cast(WSGIRequest, request)  # is_connection narrows only the other branch
+            identity = flask.environ.get(ENVIRON_KEY)
+            params = dict(flask.view_args or {})
+            facts, _ = environ_facts(flask.environ, self._environ_var, self.read_authorization)
             path = facts.path
         try:
             resource = self._resource(params, path)
@@ -128,7 +143,7 @@ class Guard:
                 return quick
             found = quick
         if facts is None:  # left for the one-step path (HTTP only), which did not decide
-            assert isinstance(request, HTTPConnection)
+            assert is_connection(request)
             facts, _ = scope_facts(request.scope, self._scope_header, self.read_authorization)
         return facts, policy, found
 
@@ -167,8 +182,8 @@ def _plain_http(scope: Scope) -> bool:
 def _attached(decision: Decision, request: HTTPConnection | WSGIRequest) -> Decision:
     identity = decision.identity
     if decision.allowed and identity is not None:
-        if isinstance(request, HTTPConnection):
+        if is_connection(request):
             attach(request.scope, identity)
         else:
-            attach_environ(request.environ, identity)
+            attach_environ(cast(WSGIRequest, request).environ, identity)
     return decision
