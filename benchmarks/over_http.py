@@ -88,12 +88,13 @@ class Server:
 
     def __init__(self, command: Callable[[int], list[str]], env: dict[str, str]) -> None:
         self.port = free_port()
-        self.name = next((part for part in command(self.port) if "http_apps:" in part), "server")
+        argv = command(self.port)
+        self.name = next((part for part in argv if "http_apps:" in part), "server")
         """The app it serves (``benchmarks.http_apps:...``), for error messages."""
         # a file, not a pipe, which a chatty server could fill; closed by stop()
         self._log = tempfile.TemporaryFile()  # noqa: SIM115
         self.process = subprocess.Popen(
-            command(self.port), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log
+            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log
         )
         try:
             self._wait_ready()

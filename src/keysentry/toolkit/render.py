@@ -96,18 +96,15 @@ def with_wsgi_headers(start_response: StartResponse, extra: list[tuple[str, str]
 
 
 def add_verdict_headers(response: Response, decision: Decision) -> None:
-    """Set *decision*'s headers on a Starlette response, each replacing any of the same
-    name, as ``response.headers[name] = value`` does, in one pass: through
+    """Set an admitted *decision*'s headers on a Starlette response, each replacing any of
+    the same name, as ``response.headers[name] = value`` does, in one pass: through
     ``MutableHeaders`` each header costs a scan of the list and its encoding, more than a
-    verification. An admitted verdict's are the middleware's encoded bytes."""
-    if not (decision.rate_limits or decision.fixed_headers):
-        return
+    verification. They are the middleware's encoded bytes (its ``fixed_headers`` are the
+    credits left, which the identity carries)."""
     identity = decision.identity
-    if decision.allowed and identity is not None:  # fixed_headers: the credits left, if any
-        extra = allowed_header_bytes(decision.rate_limits, identity.credits_remaining)
-    else:
-        extra = [(name.encode("latin-1"), value.encode("latin-1"))
-                 for name, value in decision.headers]  # fmt: skip
+    if identity is None or not (decision.rate_limits or decision.fixed_headers):
+        return
+    extra = allowed_header_bytes(decision.rate_limits, identity.credits_remaining)
     raw = response.headers.raw  # the response's own list
     if raw:  # FastAPI's sub-response usually has none
         names = {name for name, _ in extra}
