@@ -103,7 +103,10 @@ class KeySentryMiddleware:
                 credential = scope_bearer(scope)
                 if credential is not None:
                     try:
-                        verdict = self._quick(credential, path, policy)
+                        # called from a local: CPython 3.11 does not specialize a method
+                        # call on an attribute that holds a callable (the generic lookup)
+                        quick = self._quick
+                        verdict = quick(credential, path, policy)
                     except Exception:  # a bug must not become a 500 or an open door
                         verdict = unexpected_failure()
         elif kind != "websocket":

@@ -150,7 +150,8 @@ class Verifier:
         ):
             return None
         digest = sha256(credential).hexdigest()
-        now = self.clock()
+        clock = self.clock  # called from a local, as KeySentryMiddleware calls this method
+        now = clock()
         timer = self._cache_timer
         entry = self._cache.fresh(digest, now if timer is None else timer())
         if entry is None:
