@@ -39,7 +39,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "keysentry-no-analytics": {"analytics": False},
     "keysentry-metrics": {"metrics": True},
 }
-_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.M)
+_EVENTS = re.compile(rb"^events:[ \t]*(.*)$", re.M)
+_TOTALS = re.compile(rb"^totals:[ \t]*(.*)$", re.M)
 _SECONDS = 600  # generous: a loaded machine under valgrind
 
 
@@ -97,12 +98,21 @@ def dumped(directory: str) -> list[int]:
     """The instructions of each thread in the first dump written to *directory*
     (``callgrind.out.1``, or ``callgrind.out.1-01``, ``-02``... with ``--separate-threads``),
     the main thread's first."""
-    totals = []
+    return [thread["Ir"] for thread in dumped_events(directory)]
+
+
+def dumped_events(directory: str) -> list[dict[str, int]]:
+    """Every event callgrind counted, per thread, in the first dump written to *directory*
+    (see :func:`dumped`): ``Ir``, the instructions, and with its cache and branch
+    simulation, misses (``I1mr``, ``D1mr``, ``D1mw``...) and mispredictions (``Bcm``, ``Bim``)."""
+    threads = []
     for path in sorted(Path(directory).glob("callgrind.out.1*")):
-        found = _TOTALS.search(path.read_bytes())
-        if found is not None:
-            totals.append(int(found.group(1)))
-    return totals
+        text = path.read_bytes()
+        names, totals = _EVENTS.search(text), _TOTALS.search(text)
+        if names is not None and totals is not None:
+            counts = map(int, totals.group(1).split())
+            threads.append(dict(zip(names.group(1).decode().split(), counts, strict=False)))
+    return threads
 
 
 def count(variant: str, requests: int) -> int:

@@ -15,6 +15,18 @@ writer): they work once per interval (10 s), which under valgrind's slowdown com
 hundred requests instead of every hundred thousand, so their share here is far above what
 they cost a served request. Both are printed.
 
+With ``--simulate``, callgrind also simulates the L1 caches (the host's sizes) and a branch
+predictor, and the table adds each server's **L1 misses** and **mispredicted branches** per
+request. Instructions alone understate what a served request's extra work costs: between
+two requests the server's other work (the event loop, httptools, uvicorn) pushes the
+middleware's code and data out of the L1 caches, so each line it touches again is a miss,
+and a middleware that touches more lines pays more per instruction. The simulated counts
+are as repeatable as the instructions; they are a model of a core, not time. The last
+level is not reported: what misses there depends on where in memory the process's objects
+happen to lie (a change to one unrelated module moved the floor's count by a tenth) and,
+on a real machine, on the neighbours sharing the cache. A simulated run takes about twice
+as long.
+
 The served counterpart of ``benchmarks.instructions``: the CPU time ``benchmarks.over_http``
 reads from ``/proc`` moves with whatever else the machine runs (runs of the same code have
 disagreed by half), instructions do not. They are not time: a cache miss costs no more
@@ -35,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from benchmarks.instructions import control, dumped, missing
+from benchmarks.instructions import control, dumped_events, missing
 from benchmarks.over_http import PATH, prepare
 from keysentry.server import free_port
 
@@ -44,16 +56,26 @@ _FACTORIES = {"bare": "starlette_bare", "floor": "starlette_floor",
               "inlined": "starlette_inlined", "keysentry": "starlette_protected"}  # fmt: skip
 _WARM = 50  # requests before the counted ones: every cache filled, every lazy import done
 _STARTUP_SECONDS = 300  # generous: a loaded machine under valgrind
+SIMULATION = ("--cache-sim=yes", "--branch-sim=yes")
+"""callgrind's options for ``--simulate``: its model of the L1 caches and branch predictor."""
+# what --simulate reports, from callgrind's events: instruction and data L1 read misses,
+# data L1 write misses; conditional and indirect branches mispredicted
+_L1_MISSES = ("I1mr", "D1mr", "D1mw")
+_MISPREDICTED = ("Bcm", "Bim")
 
 
-def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tuple[int, int]:
-    """Instructions the server process of *variant* runs while it answers *requests* requests
-    (its serving thread, then every other thread), counted after ``_WARM`` others."""
+def _served(
+    variant: str, requests: int, env: dict[str, str], secret: str, simulate: bool = False
+) -> tuple[dict[str, int], int]:
+    """What the server process of *variant* runs while it answers *requests* requests,
+    counted after ``_WARM`` others: its serving thread's events (``Ir``, the instructions,
+    and with *simulate* the cache misses and branch mispredictions), and the instructions
+    of every other thread."""
     port = free_port()
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as log:
         command = [
             "valgrind", "--tool=callgrind", "--separate-threads=yes", "--instr-atstart=no",
-            f"--callgrind-out-file={out}/callgrind.out",
+            *(SIMULATION if simulate else ()), f"--callgrind-out-file={out}/callgrind.out",
             sys.executable, "-m", "uvicorn", f"benchmarks.http_apps:{_FACTORIES[variant]}",
             "--factory", "--port", str(port), "--http", "httptools", "--no-access-log",
             "--log-level", "info",
@@ -77,12 +99,12 @@ def _served(variant: str, requests: int, env: dict[str, str], secret: str) -> tu
             if server.poll() is None:
                 server.kill()
                 server.wait()
-        totals = dumped(out)
-        if not totals:
+        threads = dumped_events(out)
+        if not threads:
             log.seek(0)
             error = log.read().decode(errors="replace")
             raise RuntimeError(f"callgrind counted nothing for {variant}: {error[-2000:]}")
-    return totals[0], sum(totals[1:])
+    return threads[0], sum(thread["Ir"] for thread in threads[1:])
 
 
 def _wait_started(server: subprocess.Popen[bytes], log: IO[bytes]) -> None:
@@ -114,26 +136,58 @@ def per_request(
 ) -> dict[str, tuple[float, float]]:
     """Instructions one served request of each of *variants* costs: in the serving thread,
     and in the other threads (two servers at a time)."""
+    counts = _serve_all(variants, requests, simulate=False)
+    return {
+        variant: (serving["Ir"] / requests, other / requests)
+        for variant, (serving, other) in counts.items()
+    }
+
+
+def simulated(
+    variants: tuple[str, ...] = VARIANTS, requests: int = 2000
+) -> dict[str, dict[str, float]]:
+    """Per served request of each of *variants*, in the serving thread: ``instructions``,
+    ``L1 misses`` and ``mispredicted branches`` (callgrind's cache and branch simulation)."""
+    counts = _serve_all(variants, requests, simulate=True)
+    return {
+        variant: {
+            "instructions": serving["Ir"] / requests,
+            "L1 misses": sum(serving.get(event, 0) for event in _L1_MISSES) / requests,
+            "mispredicted branches": sum(serving.get(e, 0) for e in _MISPREDICTED) / requests,
+        }
+        for variant, (serving, _) in counts.items()
+    }
+
+
+def _serve_all(
+    variants: tuple[str, ...], requests: int, simulate: bool
+) -> dict[str, tuple[dict[str, int], int]]:
     with tempfile.TemporaryDirectory() as tmp:
         env, secret = prepare(Path(tmp))
         env = {**env, "PYTHONHASHSEED": "0"}
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            counts = list(pool.map(lambda v: _served(v, requests, env, secret), variants))
-    return {
-        variant: (serving / requests, other / requests)
-        for variant, (serving, other) in zip(variants, counts, strict=True)
-    }
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two servers at a time
+            counts = list(pool.map(lambda v: _served(v, requests, env, secret, simulate),
+                                   variants))  # fmt: skip
+    return dict(zip(variants, counts, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.served_instructions",
                                      description=__doc__)  # fmt: skip
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also count L1 misses and mispredicted branches (twice as slow)",
+    )
     args = parser.parse_args(argv)
     lacking = missing()
     if lacking is not None:
         print(lacking)
         return 2
+    if args.simulate:
+        _print_simulated(simulated(VARIANTS, args.requests))
+        return 0
     counts = per_request(VARIANTS, args.requests)
     bare = counts["bare"][0]
     print(f"{'served by uvicorn, per request':<32}{'serving thread':>16}{'over bare':>11}"
@@ -146,6 +200,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"keysentry's extra / the floor's extra, serving thread: {extra:.2f}x "
           f"(its path inlined, benchmarks/inlined.py: {inlined:.2f}x)")  # fmt: skip
     return 0
+
+
+def _print_simulated(counts: dict[str, dict[str, float]]) -> None:
+    measures = list(counts["bare"])
+    print(f"{'served by uvicorn, per request':<32}"
+          + "".join(f"{m:>24}" for m in measures))  # fmt: skip
+    for variant, values in counts.items():
+        cells = "".join(
+            f"{values[m]:>13,.0f} ({values[m] - counts['bare'][m]:>+8,.0f})" for m in measures
+        )
+        print(f"{variant:<32}{cells}")
+    print("(in brackets: over bare)")
+    for variant in ("keysentry", "inlined"):
+        ratios = ", ".join(f"{m} {extra_ratio(counts, variant, m):.2f}x" for m in measures)
+        print(f"{variant}'s extra / the floor's extra: {ratios}")
+
+
+def extra_ratio(counts: dict[str, dict[str, float]], variant: str, measure: str) -> float:
+    """*variant*'s *measure* over the bare app's, against the floor's over the bare app's."""
+    bare = counts["bare"][measure]
+    return (counts[variant][measure] - bare) / (counts["floor"][measure] - bare)
 
 
 if __name__ == "__main__":

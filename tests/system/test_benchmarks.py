@@ -222,6 +222,26 @@ def test_served_instructions_are_counted_in_the_serving_thread() -> None:
     assert abs(other) < 1_000
 
 
+@pytest.mark.skipif(instructions.missing() is not None, reason=str(instructions.missing()))
+def test_served_requests_are_simulated_in_the_caches_and_branch_predictor() -> None:
+    # --simulate: callgrind's cache and branch model beside the instructions. A served request
+    # misses in L1 and mispredicts branches, each far more rarely than it runs an instruction
+    from benchmarks import served_instructions
+
+    counts = served_instructions.simulated(("bare",), requests=20)["bare"]
+    assert 100_000 < counts["instructions"] < 1_000_000
+    assert 100 < counts["L1 misses"] < counts["instructions"] / 5
+    assert 100 < counts["mispredicted branches"] < counts["instructions"] / 5
+
+
+def test_a_served_measure_is_compared_by_what_each_adds_to_the_bare_app() -> None:
+    from benchmarks.served_instructions import extra_ratio
+
+    counts = {"bare": {"L1 misses": 100.0}, "floor": {"L1 misses": 150.0},
+              "keysentry": {"L1 misses": 170.0}}  # fmt: skip
+    assert extra_ratio(counts, "keysentry", "L1 misses") == pytest.approx(70 / 50)
+
+
 def _served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factory: str) -> tuple[Any, str]:
     """A test client of the over-HTTP app made by *factory*, set up as the servers are (the
     benchmark's database and key's digest in the environment), and the key."""
