@@ -151,6 +151,25 @@ def test_admitted_requests_count_across_flushes_and_minutes() -> None:
         assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 5), (60, 4)]
 
 
+def test_an_admitted_request_counts_in_the_minute_its_time_falls_in() -> None:
+    # the key's count of the minute is found by the minute's start and end: the last instant
+    # of a minute counts in it, its end in the next, and a clock set back in its own minute
+    clock = FakeClock(T0 + 59.999)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        secret = keys["a"].secret  # no rate limit: every request admitted
+        assert ks.verify(secret).allowed
+        clock.now = T0 + 60
+        assert ks.verify(secret).allowed
+        assert ks.verify(secret).allowed
+        clock.now = T0 + 30
+        assert ks.verify(secret).allowed
+        ks.usage.flush()
+        clock.now = T0 + 120  # both minutes gone by, for the query
+        minutes = ks.get_usage("shop", since=timedelta(hours=1), granularity="minute")
+        assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 2), (60, 2)]
+
+
 def test_admitted_requests_are_all_counted_while_flushes_run() -> None:
     clock = FakeClock(T0)
     ks, keys = _world("memory://", clock)

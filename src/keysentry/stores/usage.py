@@ -86,9 +86,10 @@ class UsageRecorder:
         self._clock = clock
         self._pending: dict[str, float] = {}
         self._counts: dict[_Pending, list[float]] = {}  # -> [verifications, last at]
-        # key id -> (minute, its "ok" cell in _counts): an admitted request's count found
-        # without building and hashing the count's tuple; emptied whenever _counts is taken
-        self._admitted: dict[str, tuple[float, list[float]]] = {}
+        # key id -> (its minute's start and end, its "ok" cell in _counts): an admitted
+        # request's count found without building and hashing the count's tuple, nor dividing
+        # the time into minutes; emptied whenever _counts is taken
+        self._admitted: dict[str, tuple[float, float, list[float]]] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -111,7 +112,6 @@ class UsageRecorder:
             if identity is not None and reason in _USED:
                 self.record(identity.key_id, now)
             return
-        minute = now // 60
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
@@ -120,11 +120,12 @@ class UsageRecorder:
             if reason is _OK and identity is not None:
                 # the usual count: an admitted request's, found by the key's id alone
                 found = self._admitted.get(identity.key_id)
-                if found is not None and found[0] == minute:
-                    current = found[1]
+                if found is not None and found[0] <= now < found[1]:
+                    current = found[2]
                     current[0] += 1
                     current[1] = now
                     return  # the writer was started when this cell was made
+            minute = now // 60
             if identity is None:
                 # no secret matched: the app is the one the prefix names, found at write time
                 count: _Pending = ("?" + prefix, "", reason, minute)
@@ -138,7 +139,8 @@ class UsageRecorder:
                 cell[0] += 1
                 cell[1] = now
                 if reason is _OK and identity is not None:
-                    self._admitted[identity.key_id] = (minute, cell)
+                    start = minute * 60
+                    self._admitted[identity.key_id] = (start, start + 60, cell)
             else:
                 self.dropped += 1
                 if identity is not None and reason in _USED:
