@@ -114,14 +114,13 @@ class InlinedMiddleware:
             return
         identity = entry.identity.with_rate_limits((outcome,))
         usage = self.usage
-        minute = now // 60
         usage_lock = usage._lock
         cell = None
         usage_lock.acquire()
         try:
             found = usage._admitted.get(identity.key_id)
-            if found is not None and found[0] == minute:
-                cell = found[1]
+            if found is not None and found[0] <= now < found[1]:  # the minute's start, end
+                cell = found[2]
                 cell[0] += 1
                 cell[1] = now
         finally:
