@@ -229,9 +229,8 @@ class KeySentry(Management):
                 its ``fields`` name it.
         """
         check_types(credential, method, path, resource, api_key, client_ip)
-        begun = self._begin_call(
-            credential, method, path, permissions, resource, api_key, client_ip, cost
-        )
+        begin = self._begin_call  # called from a local, as KeySentryMiddleware calls quick
+        begun = begin(credential, method, path, permissions, resource, api_key, client_ip, cost)
         if type(begun) is Decision:
             return begun
         return self.verifier.verify_request_general(*begun)
@@ -251,9 +250,8 @@ class KeySentry(Management):
         """:meth:`verify` for async callers: a cache hit stays on the event loop, a store
         read runs in a worker thread."""
         check_types(credential, method, path, resource, api_key, client_ip)
-        begun = self._begin_call(
-            credential, method, path, permissions, resource, api_key, client_ip, cost
-        )
+        begin = self._begin_call  # called from a local, as KeySentryMiddleware calls quick
+        begun = begin(credential, method, path, permissions, resource, api_key, client_ip, cost)
         if type(begun) is Decision:
             return begun
         return await self.verifier.averify_request_general(*begun)

@@ -218,7 +218,9 @@ class Verifier:
         ):
             key = presented(credential)
             if key is not None:
-                quick = self.quick_decision(key, path, policy)
+                quick = self.quick(key, path, policy)
+                if type(quick) is Identity:
+                    return admitted(quick)
                 if type(quick) is Decision:
                     return quick
                 found = quick
