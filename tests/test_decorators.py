@@ -197,7 +197,9 @@ def test_require_headers_replace_the_handlers_own_of_the_same_name(ks: KeySentry
 
     @ks.require("users:read")
     async def user(request: Request) -> JSONResponse:
-        return JSONResponse({}, headers={"X-RateLimit-Limit": "999", "X-Served-By": "here"})
+        # X-Credits-Remaining: a name a verdict may set, but this key's (no credits) does not
+        return JSONResponse({}, headers={"X-RateLimit-Limit": "999", "X-Served-By": "here",
+                                         "X-Credits-Remaining": "7"})  # fmt: skip
 
     app = Starlette(routes=[Route("/users/{n}", user)])
     with TestClient(app) as client:
@@ -207,6 +209,7 @@ def test_require_headers_replace_the_handlers_own_of_the_same_name(ks: KeySentry
     assert reply.headers["x-ratelimit-limit"] == "5"
     assert reply.headers["x-ratelimit-remaining"] == "4"
     assert reply.headers["x-served-by"] == "here"
+    assert reply.headers["x-credits-remaining"] == "7"
     assert reply.headers["content-type"] == "application/json"
 
 

@@ -41,7 +41,7 @@ _RESPONSE_PARAM = "keysentry_response"
 
 def _find_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection | WSGIRequest:
     request = kwargs.pop(_REQUEST_PARAM, None)  # FastAPI's, asked for by our signature
-    if is_connection(request):
+    if request is not None and is_connection(request):
         return request
     for value in (*args, *kwargs.values()):
         if is_connection(value):

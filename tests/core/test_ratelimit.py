@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysentry.core.headers import allowed_header_bytes, rate_headers
+from keysentry.core.headers import ALLOWED_HEADER_NAMES, allowed_header_bytes, rate_headers
 from keysentry.core.ratelimit import (
     Counter,
     Limit,
@@ -227,3 +227,5 @@ def test_the_asgi_bytes_are_the_str_headers_encoded(
     assert allowed_header_bytes(outcomes) == encoded
     credited = (b"x-credits-remaining", str(remaining).encode())
     assert allowed_header_bytes(outcomes, remaining) == [*encoded, credited]
+    # the names a response is checked for before the verdict's replace its own
+    assert {name for name, _ in allowed_header_bytes(outcomes, remaining)} <= ALLOWED_HEADER_NAMES

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 from keysentry.core.ratelimit import Outcome, ceil_seconds
 
-__all__ = ["allowed_header_bytes", "credits_header", "rate_headers"]
+__all__ = ["ALLOWED_HEADER_NAMES", "allowed_header_bytes", "credits_header", "rate_headers"]
+
+#: Every header name :func:`allowed_header_bytes` may set, encoded: a response that has none
+#: of them needs no check for one to replace.
+ALLOWED_HEADER_NAMES = frozenset({
+    b"ratelimit-policy", b"ratelimit", b"x-ratelimit-limit", b"x-ratelimit-remaining",
+    b"x-ratelimit-reset", b"x-credits-remaining",
+})  # fmt: skip
 
 
 def credits_header(remaining: int) -> tuple[str, str]:

@@ -5,15 +5,22 @@ when verification itself fails: refuse with 503, log, never a 500 and never an o
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, cast
 
 from starlette.requests import HTTPConnection
 
 from keysentry.core.credits import is_amount
-from keysentry.core.decision import Decision, Reason
+from keysentry.core.decision import Decision, Identity, Reason
 from keysentry.core.patterns import pattern_problem
-from keysentry.core.pipeline import COMMON_METHODS, LookupKey, Policy, RequestFacts, authorize
+from keysentry.core.pipeline import (
+    COMMON_METHODS,
+    LookupKey,
+    Policy,
+    RequestFacts,
+    admitted,
+    authorize,
+)
 from keysentry.errors import ConfigurationError
 from keysentry.toolkit.config import key_sources
 from keysentry.toolkit.facts import (
@@ -103,8 +110,8 @@ class Guard:
         self._one_step = self._scope_header is None and self.read_authorization
         self._environ_var = environ_var(self.api_key_header)
 
-    def _resource(self, params: dict[str, Any], path: str) -> str:
-        return path[1:] if self.resource is None else self.resource.format_map(params)
+    def _resource(self, params: Mapping[str, Any] | None, path: str) -> str:
+        return path[1:] if self.resource is None else self.resource.format_map(params or {})
 
     def plan(self, request: HTTPConnection | WSGIRequest) -> Plan:
         """A finished decision (identity already attached, a bad template, or the one-step
@@ -114,8 +121,10 @@ class Guard:
         facts: RequestFacts | None = None
         if is_connection(request):
             scope = request.scope
-            identity = scope.get("state", {}).get("api_key")
-            params: dict[str, Any] = dict(request.path_params)
+            state = scope.get("state")
+            identity = None if state is None else state.get("api_key")
+            # the route's parameters fill a resource template; without one, none are read
+            params = scope.get("path_params") if self.resource is not None else None
             if identity is None and self._one_step and _plain_http(scope):
                 credential = scope_bearer(scope)
             if credential is None:
@@ -125,7 +134,7 @@ class Guard:
         else:  # a Flask request
             flask = cast(WSGIRequest, request)  # is_connection narrows only the other branch
             identity = flask.environ.get(ENVIRON_KEY)
-            params = dict(flask.view_args or {})
+            params = flask.view_args
             facts, _ = environ_facts(flask.environ, self._environ_var, self.read_authorization)
             path = facts.path
         try:
@@ -138,8 +147,10 @@ class Guard:
         policy = _new(Policy, (self.permissions, resource, self.cost))
         found: LookupKey | None = None
         if credential is not None:  # the one-step path, before any RequestFacts is built
-            quick = self.sentry.verifier.quick_decision(credential, path, policy)
-            if isinstance(quick, Decision):
+            quick = self.sentry.verifier.quick(credential, path, policy)
+            if type(quick) is Identity:
+                return admitted(quick)
+            if type(quick) is Decision:
                 return quick
             found = quick
         if facts is None:  # left for the one-step path (HTTP only), which did not decide

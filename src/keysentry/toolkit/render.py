@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import Response
 
 from keysentry.core.decision import Decision
-from keysentry.core.headers import allowed_header_bytes
+from keysentry.core.headers import ALLOWED_HEADER_NAMES, allowed_header_bytes
 from keysentry.types import Scope, Send, StartResponse
 
 __all__ = [
@@ -106,10 +106,11 @@ def add_verdict_headers(response: Response, decision: Decision) -> None:
         return
     extra = allowed_header_bytes(decision.rate_limits, identity.credits_remaining)
     raw = response.headers.raw  # the response's own list
-    if raw:  # FastAPI's sub-response usually has none
-        names = {name for name, _ in extra}
-        if any(name in names for name, _ in raw):
+    for name, _ in raw:  # usually a handler's own few, none of them ours
+        if name in ALLOWED_HEADER_NAMES:
+            names = {name for name, _ in extra}
             raw[:] = [item for item in raw if item[0] not in names]
+            break
     raw.extend(extra)
 
 
