@@ -256,7 +256,8 @@ class Verifier:
         credential = bearer(facts)
         if credential is None:
             return None
-        return self.quick_decision(credential, facts.path, policy)
+        quick = self.quick(credential, facts.path, policy)  # quick_decision, a frame less
+        return admitted(quick) if type(quick) is Identity else quick
 
     def verify_request_general(
         self, facts: RequestFacts, policy: Policy, found: LookupKey | None = None
