@@ -143,6 +143,10 @@ class Identity:
     def __post_init__(self) -> None:
         object.__setattr__(self, "grants", Grants(self.permissions))
         object.__setattr__(self, "_resources", Grants(self.resources))
+        # a dict of its own from the start: with_rate_limits reads __dict__, which would make
+        # one sharing the class's keys, and CPython 3.11 reads no attribute of such an
+        # instance by its specialized path (nor copies that dict by its fast one)
+        object.__setattr__(self, "__dict__", dict(self.__dict__))
 
     def with_rate_limits(self, rate_limits: tuple[Outcome, ...]) -> Identity:
         """A copy carrying this request's rate-limit outcomes.
