@@ -61,6 +61,37 @@ def test_template_naming_a_missing_parameter_is_503_not_500(ks: KeySentry) -> No
         assert client.get("/users/1", headers=bearer(secret)).status_code == 503
 
 
+def test_flask_resource_templates_are_filled_from_the_view_arguments(ks: KeySentry) -> None:
+    # a route's view arguments fill the template; a route without any, or one naming an
+    # argument the route does not have, is a 503 (logged), not a 500 nor an open door
+    from flask import Flask
+
+    app = Flask(__name__)
+
+    @app.route("/users/<user_id>")
+    @ks.require("users:read", resource="users/{user_id}")
+    def user(user_id: str) -> str:
+        return "ok"
+
+    @app.route("/accounts/<account_id>")
+    @ks.require("users:read", resource="accounts/{account_id}")
+    def account(account_id: str) -> str:
+        return "ok"
+
+    @app.route("/me")
+    @ks.require("users:read", resource="users/{user_id}")
+    def me() -> str:
+        return "ok"
+
+    secret = ks.create_api_key("api", "k", permissions=["users:read"]).secret
+    client = app.test_client()
+    assert client.get("/users/42", headers=bearer(secret)).status_code == 200
+    denied = client.get("/accounts/7", headers=bearer(secret))
+    assert denied.status_code == 403
+    assert denied.get_json()["errors"][0]["reason"] == "resource_denied"
+    assert client.get("/me", headers=bearer(secret)).status_code == 503
+
+
 def test_behind_middleware_the_decorator_reuses_the_identity(ks: KeySentry) -> None:
     finds = []
     real = ks.store.find_keys
