@@ -52,7 +52,8 @@ def facts(secret: str, path: str = "/users/1") -> RequestFacts:
 
 
 def quick(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:
-    return ks.verifier.quick_decision(secret.encode(), path, policy)
+    found = ks.verifier.quick(secret.encode(), path, policy)
+    return admitted(found) if type(found) is Identity else found
 
 
 def general(ks: KeySentry, secret: str, path: str = "/users/1", policy: Policy = READ) -> Any:

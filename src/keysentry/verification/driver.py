@@ -179,13 +179,6 @@ class Verifier:
             self.metrics.observe(_OK, identity, identity.rate_limits, entry, now)
         return identity
 
-    def quick_decision(
-        self, credential: bytes, path: str, policy: Policy
-    ) -> Decision | LookupKey | None:
-        """:meth:`quick`, for a caller that wants every verdict as a :class:`Decision`."""
-        quick = self.quick(credential, path, policy)
-        return admitted(quick) if type(quick) is Identity else quick
-
     def begin_call(
         self,
         credential: str | None,
@@ -256,7 +249,7 @@ class Verifier:
         credential = bearer(facts)
         if credential is None:
             return None
-        quick = self.quick(credential, facts.path, policy)  # quick_decision, a frame less
+        quick = self.quick(credential, facts.path, policy)
         return admitted(quick) if type(quick) is Identity else quick
 
     def verify_request_general(
