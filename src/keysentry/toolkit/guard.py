@@ -123,8 +123,7 @@ class Guard:
             scope = request.scope
             state = scope.get("state")
             identity = None if state is None else state.get("api_key")
-            # the route's parameters fill a resource template; without one, none are read
-            params = scope.get("path_params") if self.resource is not None else None
+            params = scope.get("path_params")  # the route's, for a resource template
             if identity is None and self._one_step and _plain_http(scope):
                 credential = scope_bearer(scope)
             if credential is None:
