@@ -21,11 +21,12 @@ request. Instructions alone understate what a served request's extra work costs:
 two requests the server's other work (the event loop, httptools, uvicorn) pushes the
 middleware's code and data out of the L1 caches, so each line it touches again is a miss,
 and a middleware that touches more lines pays more per instruction. The simulated counts
-are as repeatable as the instructions; they are a model of a core, not time. The last
-level is not reported: what misses there depends on where in memory the process's objects
-happen to lie (a change to one unrelated module moved the floor's count by a tenth) and,
-on a real machine, on the neighbours sharing the cache. A simulated run takes about twice
-as long.
+are a model of a core, not time. Runs of one build repeat them to 1-2 %, but where in
+memory the process's objects happen to lie decides which lines collide, and a change to any
+module (the floor's own unchanged) moved every app's L1 misses by up to 7 %: compare a
+change by its ratio to the floor of the same run. The last level is not reported: there
+the same effect moved the floor's count by a tenth, and on a real machine neighbours share
+it. A simulated run takes about twice as long.
 
 The served counterpart of ``benchmarks.instructions``: the CPU time ``benchmarks.over_http``
 reads from ``/proc`` moves with whatever else the machine runs (runs of the same code have
