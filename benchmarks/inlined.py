@@ -28,6 +28,7 @@ from keysentry.core.headers import _SECONDS, _seconds_bytes
 from keysentry.core.keys import MAX_KEY_LENGTH, sha256
 from keysentry.core.ratelimit import judge
 from keysentry.limiters.memory import MemoryLimiter
+from keysentry.stores.usage import ADMITTED_MAX
 from keysentry.toolkit.identity import _attached
 
 _OK = Reason.OK
@@ -114,18 +115,10 @@ class InlinedMiddleware:
             return
         identity = entry.identity.with_rate_limits((outcome,))
         usage = self.usage
-        usage_lock = usage._lock
-        cell = None
-        usage_lock.acquire()
-        try:
-            found = usage._admitted.get(identity.key_id)
-            if found is not None and found[0] <= now < found[1]:  # the minute's start, end
-                cell = found[2]
-                cell[0] += 1
-                cell[1] = now
-        finally:
-            usage_lock.release()
-        if cell is None:  # the key's first admitted request of the minute: note() makes its cell
+        found = usage.admitted.get(identity.key_id)
+        if found is not None and found[0] <= now < found[1] and len(found[2]) < ADMITTED_MAX:
+            found[2].append(now)
+        else:  # the key's first admitted request of the minute: note() makes its list
             usage.note(_OK, identity, "", now)
         state = scope.get("state")
         if state is None:

@@ -12,6 +12,7 @@ import pytest
 
 from keysentry import KeySentry, NotFoundError, StoreError, ValidationError
 from keysentry.core.keys import generate_key
+from keysentry.stores.usage import ADMITTED_MAX
 from keysentry.testing import FakeClock
 from keysentry.usage import MAX_BUCKETS, Retention, UsagePoint
 from tests.stores.test_usage import record_statements
@@ -196,6 +197,46 @@ def test_admitted_requests_are_all_counted_while_flushes_run() -> None:
         flusher.join()
         ks.usage.flush()
         assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 1600}
+
+
+def test_a_busy_key_is_counted_exactly_and_its_list_stays_bounded() -> None:
+    # admitted requests are appended to the key's list of the minute; a full list is folded
+    # into its count by note(), so the list never holds more than ADMITTED_MAX times
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        secret, key_id = keys["a"].secret, keys["a"].key.id
+        longest = 0
+        for _ in range(3 * ADMITTED_MAX + 5):
+            assert ks.verify(secret).allowed
+            longest = max(longest, len(ks.usage.admitted[key_id][2]))
+        assert longest == ADMITTED_MAX
+        assert ks.usage.pending_counts() == 1  # one count: (shop, a, ok, this minute)
+        ks.usage.flush()
+        assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 3 * ADMITTED_MAX + 5}
+
+
+def test_an_append_to_a_list_just_replaced_is_counted_in_its_own_minute() -> None:
+    # a thread that found its key's list, then paused while another moved the key to the
+    # next minute, appends to the replaced list: the next write counts it, in its minute
+    clock = FakeClock(T0 + 30)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        secret, key_id = keys["a"].secret, keys["a"].key.id
+        assert ks.verify(secret).allowed
+        start, end, times, _ = ks.usage.admitted[key_id]
+        assert (start, end) == (T0, T0 + 60)
+        clock.now = T0 + 60
+        assert ks.verify(secret).allowed  # the next minute: a new list
+        assert ks.usage.admitted[key_id][2] is not times
+        times.append(T0 + 59.5)  # the paused thread's append, as the verifier makes it
+        ks.usage.flush()
+        times.append(T0 + 59.9)  # later still: kept through one more write
+        ks.usage.flush()
+        clock.now = T0 + 120
+        minutes = ks.get_usage("shop", since=timedelta(hours=1), granularity="minute")
+        assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 3), (60, 1)]
+        assert ks.get_api_key(key_id).last_used_at == datetime.fromtimestamp(T0 + 60, UTC)
 
 
 def test_memory_is_bounded() -> None:

@@ -12,7 +12,9 @@ A store that cannot be reached keeps what is pending for the next attempt: usage
 ever late, never lost while the process lives, and never moves backwards (the store keeps
 the later of two times). A hard kill loses at most one interval. Memory is bounded: at most
 *max_pending* distinct (app, key, outcome, minute) counts wait; beyond that new ones are
-dropped and counted in :attr:`UsageRecorder.dropped`.
+dropped and counted in :attr:`UsageRecorder.dropped`. An admitted request, the usual one, is
+counted by appending its time to its key's list of the minute, without a lock
+(:attr:`UsageRecorder.admitted`); a list holds at most :data:`ADMITTED_MAX` times.
 
 Fork-safe: the writer thread is started by the first use in each process; a child made by
 ``fork`` starts its own and does not write what its parent had noted.
@@ -36,7 +38,7 @@ from keysentry.errors import StoreError
 from keysentry.stores.base import KeyStore
 from keysentry.usage import Retention, rollup
 
-__all__ = ["UsageRecorder", "install_stop_handler"]
+__all__ = ["ADMITTED_MAX", "Admitted", "UsageRecorder", "install_stop_handler"]
 
 logger = logging.getLogger("keysentry")
 _live: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
@@ -51,6 +53,14 @@ _Count = tuple[str, str, str, int]  # (app slug or "?" + key prefix, key id or "
 # A count waiting in memory: its minute as floor division left it (a float, equal and
 # hashing equal to the int it is written as; int() on every request costs as much again)
 _Pending = tuple[str, str, str, float]
+#: The most admission times one key's list holds before :meth:`UsageRecorder.note` folds them
+#: into a count (bounds the memory a busy key takes between two writes).
+ADMITTED_MAX: Final = 256
+#: Seconds a replaced list is still folded at each write, for a late append to it.
+RETIRED_SECONDS: Final = 60.0
+Admitted = tuple[float, float, list[float], _Pending]
+"""A key's admitted requests of one minute: the minute's start and end (Unix seconds), the
+times of the requests not yet counted, and the count they add to."""
 
 
 class UsageRecorder:
@@ -86,10 +96,17 @@ class UsageRecorder:
         self._clock = clock
         self._pending: dict[str, float] = {}
         self._counts: dict[_Pending, list[float]] = {}  # -> [verifications, last at]
-        # key id -> (its minute's start and end, its "ok" cell in _counts): an admitted
-        # request's count found without building and hashing the count's tuple, nor dividing
-        # the time into minutes; emptied whenever _counts is taken
-        self._admitted: dict[str, tuple[float, float, list[float]]] = {}
+        self.admitted: dict[str, Admitted] = {}
+        """Key id -> its admitted requests of the current minute (:data:`Admitted`). An
+        admitted request at *now* whose key's entry spans *now* and holds fewer than
+        :data:`ADMITTED_MAX` times is counted by appending *now* to its list, without a call
+        or a lock (``list.append`` is atomic): the usual count, which the verifier makes
+        itself. Any other goes through :meth:`note`. The lists are emptied, never replaced
+        while their minute lasts, so an append that races a write is counted by the next."""
+        # lists replaced (their minute is over), with when (time.monotonic()): each write
+        # folds them again, for an append that found one just before (a thread paused
+        # between its lookup and its append), until RETIRED_SECONDS have passed
+        self._retired: list[tuple[float, Admitted]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,25 +129,25 @@ class UsageRecorder:
             if identity is not None and reason in _USED:
                 self.record(identity.key_id, now)
             return
+        if reason is _OK and identity is not None:
+            found = self.admitted.get(identity.key_id)
+            if found is not None and found[0] <= now < found[1] and len(found[2]) < ADMITTED_MAX:
+                found[2].append(now)  # see admitted; the writer started when the list was made
+                return
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
-        lock.acquire()  # acquire/release in try costs half what "with" does, every request
+        lock.acquire()  # acquire/release in try costs half what "with" does
         try:
-            if reason is _OK and identity is not None:
-                # the usual count: an admitted request's, found by the key's id alone
-                found = self._admitted.get(identity.key_id)
-                if found is not None and found[0] <= now < found[1]:
-                    current = found[2]
-                    current[0] += 1
-                    current[1] = now
-                    return  # the writer was started when this cell was made
             minute = now // 60
             if identity is None:
                 # no secret matched: the app is the one the prefix names, found at write time
                 count: _Pending = ("?" + prefix, "", reason, minute)
             else:
                 count = (identity.app_slug, identity.key_id, reason, minute)
+            if reason is _OK and identity is not None:
+                self._admit(identity.key_id, count, now)
+                return
             counts = self._counts
             cell = counts.get(count)
             if cell is None and len(counts) < self.max_pending:
@@ -138,9 +155,6 @@ class UsageRecorder:
             if cell is not None:
                 cell[0] += 1
                 cell[1] = now
-                if reason is _OK and identity is not None:
-                    start = minute * 60
-                    self._admitted[identity.key_id] = (start, start + 60, cell)
             else:
                 self.dropped += 1
                 if identity is not None and reason in _USED:
@@ -149,8 +163,70 @@ class UsageRecorder:
                     )
         finally:
             lock.release()
-        if self._start_due:
-            self._start()
+            if self._start_due:
+                self._start()
+
+    def _admit(self, key_id: str, count: _Pending, now: float) -> None:
+        """Count an admitted request that found no list of its minute with room in
+        :attr:`admitted` (call with the lock held): fold a full list into its count, or
+        retire the list of another minute and start this one's."""
+        found = self.admitted.get(key_id)
+        if found is not None:
+            self._fold(found)
+            if found[0] <= now < found[1]:  # its minute's list, full: emptied, it takes this one
+                found[2].append(now)
+                return
+            self._retire(found)
+            del self.admitted[key_id]
+        if len(self._counts) + len(self.admitted) >= self.max_pending:
+            self.dropped += 1
+            self._pending[key_id] = max(now, self._pending.get(key_id, _NEVER))
+            return
+        start = count[3] * 60
+        self.admitted[key_id] = (start, start + 60, [now], count)
+
+    def _fold(self, admitted: Admitted) -> None:
+        """Move the times in *admitted*'s list into its count (call with the lock held).
+        Exact while other threads append: appends land after the times taken, and only
+        those are removed."""
+        times = admitted[2]
+        taken = len(times)
+        if not taken:
+            return
+        last = max(times[:taken])
+        del times[:taken]
+        count = admitted[3]
+        cell = self._counts.get(count)
+        if cell is None:
+            if len(self._counts) >= self.max_pending:
+                self.dropped += taken
+                key_id = count[1]
+                self._pending[key_id] = max(last, self._pending.get(key_id, _NEVER))
+                return
+            cell = self._counts[count] = [0, _NEVER]
+        cell[0] += taken
+        if last > cell[1]:
+            cell[1] = last
+
+    def _fold_all(self) -> None:
+        """Move every admitted time into its count before a write (call with the lock held);
+        lists of minutes that have ended are retired."""
+        now = self._clock()
+        for key_id, found in list(self.admitted.items()):
+            self._fold(found)
+            if found[1] <= now:
+                self._retire(found)
+                del self.admitted[key_id]
+        for _, found in self._retired:
+            self._fold(found)
+        kept_from = time.monotonic() - RETIRED_SECONDS
+        self._retired = [retired for retired in self._retired if retired[0] >= kept_from]
+
+    def _retire(self, admitted: Admitted) -> None:
+        retired = self._retired
+        retired.append((time.monotonic(), admitted))
+        if len(retired) > self.max_pending:  # no write for long: the oldest are folded already
+            del retired[: len(retired) - self.max_pending]
 
     def record(self, key_id: str, now: float) -> None:
         """Note that *key_id* was used at *now* (Unix seconds), skipped when a use within
@@ -182,20 +258,27 @@ class UsageRecorder:
         """How many keys have a use not yet written."""
         with self._lock:
             counted = {key for (_, key, outcome, _) in self._counts if outcome in _USED}
+            counted.update(found[3][1] for found in self._admitted_lists() if found[2])
             return len(counted | self._pending.keys())
 
     def pending_counts(self) -> int:
         """How many (app, key, outcome, minute) counts wait to be written."""
-        return len(self._counts)
+        with self._lock:
+            counts = self._counts
+            waiting = {found[3] for found in self._admitted_lists() if found[2]}
+            return len(counts) + len(waiting.difference(counts))
+
+    def _admitted_lists(self) -> list[Admitted]:
+        return [*self.admitted.values(), *(found for _, found in self._retired)]
 
     def flush(self) -> int:
         """Write what is pending now; return how many keys' ``last_used_at`` were written
         (0 if the store failed: what was pending stays, and the next flush retries it)."""
         with self._flush_lock:
             with self._lock:
+                self._fold_all()
                 batch, self._pending = self._pending, {}
                 counts, self._counts = self._counts, {}
-                self._admitted = {}  # its cells are being written: new ones from now on
                 for (_, key_id, outcome, _), (_, at) in counts.items():
                     if outcome in _USED and batch.get(key_id, _NEVER) < at:
                         batch[key_id] = at
@@ -301,7 +384,8 @@ class UsageRecorder:
         self._flush_lock = threading.Lock()
         self._pending = {}
         self._counts = {}
-        self._admitted = {}
+        self.admitted = {}
+        self._retired = []
         self._stop = threading.Event()
         self._thread = None
         self._start_due = self.interval is not None and not self._closed

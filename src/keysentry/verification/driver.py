@@ -34,7 +34,7 @@ from keysentry.core.ratelimit import Outcome
 from keysentry.errors import StoreError
 from keysentry.limiters import Limiter
 from keysentry.stores.cached import MISS, CachedKeyStore, StillDown
-from keysentry.stores.usage import UsageRecorder
+from keysentry.stores.usage import ADMITTED_MAX, UsageRecorder
 from keysentry.verification.arguments import (
     bearer,
     presented,
@@ -174,7 +174,13 @@ class Verifier:
             if type(answer) is not tuple or not answer[0]:
                 return self._noted(counted(identity, answer), "", entry, now)
             identity = identity.with_rate_limits(answer[1])
-        self.usage.note(_OK, identity, "", now)
+        # the usual count, appended without a call or a lock (UsageRecorder.admitted)
+        usage = self.usage
+        found = usage.admitted.get(identity.key_id)
+        if found is not None and found[0] <= now < found[1] and len(found[2]) < ADMITTED_MAX:
+            found[2].append(now)
+        else:
+            usage.note(_OK, identity, "", now)
         if self.metrics is not None:
             self.metrics.observe(_OK, identity, identity.rate_limits, entry, now)
         return identity
