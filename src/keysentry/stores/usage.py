@@ -102,7 +102,8 @@ class UsageRecorder:
         :data:`ADMITTED_MAX` times is counted by appending *now* to its list, without a call
         or a lock (``list.append`` is atomic): the usual count, which the verifier makes
         itself. Any other goes through :meth:`note`. The lists are emptied, never replaced
-        while their minute lasts, so an append that races a write is counted by the next."""
+        while their minute lasts, so an append that races a write is counted by the next.
+        A forked child gets a new mapping: read it from the recorder each time."""
         # lists replaced (their minute is over), with when (time.monotonic()): each write
         # folds them again, for an append that found one just before (a thread paused
         # between its lookup and its append), until RETIRED_SECONDS have passed
