@@ -22,26 +22,22 @@ Fork-safe: the writer thread is started by the first use in each process; a chil
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import signal
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
 from keysentry.core.decision import Identity, Reason
 from keysentry.errors import StoreError
+from keysentry.stores._usage_exit import install_stop_handler, live
 from keysentry.stores.base import KeyStore
 from keysentry.usage import Retention, rollup
 
 __all__ = ["ADMITTED_MAX", "Admitted", "UsageRecorder", "install_stop_handler"]
 
 logger = logging.getLogger("keysentry")
-_live: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
 _NEVER: Final = float("-inf")
 # a key is "used" when its secret matched and it was usable: the request may still be
 # refused for a permission, a resource or a rate limit
@@ -120,7 +116,7 @@ class UsageRecorder:
         """Batches written so far (for tests and monitoring)."""
         self.dropped = 0
         """Verifications not counted because *max_pending* counts were waiting."""
-        _live.add(self)
+        live.add(self)
 
     def note(self, reason: Reason, identity: Identity | None, prefix: str, now: float) -> None:
         """Count one verification with outcome *reason* at *now* (Unix seconds), of the key
@@ -377,7 +373,7 @@ class UsageRecorder:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         self.flush()
-        _live.discard(self)
+        live.discard(self)
 
     def _after_fork(self) -> None:
         # the parent's pending uses are the parent's to write; its thread did not survive
@@ -391,53 +387,3 @@ class UsageRecorder:
         self._thread = None
         self._start_due = self.interval is not None and not self._closed
         self._pruned_at = _NEVER
-
-
-def _after_fork_in_child() -> None:
-    for recorder in list(_live):
-        recorder._after_fork()
-
-
-def _flush_at_exit() -> None:
-    for recorder in list(_live):
-        try:
-            recorder.flush()
-        except Exception:  # exiting: report, never raise
-            logger.exception("keysentry: could not write usage at exit")
-
-
-_STOP_FLUSH_SECONDS = 5.0
-
-
-def _flush_then_terminate(signum: int, frame: object) -> None:
-    # In a thread: the interrupted main thread may hold a recorder's lock; bounded, so a
-    # stuck store cannot keep the process from stopping.
-    writer = threading.Thread(target=_flush_at_exit, name="keysentry-stop", daemon=True)
-    writer.start()
-    writer.join(_STOP_FLUSH_SECONDS)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)  # then stop exactly as the default would have
-
-
-def install_stop_handler() -> bool:
-    """Write pending ``last_used_at`` times on SIGTERM, where nothing else would.
-
-    A SIGTERM left at its default kills the process before :mod:`atexit` runs: that is the
-    case under werkzeug's server and waitress (gunicorn and uvicorn catch it and shut down
-    cleanly). Only a default SIGTERM, in the main thread, is replaced; the handler writes
-    for at most 5 seconds, then terminates the process as the default would. Returns
-    whether the handler was installed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return False  # the server's own, or ours already
-        signal.signal(signal.SIGTERM, _flush_then_terminate)
-    except (ValueError, OSError):  # no signals here (an embedded interpreter)
-        return False
-    return True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)
