@@ -253,6 +253,26 @@ def test_memory_is_bounded() -> None:
         assert sum(p.count for p in ks.get_usage("shop", granularity="minute")) == 2
 
 
+def test_an_admitted_count_keeps_its_place_within_the_bound() -> None:
+    # a key's list of the minute holds its count's place: refusals that come after it do not
+    # take that place, and the write counts every admitted request
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        ks.usage.max_pending = 2
+        for _ in range(3):
+            assert ks.verify(keys["a"].secret).allowed
+        assert ks.verify(keys["a"].secret, permissions="orders:write").reason == "permission_denied"
+        assert not ks.verify(keys["c"].secret, permissions="nope").allowed  # no place left
+        assert ks.usage.dropped == 1
+        ks.usage.flush()
+        assert _counts(ks.get_usage("shop", granularity="minute")) == {
+            "ok": 3,
+            "permission_denied": 1,
+        }
+        assert ks.get_usage("blog", granularity="minute") == []
+
+
 def test_analytics_off_counts_nothing_but_last_use() -> None:
     clock = FakeClock(T0)
     ks, keys = _world("memory://", clock, analytics=False)

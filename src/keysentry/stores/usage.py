@@ -147,7 +147,7 @@ class UsageRecorder:
                 return
             counts = self._counts
             cell = counts.get(count)
-            if cell is None and len(counts) < self.max_pending:
+            if cell is None and len(counts) + len(self.admitted) < self.max_pending:
                 cell = counts[count] = [0, now]
             if cell is not None:
                 cell[0] += 1
@@ -194,12 +194,7 @@ class UsageRecorder:
         del times[:taken]
         count = admitted[3]
         cell = self._counts.get(count)
-        if cell is None:
-            if len(self._counts) >= self.max_pending:
-                self.dropped += taken
-                key_id = count[1]
-                self._pending[key_id] = max(last, self._pending.get(key_id, _NEVER))
-                return
+        if cell is None:  # within the bound: the list took its place when it was made
             cell = self._counts[count] = [0, _NEVER]
         cell[0] += taken
         if last > cell[1]:
