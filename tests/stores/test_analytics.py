@@ -4,6 +4,7 @@ in one upsert per batch, rolled up to hours and days, pruned by retention, queri
 
 from __future__ import annotations
 
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -237,6 +238,79 @@ def test_an_append_to_a_list_just_replaced_is_counted_in_its_own_minute() -> Non
         minutes = ks.get_usage("shop", since=timedelta(hours=1), granularity="minute")
         assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 3), (60, 1)]
         assert ks.get_api_key(key_id).last_used_at == datetime.fromtimestamp(T0 + 60, UTC)
+
+
+def test_admitted_requests_are_all_counted_while_minutes_pass_and_flushes_run() -> None:
+    # lists are replaced as minutes pass and folded by writes while threads append to them:
+    # however the threads interleave (a short switch interval makes them do it often), each
+    # admitted request is counted once, in its minute
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    secret = keys["c"].secret  # no permissions asked, no rate limit: every request admitted
+    done = threading.Event()
+
+    def verify() -> None:
+        for _ in range(1500):
+            assert ks.verify(secret).allowed
+
+    def flush() -> None:
+        while not done.is_set():
+            ks.usage.flush()
+
+    def tick() -> None:
+        while not done.is_set():
+            clock.now += 7
+            done.wait(0.002)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        with ks:
+            helpers = [threading.Thread(target=flush), threading.Thread(target=tick)]
+            workers = [threading.Thread(target=verify) for _ in range(4)]
+            for thread in helpers + workers:
+                thread.start()
+            for worker in workers:
+                worker.join()
+            done.set()
+            for helper in helpers:
+                helper.join()
+            ks.usage.flush()
+            clock.now += 3600
+            points = ks.get_usage("blog", since=timedelta(days=1), granularity="minute")
+            assert sum(p.count for p in points) == 6000
+            assert ks.usage.dropped == 0
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_a_write_keeps_an_append_that_lands_while_it_folds_the_list() -> None:
+    # the verifier appends without the lock: an append can land after a write has read a
+    # key's list and before it empties it. A list that appends once when read stands in
+    # for that thread.
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
+    with ks:
+        secret, key_id = keys["a"].secret, keys["a"].key.id
+        assert ks.verify(secret).allowed
+        start, end, times, count = ks.usage.admitted[key_id]
+
+        class Racing(list[float]):
+            raced = False
+
+            def __getitem__(self, index: Any) -> Any:
+                items = super().__getitem__(index)
+                if isinstance(index, slice) and not self.raced:
+                    self.raced = True
+                    self.append(T0 + 2.0)  # the other thread's append
+                return items
+
+        ks.usage.admitted[key_id] = (start, end, Racing(times), count)
+        assert ks.verify(secret).allowed
+        ks.usage.flush()  # takes two times; the third, appended meanwhile, stays
+        assert len(ks.usage.admitted[key_id][2]) == 1
+        ks.usage.flush()
+        assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 3}
 
 
 def test_memory_is_bounded() -> None:
