@@ -126,25 +126,20 @@ class UsageRecorder:
             if identity is not None and reason in _USED:
                 self.record(identity.key_id, now)
             return
-        if reason is _OK and identity is not None:
-            found = self.admitted.get(identity.key_id)
-            if found is not None and found[0] <= now < found[1] and len(found[2]) < ADMITTED_MAX:
-                found[2].append(now)  # see admitted; the writer started when the list was made
-                return
         # [verifications, the last one's time]: the time is the key's last use when the
         # outcome is a use, so the count also notes last_used_at at no further cost
         lock = self._lock
         lock.acquire()  # acquire/release in try costs half what "with" does
         try:
+            if reason is _OK and identity is not None:
+                self._admit(identity, now)
+                return
             minute = now // 60
             if identity is None:
                 # no secret matched: the app is the one the prefix names, found at write time
                 count: _Pending = ("?" + prefix, "", reason, minute)
             else:
                 count = (identity.app_slug, identity.key_id, reason, minute)
-            if reason is _OK and identity is not None:
-                self._admit(identity.key_id, count, now)
-                return
             counts = self._counts
             cell = counts.get(count)
             if cell is None and len(counts) + len(self.admitted) < self.max_pending:
@@ -163,23 +158,28 @@ class UsageRecorder:
             if self._start_due:
                 self._start()
 
-    def _admit(self, key_id: str, count: _Pending, now: float) -> None:
-        """Count an admitted request that found no list of its minute with room in
-        :attr:`admitted` (call with the lock held): fold a full list into its count, or
-        retire the list of another minute and start this one's."""
+    def _admit(self, identity: Identity, now: float) -> None:
+        """Count an admitted request in its key's list of the minute (call with the lock
+        held; the verifier appends the usual one itself, see :attr:`admitted`): a full list
+        is folded into its count first, the list of another minute retired."""
+        key_id = identity.key_id
         found = self.admitted.get(key_id)
         if found is not None:
-            self._fold(found)
-            if found[0] <= now < found[1]:  # its minute's list, full: emptied, it takes this one
+            if found[0] <= now < found[1]:
+                if len(found[2]) >= ADMITTED_MAX:
+                    self._fold(found)
                 found[2].append(now)
                 return
+            self._fold(found)
             self._retire(found)
             del self.admitted[key_id]
         if len(self._counts) + len(self.admitted) >= self.max_pending:
             self.dropped += 1
             self._pending[key_id] = max(now, self._pending.get(key_id, _NEVER))
             return
-        start = count[3] * 60
+        minute = now // 60
+        start = minute * 60
+        count = (identity.app_slug, key_id, _OK, minute)
         self.admitted[key_id] = (start, start + 60, [now], count)
 
     def _fold(self, admitted: Admitted) -> None:
