@@ -172,30 +172,44 @@ def test_an_admitted_request_counts_in_the_minute_its_time_falls_in() -> None:
         assert [(p.start.timestamp() - T0, p.count) for p in minutes] == [(0, 2), (60, 2)]
 
 
-def test_admitted_requests_are_all_counted_while_flushes_run() -> None:
-    clock = FakeClock(T0)
-    ks, keys = _world("memory://", clock)
-    secret = keys["a"].secret
+def _verify_in_threads(
+    ks: KeySentry, secret: str, each: int, clock: FakeClock | None = None
+) -> None:
+    """Four threads verify *secret* *each* times while another writes usage in a loop and,
+    given *clock*, another moves it on by 7 s every 2 ms; returns when the four are done."""
     done = threading.Event()
 
     def verify() -> None:
-        for _ in range(400):
+        for _ in range(each):
             assert ks.verify(secret).allowed
 
     def flush() -> None:
         while not done.is_set():
             ks.usage.flush()
 
+    def tick(clock: FakeClock) -> None:
+        while not done.is_set():
+            clock.now += 7
+            done.wait(0.002)
+
+    helpers = [threading.Thread(target=flush)]
+    if clock is not None:
+        helpers.append(threading.Thread(target=tick, args=(clock,)))
+    workers = [threading.Thread(target=verify) for _ in range(4)]
+    for thread in helpers + workers:
+        thread.start()
+    for worker in workers:
+        worker.join()
+    done.set()
+    for helper in helpers:
+        helper.join()
+
+
+def test_admitted_requests_are_all_counted_while_flushes_run() -> None:
+    clock = FakeClock(T0)
+    ks, keys = _world("memory://", clock)
     with ks:
-        flusher = threading.Thread(target=flush)
-        flusher.start()
-        workers = [threading.Thread(target=verify) for _ in range(4)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        done.set()
-        flusher.join()
+        _verify_in_threads(ks, keys["a"].secret, 400)
         ks.usage.flush()
         assert _counts(ks.get_usage("shop", granularity="minute")) == {"ok": 1600}
 
@@ -247,34 +261,11 @@ def test_admitted_requests_are_all_counted_while_minutes_pass_and_flushes_run() 
     clock = FakeClock(T0)
     ks, keys = _world("memory://", clock)
     secret = keys["c"].secret  # no permissions asked, no rate limit: every request admitted
-    done = threading.Event()
-
-    def verify() -> None:
-        for _ in range(1500):
-            assert ks.verify(secret).allowed
-
-    def flush() -> None:
-        while not done.is_set():
-            ks.usage.flush()
-
-    def tick() -> None:
-        while not done.is_set():
-            clock.now += 7
-            done.wait(0.002)
-
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)
     try:
         with ks:
-            helpers = [threading.Thread(target=flush), threading.Thread(target=tick)]
-            workers = [threading.Thread(target=verify) for _ in range(4)]
-            for thread in helpers + workers:
-                thread.start()
-            for worker in workers:
-                worker.join()
-            done.set()
-            for helper in helpers:
-                helper.join()
+            _verify_in_threads(ks, secret, 1500, clock)
             ks.usage.flush()
             clock.now += 3600
             points = ks.get_usage("blog", since=timedelta(days=1), granularity="minute")
