@@ -322,6 +322,8 @@ def extra_cpu(
         f"{name}, extra CPU/request: the floor's / ours", "keysentry's extra over bare",
         "the floor's extra over bare", ours_extra, floor_extra,
         _spread(ours_cpu), _spread(floor_cpu), round(1 / EXTRA_TARGET, 3), detail,
+        # the ratio's interval as speeds (the floor's / ours); a draw may see no extra of ours
+        interval=(1 / high, 1 / low if low > 0 else float("inf")),
     )  # fmt: skip
 
 

@@ -41,6 +41,8 @@ class Result:
     """The speed this scenario should reach, if it has one."""
     detail: str = ""
     """What else was measured (p99 latency, the load generator)."""
+    interval: tuple[float, float] | None = None
+    """A 90 % interval of the speed, where the scenario estimates one (the served target)."""
 
     @property
     def speed(self) -> float:
@@ -88,7 +90,10 @@ def compare(
 def _verdict(r: Result) -> str:
     if r.target is None:
         return ""
-    return f"{'met' if r.met else 'MISSED'} (>= {r.target:g})"
+    verdict = f"{'met' if r.met else 'MISSED'} (>= {r.target:g})"
+    if r.interval is not None and r.interval[0] < r.target <= r.interval[1]:
+        verdict += ", within this run's noise"  # the other verdict lies inside the interval
+    return verdict
 
 
 def table(results: list[Result]) -> str:

@@ -296,9 +296,13 @@ def test_the_served_target_compares_each_servers_median() -> None:
     assert found is not None
     low, high = float(found.group(1)), float(found.group(2))
     assert 0 < low <= 1.2 <= high  # wide: two of five loads are outliers
+    assert row.interval == pytest.approx((1 / high, 1 / low), rel=0.01)
+    # the verdict says whether the interval reaches past the target
+    assert run._verdict(row).endswith("within this run's noise") == (1 / high < row.target)
     steady = over_http.extra_cpu(Result, "uvicorn", loads(*[40.0] * 5), loads(*[52.0] * 5),
                                  loads(*[50.0] * 5))  # fmt: skip
     assert "90% interval 1.20x-1.20x" in steady.detail
+    assert run._verdict(steady) == "met (>= 0.769)"  # no interval reaches 1.3x
     slower = over_http.extra_cpu(Result, "uvicorn", bare, loads(54, 55, 74, 54.5, 55.5), floor)
     assert slower.met is False  # 1.4x
     assert "second process" not in slower.detail  # no control, no reading
