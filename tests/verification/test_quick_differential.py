@@ -1,7 +1,8 @@
 """The one-step path against the general one, by generated requests: two KeySentry
 instances share one store, each with its own cache, limiter and usage counts. One decides
-every request as the ASGI middleware does (``Verifier.quick`` first, the general path where
-it defers); the other by the general path alone. Whatever the key (plain, rate-limited,
+every request as an adapter does (``Verifier.quick`` first, the general path where it
+defers: the ASGI middleware, ``ks.verify``, and the WSGI middleware and ``ks.require`` on
+prepared facts); the other by the general path alone. Whatever the key (plain, rate-limited,
 shared by its owner, expiring, rotated in its grace period, refused by its allowlist, mangled,
 or no key at all), path, policy and time, the two must answer alike, count alike and record
 the same usage."""
@@ -157,6 +158,13 @@ def by_verify(ks: KeySentry, credential: str, path: str, policy: Policy) -> Deci
                      permissions=policy.permissions, resource=policy.resource)  # fmt: skip
 
 
+def by_facts(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
+    """``Verifier.verify_request`` on prepared facts (the WSGI middleware, ``ks.require``),
+    which takes the one-step path first as well."""
+    facts = RequestFacts("GET", path, (f"Bearer {credential}",), (), "127.0.0.1")
+    return ks.verifier.verify_request(facts, policy)
+
+
 def by_general_path(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
     facts = RequestFacts("GET", path, (f"Bearer {credential}",), (), "127.0.0.1")
     return ks.verifier.verify_request_general(facts, policy)
@@ -172,7 +180,9 @@ def _by(name: str, *waits: float) -> list[tuple[Any, ...]]:
     return [(("key", name), "/users/1", Policy(("users:read",)), wait) for wait in waits]
 
 
-@pytest.mark.parametrize("decide", [by_middleware, by_verify], ids=["middleware", "verify"])
+@pytest.mark.parametrize(
+    "decide", [by_middleware, by_verify, by_facts], ids=["middleware", "verify", "facts"]
+)
 @settings(max_examples=400)
 @given(run=requests())
 @example(run=_by("expiring", 13.0, 13.0))  # cached before its expiry, asked after
