@@ -1,15 +1,17 @@
 """The one-step path against the general one, by generated requests: two KeySentry
 instances share one store, each with its own cache, limiter and usage counts. One decides
 every request as an adapter does (``Verifier.quick`` first, the general path where it
-defers: the ASGI middleware, ``ks.verify``, and the WSGI middleware and ``ks.require`` on
-prepared facts); the other by the general path alone. Whatever the key (plain, rate-limited,
+defers: the ASGI middleware, ``ks.verify`` and ``ks.averify``, and the WSGI middleware and
+``ks.require`` on prepared facts, sync and async); the other by the sync general path alone,
+so the async driver is held to the sync one too. Whatever the key (plain, rate-limited,
 shared by its owner, expiring, rotated in its grace period, refused by its allowlist, mangled,
 or no key at all), path, policy and time, the two must answer alike, count alike and record
 the same usage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,6 +167,36 @@ def by_facts(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decis
     return ks.verifier.verify_request(facts, policy)
 
 
+def by_averify(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
+    """``ks.averify``: the one-step path, then the async driver (store reads in a thread)."""
+    return _loop().run(ks.averify(f"Bearer {credential}", method="GET", path=path,
+                                  client_ip="127.0.0.1", permissions=policy.permissions,
+                                  resource=policy.resource))  # fmt: skip
+
+
+def by_async_facts(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
+    """``Verifier.averify_request`` on prepared facts (the async guards)."""
+    facts = RequestFacts("GET", path, (f"Bearer {credential}",), (), "127.0.0.1")
+    return _loop().run(ks.verifier.averify_request(facts, policy))
+
+
+_runner: list[asyncio.Runner] = []
+
+
+def _loop() -> asyncio.Runner:
+    """One event loop for the module's async callers (closed by :func:`_close_loop`)."""
+    if not _runner:
+        _runner.append(asyncio.Runner())
+    return _runner[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_loop() -> Iterator[None]:
+    yield
+    while _runner:
+        _runner.pop().close()
+
+
 def by_general_path(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
     facts = RequestFacts("GET", path, (f"Bearer {credential}",), (), "127.0.0.1")
     return ks.verifier.verify_request_general(facts, policy)
@@ -181,7 +213,9 @@ def _by(name: str, *waits: float) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize(
-    "decide", [by_middleware, by_verify, by_facts], ids=["middleware", "verify", "facts"]
+    "decide",
+    [by_middleware, by_verify, by_facts, by_averify, by_async_facts],
+    ids=["middleware", "verify", "facts", "averify", "async-facts"],
 )
 @settings(max_examples=200)
 @given(run=requests())
