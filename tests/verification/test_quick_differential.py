@@ -217,7 +217,7 @@ def _by(name: str, *waits: float) -> list[tuple[Any, ...]]:
     [by_middleware, by_verify, by_facts, by_averify, by_async_facts],
     ids=["middleware", "verify", "facts", "averify", "async-facts"],
 )
-@settings(max_examples=200)
+@settings(max_examples=120)
 @given(run=requests())
 @example(run=_by("expiring", 13.0, 13.0))  # cached before its expiry, asked after
 @example(run=_by("old", 29.0, 29.0, 7.0))  # an old secret cached in its grace, asked after
