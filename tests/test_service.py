@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -415,6 +417,49 @@ def test_constructor_rejects_bad_configuration(tmp_path: object) -> None:
     with pytest.raises(ConfigurationError, match="not both"):
         KeySentry("memory://", store=KeySentry("memory://").store)
     assert KeySentry("memory://", limiter_url="redis://localhost:6379/0").limiter_url
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("cache_ttl", "30", "cache_ttl must be a finite number of seconds > 0"),
+        ("cache_ttl", 0, "cache_ttl must be"),
+        ("cache_ttl", float("nan"), "cache_ttl must be"),
+        ("cache_ttl", float("inf"), "cache_ttl must be"),
+        ("cache_ttl", True, "cache_ttl must be"),
+        ("sync_interval", -1, "sync_interval must be a finite number of seconds > 0, or None"),
+        ("sync_interval", "1", "sync_interval must be"),
+        ("max_stale", float("nan"), "max_stale must be a finite number of seconds >= 0"),
+        ("usage_interval", float("nan"), "usage_interval must be"),
+        ("limiter_timeout", 0, "limiter_timeout must be"),
+        ("limiter_timeout", "0.1", "limiter_timeout must be"),
+        ("cache_size", 0, "cache_size must be an integer >= 1"),
+        ("cache_size", 2.5, "cache_size must be"),
+        ("cache_size", "100", "cache_size must be"),
+        ("analytics", "no", "analytics must be True or False"),  # truthy: it would mean yes
+        ("metrics", 1, "metrics must be True or False"),
+        ("metrics_per_key", "yes", "metrics_per_key must be True or False"),
+        ("clock", 1_700_000_000.0, "clock must be callable"),
+        ("token_factory", "abc", "token_factory must be callable"),
+    ],
+)
+def test_constructor_names_a_setting_of_the_wrong_type_or_out_of_range(
+    tmp_path: Any, option: str, value: object, message: str
+) -> None:
+    # refused before anything is opened: no database file, no thread
+    database = tmp_path / "keys.db"
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        KeySentry(f"sqlite:///{database}", **{option: value})
+    assert not database.exists()
+
+
+def test_constructor_takes_each_setting_at_its_bounds() -> None:
+    with KeySentry("memory://", cache_ttl=0.001, sync_interval=None, max_stale=0,
+                   usage_interval=None, limiter_timeout=5, cache_size=1, analytics=False,
+                   metrics_per_key=False, clock=time.time) as ks:  # fmt: skip
+        ks.create_api_auth_app("api", "API", "sk_test")
+        secret = ks.create_api_key("api", "k").secret
+        assert ks.verify(secret).allowed
 
 
 def test_default_store_is_a_sqlite_file_in_the_working_directory(

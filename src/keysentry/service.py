@@ -7,6 +7,7 @@ together and offers the adapters' factories (``require``, ``depends``).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,7 +86,8 @@ class KeySentry(Management):
             namespaces or database numbers.
 
     Raises:
-        ConfigurationError: an unsupported URL, or both *database_url* and *store*.
+        ConfigurationError: an unsupported URL, both *database_url* and *store*, or a
+            setting of the wrong type or out of range (named in the message).
 
     Use it as a context manager, or call :meth:`close`, to release database connections.
     """
@@ -123,6 +125,11 @@ class KeySentry(Management):
             database_url=database_url, store=store, limiter_url=limiter_url, limiter=limiter,
             rate_limit_algorithm=rate_limit_algorithm, max_stale=max_stale,
             usage_interval=usage_interval, retention=retention, redis_namespace=redis_namespace,
+        )  # fmt: skip
+        _check_settings(
+            limiter_timeout=limiter_timeout, clock=clock, token_factory=token_factory,
+            cache_size=cache_size, cache_ttl=cache_ttl, sync_interval=sync_interval,
+            analytics=analytics, metrics=metrics, metrics_per_key=metrics_per_key,
         )  # fmt: skip
         self.limiter_url = check_limiter_url(limiter_url)
         check_on_error(on_limiter_error)
@@ -309,20 +316,53 @@ def _check_options(
         raise ConfigurationError("pass database_url or store, not both")
     if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
         raise ConfigurationError("rate_limit_algorithm must be 'sliding_window' or 'fixed_window'")
-    if not isinstance(max_stale, int | float) or isinstance(max_stale, bool) or max_stale < 0:
-        raise ConfigurationError("max_stale must be a number of seconds >= 0")
-    if usage_interval is not None and (
-        not isinstance(usage_interval, int | float)
-        or isinstance(usage_interval, bool)
-        or usage_interval <= 0
-    ):
-        raise ConfigurationError("usage_interval must be a number of seconds > 0, or None")
+    _seconds("max_stale", max_stale, zero=True)
+    if usage_interval is not None:
+        _seconds("usage_interval", usage_interval, or_none=True)
     if limiter is not None and limiter_url is not None:
         raise ConfigurationError("pass limiter_url or limiter, not both")
     if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
         raise ConfigurationError("redis_namespace must be 1-64 of a-z, A-Z, 0-9, '_', '-' and '.'")
     if retention is not None and not isinstance(retention, Retention):
         raise ConfigurationError("retention must be a keysentry.usage.Retention")
+
+
+def _check_settings(
+    *, limiter_timeout: float, clock: object, token_factory: object, cache_size: int,
+    cache_ttl: float, sync_interval: float | None, analytics: bool, metrics: bool,
+    metrics_per_key: bool,
+) -> None:  # fmt: skip
+    """Refuse a :class:`KeySentry` setting of the wrong type or out of range, naming it: such
+    a value would otherwise fail on some later request (a 503), or, for a truthy string
+    such as ``analytics="no"``, silently mean the opposite."""
+    _seconds("limiter_timeout", limiter_timeout)
+    _seconds("cache_ttl", cache_ttl)
+    if sync_interval is not None:
+        _seconds("sync_interval", sync_interval, or_none=True)
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
+        raise ConfigurationError("cache_size must be an integer >= 1")
+    for name, value in (("clock", clock), ("token_factory", token_factory)):
+        if not callable(value):
+            raise ConfigurationError(f"{name} must be callable")
+    flags = (("analytics", analytics), ("metrics", metrics), ("metrics_per_key", metrics_per_key))
+    for name, flag in flags:
+        if not isinstance(flag, bool):
+            raise ConfigurationError(f"{name} must be True or False")
+
+
+def _seconds(name: str, value: object, *, zero: bool = False, or_none: bool = False) -> None:
+    """Refuse *value* unless it is a finite number of seconds above 0 (from 0 with *zero*)."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds {bound}" + (", or None" if or_none else "")
+        )
 
 
 def _metrics(limiter: Limiter, clock: Callable[[], float], per_key: bool) -> Metrics:

@@ -1,18 +1,21 @@
-"""``KeySentryMiddleware``'s one-step path against its general path, by generated requests
-sent as a server sends them (ASGI scopes with raw paths and header bytes). Two apps share
-one store: one behind the middleware as configured by default, whose seen routes take the
-one-step path; one behind a middleware that also reads ``X-API-Key``, which sends every
-request down the general path (the requests carry no ``X-API-Key``, so both must read the
-same key the same way). Status, headers, body, what the handler sees of the identity
-(``request.state.api_key``, ``request.auth``, ``request.user``) and the usage recorded
-must match."""
+"""The ASGI adapters' one-step path against their general path, by generated requests sent
+as a server sends them (ASGI scopes with raw paths and header bytes). Two apps share one
+store: one protected as configured by default, whose requests take the one-step path where
+it applies; one whose adapter also reads ``X-API-Key``, which sends every request down the
+general path (the requests carry no ``X-API-Key``, so both must read the same key the same
+way). Each way an ASGI app is protected: ``KeySentryMiddleware``, ``@ks.require`` on an
+async and on a sync handler, FastAPI's ``Depends(ks.depends(...))``. Status, headers, body,
+what the handler sees of the identity (``request.state.api_key``, ``request.auth``,
+``request.user``) and the usage recorded must match."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -39,24 +42,33 @@ PERMISSIONS = {"GET /users/*": ["users:read"], "POST /users/*": ["users:write"],
                "GET /orders/*": ["orders:read"], "DELETE /orders/*": ["orders:write"]}  # fmt: skip
 
 
-async def whoami(request: Request) -> JSONResponse:
+def seen(request: Request) -> dict[str, Any]:
+    """What a handler sees of the request's identity."""
     identity = request.state.api_key
-    return JSONResponse({
+    auth, user = request.scope.get("auth"), request.scope.get("user")
+    return {
         "key_id": identity.key_id,
         "rate_limits": [[o.allowed, o.remaining, o.reset_ms] for o in identity.rate_limits],
         "credits": identity.credits_remaining,
-        "scopes": list(request.auth.scopes),
-        "user": request.user.identity,
-        "user_rate_limits": list(request.user.api_key.rate_limits),
+        "scopes": None if auth is None else list(auth.scopes),
+        "user": None if user is None else user.identity,
         "method": request.method,
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+async def whoami(request: Request) -> JSONResponse:
+    return JSONResponse(seen(request))
+
+
+def whoami_sync(request: Request) -> JSONResponse:
+    return JSONResponse(seen(request))
 
 
 async def health(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def protected(ks: KeySentry, **options: Any) -> Starlette:
+def middleware(ks: KeySentry, **options: Any) -> ASGIApp:
     app = Starlette(routes=[
         Route("/users/{user_id}", whoami, methods=["GET", "POST", "HEAD"]),
         Route("/orders/{order_id}", whoami, methods=["GET", "DELETE"]),
@@ -64,6 +76,46 @@ def protected(ks: KeySentry, **options: Any) -> Starlette:
     ])  # fmt: skip
     app.add_middleware(KeySentryMiddleware, sentry=ks, permissions=PERMISSIONS,
                        exclude=["/health"], **options)  # fmt: skip
+    return app
+
+
+def guarded(ks: KeySentry, handler: Any, **options: Any) -> ASGIApp:
+    def require(*permissions: str, resource: str | None = None) -> Any:
+        return ks.require(*permissions, resource=resource, **options)(handler)
+
+    return Starlette(routes=[
+        Route("/users/{user_id}", require("users:read", resource="users/{user_id}"),
+              methods=["GET", "HEAD"]),
+        Route("/users/{user_id}", require("users:write"), methods=["POST"]),
+        Route("/orders/{order_id}", require("orders:read"), methods=["GET"]),
+        Route("/orders/{order_id}", require("orders:write"), methods=["DELETE"]),
+        Route("/health", health),
+    ])  # fmt: skip
+
+
+def require_async(ks: KeySentry, **options: Any) -> ASGIApp:
+    return guarded(ks, whoami, **options)
+
+
+def require_sync(ks: KeySentry, **options: Any) -> ASGIApp:
+    return guarded(ks, whoami_sync, **options)
+
+
+def depends(ks: KeySentry, **options: Any) -> ASGIApp:
+    from fastapi import Depends, FastAPI
+
+    app = FastAPI(openapi_url=None)
+    read = Depends(ks.depends("users:read", resource="users/{user_id}", **options))
+    write = Depends(ks.depends("users:write", **options))
+
+    @app.api_route("/users/{user_id}", methods=["GET", "HEAD"], dependencies=[read])
+    async def read_user(user_id: str, request: Request) -> dict[str, Any]:
+        return seen(request)
+
+    @app.post("/users/{user_id}", dependencies=[write])
+    def write_user(user_id: str, request: Request) -> dict[str, Any]:
+        return seen(request)
+
     return app
 
 
@@ -123,7 +175,12 @@ def _req(
     return (("key", name), (method, path, wait, root, count, "Bearer"))
 
 
-@settings(max_examples=80)
+@pytest.mark.parametrize(
+    "protect",
+    [middleware, require_async, require_sync, depends],
+    ids=["middleware", "require", "require-sync", "depends"],
+)
+@settings(max_examples=60)
 @given(run=runs())
 # headers and outcomes, then a 429
 @example(run=[_req("limited"), _req("limited", wait=7.0), _req("limited", wait=0.5)])
@@ -137,12 +194,12 @@ def _req(
 @example(run=[_req("plain", "OPTIONS"), _req("plain", "preflight")])
 # a cached key, then the same after another Authorization header
 @example(run=[_req("plain"), _req("plain", count="two")])
-def test_the_middleware_answers_alike_on_its_one_step_and_general_paths(
-    run: list[tuple[Any, ...]],
+def test_each_asgi_adapter_answers_alike_on_its_one_step_and_general_paths(
+    protect: Callable[..., ASGIApp], run: list[tuple[Any, ...]]
 ) -> None:
     world = World()
-    fast_app = protected(world.quick)
-    slow_app = protected(world.general, api_key_header="X-API-Key", read_authorization=True)
+    fast_app = protect(world.quick)
+    slow_app = protect(world.general, api_key_header="X-API-Key", read_authorization=True)
     try:
         with asyncio.Runner() as runner:
             for drawn, (method, path, wait, root, count, scheme) in run:
@@ -165,6 +222,9 @@ def test_the_middleware_answers_alike_on_its_one_step_and_general_paths(
                         assert json.loads(fast[2])["method"] == method.upper()
         doubled, both = same_usage(world)
         assert doubled == both
+        assert last_uses(world.general) == last_uses(world.quick)
+        if protect is not middleware:
+            return  # a guard verifies only the requests its routes match
         # a request with one key, one Authorization header and a clean path is its app's
         by_key = sum(
             d[0] == "key" and (r[4], r[5]) == ("one", "Bearer") and r[0] != "preflight"
@@ -172,6 +232,5 @@ def test_the_middleware_answers_alike_on_its_one_step_and_general_paths(
             for d, r in run
         )  # fmt: skip
         assert sum(doubled.values()) >= 2 * 2 * by_key  # each request was sent twice
-        assert last_uses(world.general) == last_uses(world.quick)
     finally:
         world.close()
