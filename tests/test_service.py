@@ -422,12 +422,12 @@ def test_constructor_rejects_bad_configuration(tmp_path: object) -> None:
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("cache_ttl", "30", "cache_ttl must be a finite number of seconds > 0"),
-        ("cache_ttl", 0, "cache_ttl must be"),
+        ("cache_ttl", "30", "cache_ttl must be a finite number of seconds >= 0"),
+        ("cache_ttl", -1, "cache_ttl must be"),
         ("cache_ttl", float("nan"), "cache_ttl must be"),
         ("cache_ttl", float("inf"), "cache_ttl must be"),
         ("cache_ttl", True, "cache_ttl must be"),
-        ("sync_interval", -1, "sync_interval must be a finite number of seconds > 0, or None"),
+        ("sync_interval", -1, "sync_interval must be a finite number of seconds >= 0, or None"),
         ("sync_interval", "1", "sync_interval must be"),
         ("max_stale", float("nan"), "max_stale must be a finite number of seconds >= 0"),
         ("usage_interval", float("nan"), "usage_interval must be"),
@@ -453,13 +453,17 @@ def test_constructor_names_a_setting_of_the_wrong_type_or_out_of_range(
     assert not database.exists()
 
 
-def test_constructor_takes_each_setting_at_its_bounds() -> None:
-    with KeySentry("memory://", cache_ttl=0.001, sync_interval=None, max_stale=0,
+@pytest.mark.parametrize("sync_interval", [0, None])
+def test_constructor_takes_each_setting_at_its_bounds(sync_interval: float | None) -> None:
+    # a TTL of 0 caches nothing; a sync interval of 0 reads the event log before each request
+    with KeySentry("memory://", cache_ttl=0, sync_interval=sync_interval, max_stale=0,
                    usage_interval=None, limiter_timeout=5, cache_size=1, analytics=False,
                    metrics_per_key=False, clock=time.time) as ks:  # fmt: skip
         ks.create_api_auth_app("api", "API", "sk_test")
-        secret = ks.create_api_key("api", "k").secret
-        assert ks.verify(secret).allowed
+        issued = ks.create_api_key("api", "k")
+        assert [ks.verify(issued.secret).allowed for _ in range(2)] == [True, True]
+        ks.revoke_api_key(issued.key.id)
+        assert not ks.verify(issued.secret).allowed
 
 
 def test_default_store_is_a_sqlite_file_in_the_working_directory(

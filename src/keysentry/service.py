@@ -62,11 +62,13 @@ class KeySentry(Management):
         clock: returns the current time as a Unix timestamp; tests inject a fake clock.
         token_factory: returns *n* random base62 characters; tests inject a fixed one.
         cache_size: how many verified keys to keep in memory.
-        cache_ttl: seconds a cached key is trusted before it is read again.
+        cache_ttl: seconds a cached key is trusted before it is read again (0: every
+            request reads the store).
         sync_interval: seconds between reads of the event log, which is how changes made by
             other processes (workers, the CLI) reach this one: a key revoked elsewhere is
             refused here at most this long after. Changes made through this object take
-            effect on the next request. ``None`` turns the log off (then *cache_ttl* bounds).
+            effect on the next request. ``None`` turns the log off (then *cache_ttl* bounds);
+            0 reads it before every request.
         max_stale: while the store is unreachable, a key verified before keeps verifying for
             at most this many seconds after it was last confirmed; unknown keys get 503.
         usage_interval: seconds between batched writes of the keys' ``last_used_at`` (a
@@ -336,9 +338,10 @@ def _check_settings(
     a value would otherwise fail on some later request (a 503), or, for a truthy string
     such as ``analytics="no"``, silently mean the opposite."""
     _seconds("limiter_timeout", limiter_timeout)
-    _seconds("cache_ttl", cache_ttl)
+    # 0 is a choice for these two: no caching; the event log read before every request
+    _seconds("cache_ttl", cache_ttl, zero=True)
     if sync_interval is not None:
-        _seconds("sync_interval", sync_interval, or_none=True)
+        _seconds("sync_interval", sync_interval, zero=True, or_none=True)
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
         raise ConfigurationError("cache_size must be an integer >= 1")
     for name, value in (("clock", clock), ("token_factory", token_factory)):
