@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from keysentry.core.decision import Decision, Identity
 from keysentry.core.headers import allowed_header_bytes
 from keysentry.core.pipeline import LookupKey
+from keysentry.errors import ConfigurationError
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import scope_bearer, scope_facts, scope_header
@@ -71,6 +72,8 @@ class KeySentryMiddleware:
         read_authorization: bool | None = None,
         costs: Mapping[str, int] | None = None,
     ) -> None:
+        if not isinstance(sentry, KeySentry):
+            raise ConfigurationError("sentry must be a KeySentry")
         self.app = app
         self.sentry = sentry
         self.config = AdapterConfig.build(

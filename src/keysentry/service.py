@@ -7,7 +7,6 @@ together and offers the adapters' factories (``require``, ``depends``).
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +20,12 @@ from keysentry.errors import ConfigurationError
 from keysentry.limiters import Limiter, limiter_from_url
 from keysentry.limiters.base import OnError, check_on_error
 from keysentry.management import Management
-from keysentry.settings import DEFAULT_DATABASE_URL, check_limiter_url
+from keysentry.settings import (
+    DEFAULT_DATABASE_URL,
+    check_flag,
+    check_limiter_url,
+    check_seconds,
+)
 from keysentry.stores import KeyStore, store_from_url
 from keysentry.stores.cached import CachedKeyStore
 from keysentry.stores.notify import changes_from_url
@@ -318,9 +322,9 @@ def _check_options(
         raise ConfigurationError("pass database_url or store, not both")
     if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
         raise ConfigurationError("rate_limit_algorithm must be 'sliding_window' or 'fixed_window'")
-    _seconds("max_stale", max_stale, zero=True)
+    check_seconds("max_stale", max_stale, zero=True)
     if usage_interval is not None:
-        _seconds("usage_interval", usage_interval, or_none=True)
+        check_seconds("usage_interval", usage_interval, or_none=True)
     if limiter is not None and limiter_url is not None:
         raise ConfigurationError("pass limiter_url or limiter, not both")
     if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
@@ -337,35 +341,19 @@ def _check_settings(
     """Refuse a :class:`KeySentry` setting of the wrong type or out of range, naming it: such
     a value would otherwise fail on some later request (a 503), or, for a truthy string
     such as ``analytics="no"``, silently mean the opposite."""
-    _seconds("limiter_timeout", limiter_timeout)
+    check_seconds("limiter_timeout", limiter_timeout)
     # 0 is a choice for these two: no caching; the event log read before every request
-    _seconds("cache_ttl", cache_ttl, zero=True)
+    check_seconds("cache_ttl", cache_ttl, zero=True)
     if sync_interval is not None:
-        _seconds("sync_interval", sync_interval, zero=True, or_none=True)
+        check_seconds("sync_interval", sync_interval, zero=True, or_none=True)
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
         raise ConfigurationError("cache_size must be an integer >= 1")
     for name, value in (("clock", clock), ("token_factory", token_factory)):
         if not callable(value):
             raise ConfigurationError(f"{name} must be callable")
-    flags = (("analytics", analytics), ("metrics", metrics), ("metrics_per_key", metrics_per_key))
-    for name, flag in flags:
-        if not isinstance(flag, bool):
-            raise ConfigurationError(f"{name} must be True or False")
-
-
-def _seconds(name: str, value: object, *, zero: bool = False, or_none: bool = False) -> None:
-    """Refuse *value* unless it is a finite number of seconds above 0 (from 0 with *zero*)."""
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not zero)
-    ):
-        bound = ">= 0" if zero else "> 0"
-        raise ConfigurationError(
-            f"{name} must be a finite number of seconds {bound}" + (", or None" if or_none else "")
-        )
+    check_flag("analytics", analytics)
+    check_flag("metrics", metrics)
+    check_flag("metrics_per_key", metrics_per_key)
 
 
 def _metrics(limiter: Limiter, clock: Callable[[], float], per_key: bool) -> Metrics:

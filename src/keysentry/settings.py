@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -11,7 +12,9 @@ __all__ = [
     "DATABASE_URL_ENV",
     "DEFAULT_DATABASE_URL",
     "LIMITER_URL_ENV",
+    "check_flag",
     "check_limiter_url",
+    "check_seconds",
     "database_url_from_env",
 ]
 
@@ -54,3 +57,34 @@ def check_limiter_url(url: str | None) -> str | None:
         )
     parse_redis_url(url)
     return url
+
+
+def check_flag(name: str, value: object) -> None:
+    """Refuse a flag that is not ``True`` or ``False``: a string such as ``"false"`` (read
+    from the environment, say) is truthy, and would mean the opposite.
+
+    Raises:
+        ConfigurationError: naming *name*.
+    """
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False")
+
+
+def check_seconds(name: str, value: object, *, zero: bool = False, or_none: bool = False) -> None:
+    """Refuse *value* unless it is a finite number of seconds above 0 (from 0 with *zero*);
+    *or_none* only adds to the message (the caller lets ``None`` through).
+
+    Raises:
+        ConfigurationError: naming *name*.
+    """
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(
+            f"{name} must be a finite number of seconds {bound}" + (", or None" if or_none else "")
+        )

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from keysentry.core.decision import Decision
+from keysentry.errors import ConfigurationError
 from keysentry.service import KeySentry
 from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import environ_facts, environ_var
@@ -65,6 +66,8 @@ class KeySentryWSGIMiddleware:
         costs: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
+        if not isinstance(sentry, KeySentry):
+            raise ConfigurationError("sentry must be a KeySentry")
         self.sentry = sentry
         self.config = AdapterConfig.build(
             exclude=exclude,

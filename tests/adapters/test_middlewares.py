@@ -72,6 +72,28 @@ def test_bad_configuration_fails_at_construction(ks: KeySentry, kwargs: dict[str
 
 
 @pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exclude": 5}, "exclude must be a list of paths"),
+        ({"permissions": "users:read"}, "permissions must map routes to permissions"),
+        ({"allow_preflight": "no"}, "allow_preflight must be True or False"),  # truthy
+        ({"trusted_proxies": 10}, "trusted_proxies must be a list of addresses"),
+        ({"trusted_proxies": ["10.0.0.1", 5]}, "trusted_proxies: 5 is not an IP address"),
+        ({"sentry": None}, "sentry must be a KeySentry"),
+        ({"sentry": "memory://"}, "sentry must be a KeySentry"),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_named(
+    ks: KeySentry, kwargs: dict[str, Any], message: str
+) -> None:
+    options = {"sentry": ks, **kwargs}
+    with pytest.raises(ConfigurationError, match=message):
+        KeySentryMiddleware(Starlette(), **options)
+    with pytest.raises(ConfigurationError, match=message):
+        KeySentryWSGIMiddleware(Flask(__name__).wsgi_app, **options)
+
+
+@pytest.mark.parametrize(
     ("resources", "message"),
     [
         ({"/users/{id}": "users/{other}"}, "does not capture"),

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from keysentry import KeySentry
+from keysentry import ConfigurationError, KeySentry
 from keysentry.admin import ADMIN_APP_SLUG, create_admin_app, create_admin_key
 
 # The request bodies of the reference pages, as written there.
@@ -293,3 +293,12 @@ def test_last_used_at_appears_once_written(admin: Admin) -> None:
     assert used.endswith("Z")
     listed = admin("GET", "/api-auth/apps/shop/keys").json()["data"]
     assert [k["last_used_at"] for k in listed] == [used]
+
+
+@pytest.mark.parametrize(
+    "flag", ["verification", "open_verification", "close_on_shutdown", "metrics", "open_metrics"]
+)
+def test_a_flag_that_is_not_a_bool_is_named(flag: str) -> None:
+    # "false" read from the environment is truthy: open_verification would open the check
+    with KeySentry("memory://") as ks, pytest.raises(ConfigurationError, match=f"{flag} must be"):
+        create_admin_app(ks, **{flag: "false"})

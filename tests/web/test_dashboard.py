@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from typing import Any
 
 import pytest
 
-from keysentry import KeySentry
+from keysentry import ConfigurationError, KeySentry
 from keysentry.admin import create_admin_key
+from keysentry.dashboard import create_dashboard_app
 from keysentry.testing import FakeClock
 from tests.web.helpers import Browser, errors, new_secret, pages_app
 
@@ -277,3 +279,18 @@ def test_every_control_has_a_label(ks: KeySentry, browser: Browser) -> None:
         for tag in visible:
             inside_label = 'type="checkbox"' in tag
             assert 'id="' in tag or inside_label, f"{path}: {tag} has no id for its label"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"session_seconds": "3600"}, "session_seconds must be an integer from 60 to 604800"),
+        ({"session_seconds": 10}, "session_seconds must be"),
+        ({"session_seconds": 30 * 86_400}, "session_seconds must be"),
+        ({"title": 5}, "title must be a string"),
+        ({"secret_key": "short"}, "secret_key must be a string of 16"),
+    ],
+)
+def test_a_bad_option_is_named(ks: KeySentry, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        create_dashboard_app(ks, **kwargs)

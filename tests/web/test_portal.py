@@ -184,6 +184,7 @@ def test_branding_and_its_checks(ks: KeySentry) -> None:
     assert '<img src="/static/acme.svg" alt="">' in page.text
     assert browser.get("/portal/static/theme.css").text == ":root { --accent: #0f766e; }\n"
     for bad in ({"accent": "red"}, {"accent": "#fff; }"}, {"logo_url": "https://cdn.example/x"},
-                {"logo_url": "javascript:alert(1)"}, {"session_seconds": 10}):  # fmt: skip
+                {"logo_url": "javascript:alert(1)"}, {"session_seconds": 10},
+                {"logo_url": 5}, {"title": None}):  # fmt: skip
         with pytest.raises(ConfigurationError):
             create_portal_app(ks, **bad)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from keysentry.admin.authz import DEFAULT_TRUSTED_PROXIES, authz_routes
 from keysentry.admin.http import HTTPProblem, error_response, problem_response, read_body
 from keysentry.admin.openapi import Operation, openapi_document
 from keysentry.errors import ConflictError, KeySentryError
+from keysentry.settings import check_flag
 
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
@@ -348,9 +349,16 @@ def create_admin_app(
 
     Mount it in your app, or run it with ``keysentry serve``. The OpenAPI 3.1 document is at
     ``/api-auth/openapi.json``.
+
+    Raises:
+        ConfigurationError: a flag that is not ``True`` or ``False``, named.
     """
     from keysentry import __version__
 
+    for name, flag in (("verification", verification), ("open_verification", open_verification),
+                       ("close_on_shutdown", close_on_shutdown), ("metrics", metrics),
+                       ("open_metrics", open_metrics)):  # fmt: skip
+        check_flag(name, flag)  # open_verification="false" would open it
     table, operations = _management_routes(ks)
     if verification:
         authz, authz_operations = authz_routes(

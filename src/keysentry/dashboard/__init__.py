@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keysentry._cli_format import _rule_text
-from keysentry.errors import ValidationError
+from keysentry.errors import ConfigurationError, ValidationError
 from keysentry.models import ApiKey, IssuedKey
 from keysentry.toolkit.operators import ADMIN_APP_SLUG, ADMIN_PERMISSION, operator_key
 from keysentry.web.pages import Form, Pages, View, cookie_secret
@@ -58,9 +58,21 @@ def create_dashboard_app(
         ks: the service to manage.
         secret_key: signs the session cookies; default ``$KEYSENTRY_SECRET_KEY``, else a
             secret kept in the store (the same for every worker on that store).
-        session_seconds: how long a sign-in lasts without use.
+        session_seconds: how long a sign-in lasts without use (60 seconds to a week).
         title: the name in the header.
+
+    Raises:
+        ConfigurationError: a short *secret_key*, a *session_seconds* out of range or a
+            *title* that is not a string.
     """
+    if (
+        isinstance(session_seconds, bool)
+        or not isinstance(session_seconds, int)
+        or not (60 <= session_seconds <= 7 * 86_400)
+    ):
+        raise ConfigurationError("session_seconds must be an integer from 60 to 604800")
+    if not isinstance(title, str):
+        raise ConfigurationError("title must be a string")
     pages = Pages("dashboard", cookie_secret(ks, secret_key), max_age=session_seconds,
                   globals={"site_title": title, "logo_url": None,
                            "layout": "dashboard/layout.html",

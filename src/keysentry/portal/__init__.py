@@ -54,14 +54,20 @@ def create_portal_app(
             secret kept in the store (the same for every worker on that store).
 
     Raises:
-        ConfigurationError: a malformed accent colour, logo URL or session length.
+        ConfigurationError: a malformed accent colour, logo URL, session length or title.
     """
     try:
         accent = check_colour(accent)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    if not isinstance(title, str):
+        raise ConfigurationError("title must be a string")
     if logo_url is not None and not (
-        logo_url.startswith("data:image/") or (logo_url.startswith("/") and "//" not in logo_url)
+        isinstance(logo_url, str)
+        and (
+            logo_url.startswith("data:image/")
+            or (logo_url.startswith("/") and "//" not in logo_url)
+        )
     ):
         raise ConfigurationError("logo_url must be a path on this site or a data:image/ URL")
     if (

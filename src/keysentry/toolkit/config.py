@@ -17,6 +17,7 @@ from keysentry.core.patterns import (
 )
 from keysentry.core.pipeline import Policy, path_problem
 from keysentry.errors import ConfigurationError
+from keysentry.settings import check_flag
 from keysentry.toolkit.proxies import Network, client_ip, is_trusted, parse_proxies
 
 __all__ = ["AdapterConfig", "header_name", "key_sources"]
@@ -135,6 +136,11 @@ class AdapterConfig:
             ConfigurationError: a malformed pattern or permission, naming it.
         """
         header, read_authorization = key_sources(api_key_header, read_authorization)
+        check_flag("allow_preflight", allow_preflight)
+        if permissions is not None and not isinstance(permissions, Mapping):
+            raise ConfigurationError(
+                "permissions must map routes to permissions, e.g. {'GET /users/*': ['users:read']}"
+            )
         return cls(
             _excluded(exclude), _rules(permissions), header, allow_preflight,
             parse_proxies(trusted_proxies), _templates(resources), read_authorization,
@@ -213,6 +219,8 @@ class AdapterConfig:
 def _excluded(exclude: Sequence[str]) -> tuple[str, ...]:
     if isinstance(exclude, str):
         exclude = [exclude]
+    elif not isinstance(exclude, Iterable):
+        raise ConfigurationError("exclude must be a list of paths such as ['/health']")
     excluded = []
     for path in exclude:
         if not isinstance(path, str) or not (path.startswith("/") or path == "*"):

@@ -22,9 +22,13 @@ def parse_proxies(
     """
     if isinstance(proxies, str):
         proxies = [proxies]
+    elif not isinstance(proxies, Iterable):
+        raise ConfigurationError(f"{option} must be a list of addresses or networks")
     networks = []
     for proxy in proxies:
         try:
+            if not isinstance(proxy, str):  # ip_network takes an int as an address
+                raise TypeError(proxy)
             networks.append(ipaddress.ip_network(proxy, strict=False))
         except (TypeError, ValueError):
             raise ConfigurationError(
