@@ -4,7 +4,11 @@ store: one protected as configured by default, whose requests take the one-step 
 it applies; one whose adapter also reads ``X-API-Key``, which sends every request down the
 general path (the requests carry no ``X-API-Key``, so both must read the same key the same
 way). Each way an ASGI app is protected: ``KeySentryMiddleware``, ``@ks.require`` on an
-async and on a sync handler, FastAPI's ``Depends(ks.depends(...))``. Status, headers, body,
+async and on a sync handler, FastAPI's ``Depends(ks.depends(...))``. (A guard configured
+for ``X-API-Key`` still tries the one-step path, inside ``verify_request`` on the request's
+facts: for the guards this holds their own first step, read straight from the scope, to
+that one; ``tests/verification/test_quick_differential.py`` holds both to the general path.)
+Status, headers, body,
 what the handler sees of the identity (``request.state.api_key``, ``request.auth``,
 ``request.user``) and the usage recorded must match."""
 
