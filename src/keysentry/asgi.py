@@ -56,8 +56,8 @@ class KeySentryMiddleware:
 
     Raises:
         ConfigurationError: a malformed option, named in the message.
-        TypeError: in the compiled build (mypyc), a non-bool *allow_preflight*, refused by
-            the call itself.
+        TypeError: in the compiled build (mypyc), a non-bool *allow_preflight* or
+            *read_authorization*, refused by the call itself.
     """
 
     def __init__(
