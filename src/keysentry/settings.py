@@ -59,24 +59,27 @@ def check_limiter_url(url: str | None) -> str | None:
     return url
 
 
-def check_flag(name: str, value: object) -> None:
-    """Refuse a flag that is not ``True`` or ``False``: a string such as ``"false"`` (read
-    from the environment, say) is truthy, and would mean the opposite.
+def check_flag(name: str, value: object) -> bool:
+    """*value*, if it is ``True`` or ``False``. A string such as ``"false"`` (read from the
+    environment, say) is truthy, and would mean the opposite.
 
     Raises:
         ConfigurationError: naming *name*.
     """
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be True or False")
+    return value
 
 
 def check_seconds(name: str, value: object, *, zero: bool = False, or_none: bool = False) -> None:
-    """Refuse *value* unless it is a finite number of seconds above 0 (from 0 with *zero*);
-    *or_none* only adds to the message (the caller lets ``None`` through).
+    """Refuse *value* unless it is a finite number of seconds above 0 (from 0 with *zero*),
+    or, with *or_none*, ``None``.
 
     Raises:
         ConfigurationError: naming *name*.
     """
+    if value is None and or_none:
+        return
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)

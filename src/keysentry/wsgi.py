@@ -16,8 +16,7 @@ from typing import Any
 from keysentry.core.decision import Decision
 from keysentry.errors import ConfigurationError
 from keysentry.service import KeySentry
-from keysentry.settings import check_flag
-from keysentry.toolkit.config import AdapterConfig, key_sources
+from keysentry.toolkit.config import AdapterConfig
 from keysentry.toolkit.facts import environ_facts, environ_var
 from keysentry.toolkit.guard import unexpected_failure
 from keysentry.toolkit.identity import ENVIRON_KEY
@@ -69,9 +68,6 @@ class KeySentryWSGIMiddleware:
         self.app = app
         if not isinstance(sentry, KeySentry):
             raise ConfigurationError("sentry must be a KeySentry")
-        # before AdapterConfig.build, whose compiled signature refuses a wrong type unnamed
-        check_flag("allow_preflight", allow_preflight)
-        key_sources(api_key_header, read_authorization)
         self.sentry = sentry
         self.config = AdapterConfig.build(
             exclude=exclude,

@@ -123,27 +123,29 @@ class AdapterConfig:
         exclude: Sequence[str] = (),
         permissions: Mapping[str, Sequence[str] | str] | None = None,
         api_key_header: str | None = None,
-        allow_preflight: bool = True,
+        # the two flags typed as what a caller may really pass: compiled, a bool annotation
+        # is checked by the call, with a TypeError that does not name them
+        allow_preflight: object = True,
         trusted_proxies: Sequence[str] = (),
         resources: Mapping[str, str] | None = None,
-        read_authorization: bool | None = None,
+        read_authorization: object = None,
         costs: Mapping[str, int] | None = None,
     ) -> AdapterConfig:
         """Validate and compile the options (*costs*: route -> credits a request spends;
         others spend 1).
 
         Raises:
-            ConfigurationError: a malformed pattern or permission, naming it.
+            ConfigurationError: a malformed option, naming it.
         """
-        header, read_authorization = key_sources(api_key_header, read_authorization)
-        check_flag("allow_preflight", allow_preflight)
+        header, reads_authorization = key_sources(api_key_header, read_authorization)
+        preflight = check_flag("allow_preflight", allow_preflight)
         if permissions is not None and not isinstance(permissions, Mapping):
             raise ConfigurationError(
                 "permissions must map routes to permissions, e.g. {'GET /users/*': ['users:read']}"
             )
         return cls(
-            _excluded(exclude), _rules(permissions), header, allow_preflight,
-            parse_proxies(trusted_proxies), _templates(resources), read_authorization,
+            _excluded(exclude), _rules(permissions), header, preflight,
+            parse_proxies(trusted_proxies), _templates(resources), reads_authorization,
             _prices(costs),
         )  # fmt: skip
 
