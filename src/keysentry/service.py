@@ -131,8 +131,6 @@ class KeySentry(Management):
             database_url=database_url, store=store, limiter_url=limiter_url, limiter=limiter,
             rate_limit_algorithm=rate_limit_algorithm, max_stale=max_stale,
             usage_interval=usage_interval, retention=retention, redis_namespace=redis_namespace,
-        )  # fmt: skip
-        _check_settings(
             limiter_timeout=limiter_timeout, clock=clock, token_factory=token_factory,
             cache_size=cache_size, cache_ttl=cache_ttl, sync_interval=sync_interval,
             analytics=analytics, metrics=metrics, metrics_per_key=metrics_per_key,
@@ -316,44 +314,37 @@ def _check_options(
     *, database_url: str | None, store: KeyStore | None, limiter_url: str | None,
     limiter: Limiter | None, rate_limit_algorithm: str, max_stale: float,
     usage_interval: float | None, retention: Retention | None, redis_namespace: str,
+    limiter_timeout: float, clock: object, token_factory: object, cache_size: int,
+    cache_ttl: float, sync_interval: float | None, analytics: bool, metrics: bool,
+    metrics_per_key: bool,
 ) -> None:  # fmt: skip
-    """Refuse a bad :class:`KeySentry` argument before anything is opened or started."""
+    """Refuse a bad :class:`KeySentry` argument before anything is opened or started, naming
+    it: such a value would otherwise fail on some later request (a 503), or, for a truthy
+    string such as ``analytics="no"``, silently mean the opposite."""
     if store is not None and database_url is not None:
         raise ConfigurationError("pass database_url or store, not both")
-    if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
-        raise ConfigurationError("rate_limit_algorithm must be 'sliding_window' or 'fixed_window'")
-    check_seconds("max_stale", max_stale, zero=True)
-    if usage_interval is not None:
-        check_seconds("usage_interval", usage_interval, or_none=True)
     if limiter is not None and limiter_url is not None:
         raise ConfigurationError("pass limiter_url or limiter, not both")
+    if rate_limit_algorithm not in ("sliding_window", "fixed_window"):
+        raise ConfigurationError("rate_limit_algorithm must be 'sliding_window' or 'fixed_window'")
     if not isinstance(redis_namespace, str) or not _NAMESPACE.fullmatch(redis_namespace):
         raise ConfigurationError("redis_namespace must be 1-64 of a-z, A-Z, 0-9, '_', '-' and '.'")
     if retention is not None and not isinstance(retention, Retention):
         raise ConfigurationError("retention must be a keysentry.usage.Retention")
-
-
-def _check_settings(
-    *, limiter_timeout: float, clock: object, token_factory: object, cache_size: int,
-    cache_ttl: float, sync_interval: float | None, analytics: bool, metrics: bool,
-    metrics_per_key: bool,
-) -> None:  # fmt: skip
-    """Refuse a :class:`KeySentry` setting of the wrong type or out of range, naming it: such
-    a value would otherwise fail on some later request (a 503), or, for a truthy string
-    such as ``analytics="no"``, silently mean the opposite."""
+    check_seconds("max_stale", max_stale, zero=True)
+    check_seconds("usage_interval", usage_interval, or_none=True)
     check_seconds("limiter_timeout", limiter_timeout)
     # 0 is a choice for these two: no caching; the event log read before every request
     check_seconds("cache_ttl", cache_ttl, zero=True)
-    if sync_interval is not None:
-        check_seconds("sync_interval", sync_interval, zero=True, or_none=True)
+    check_seconds("sync_interval", sync_interval, zero=True, or_none=True)
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1:
         raise ConfigurationError("cache_size must be an integer >= 1")
     for name, value in (("clock", clock), ("token_factory", token_factory)):
         if not callable(value):
             raise ConfigurationError(f"{name} must be callable")
-    check_flag("analytics", analytics)
-    check_flag("metrics", metrics)
-    check_flag("metrics_per_key", metrics_per_key)
+    for name, flag in (("analytics", analytics), ("metrics", metrics),
+                       ("metrics_per_key", metrics_per_key)):  # fmt: skip
+        check_flag(name, flag)
 
 
 def _metrics(limiter: Limiter, clock: Callable[[], float], per_key: bool) -> Metrics:
