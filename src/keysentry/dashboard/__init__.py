@@ -21,10 +21,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keysentry._cli_format import _rule_text
-from keysentry.errors import ConfigurationError, ValidationError
+from keysentry.errors import ValidationError
 from keysentry.models import ApiKey, IssuedKey
 from keysentry.toolkit.operators import ADMIN_APP_SLUG, ADMIN_PERMISSION, operator_key
-from keysentry.web.pages import Form, Pages, View, cookie_secret
+from keysentry.web.pages import Form, Pages, View, check_site, cookie_secret
 from keysentry.web.views import (
     GRACES,
     RANGES,
@@ -65,14 +65,7 @@ def create_dashboard_app(
         ConfigurationError: a short *secret_key*, a *session_seconds* out of range or a
             *title* that is not a string.
     """
-    if (
-        isinstance(session_seconds, bool)
-        or not isinstance(session_seconds, int)
-        or not (60 <= session_seconds <= 7 * 86_400)
-    ):
-        raise ConfigurationError("session_seconds must be an integer from 60 to 604800")
-    if not isinstance(title, str):
-        raise ConfigurationError("title must be a string")
+    check_site(title, session_seconds, longest=7 * 86_400)
     pages = Pages("dashboard", cookie_secret(ks, secret_key), max_age=session_seconds,
                   globals={"site_title": title, "logo_url": None,
                            "layout": "dashboard/layout.html",

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from keysentry.errors import ConfigurationError, NotFoundError, ValidationError
 from keysentry.models import ApiKey
-from keysentry.web.pages import Form, Pages, View, check_colour, cookie_secret
+from keysentry.web.pages import Form, Pages, View, check_colour, check_site, cookie_secret
 from keysentry.web.views import GRACES, RANGES, field_errors, grace_seconds, key_status, usage_chart
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ def create_portal_app(
         accent = check_colour(accent)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    if not isinstance(title, str):
-        raise ConfigurationError("title must be a string")
     if logo_url is not None and not (
         isinstance(logo_url, str)
         and (
@@ -70,12 +68,7 @@ def create_portal_app(
         )
     ):
         raise ConfigurationError("logo_url must be a path on this site or a data:image/ URL")
-    if (
-        isinstance(session_seconds, bool)
-        or not isinstance(session_seconds, int)
-        or not (60 <= session_seconds <= 86_400)
-    ):
-        raise ConfigurationError("session_seconds must be an integer from 60 to 86400")
+    check_site(title, session_seconds, longest=86_400)
     pages = Pages("portal", cookie_secret(ks, secret_key), max_age=session_seconds,
                   globals={"site_title": title, "logo_url": logo_url,
                            "layout": "portal/layout.html",

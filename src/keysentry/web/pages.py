@@ -49,6 +49,7 @@ __all__ = [
     "Pages",
     "View",
     "check_colour",
+    "check_site",
     "cookie_secret",
     "svg",
 ]
@@ -95,6 +96,23 @@ def check_colour(value: str, name: str = "accent") -> str:
     if not isinstance(value, str) or not _COLOUR.fullmatch(value):
         raise ValueError(f"{name} must be a colour like #2563eb")
     return value.lower()
+
+
+def check_site(title: object, session_seconds: object, longest: int) -> None:
+    """Refuse a site's *title* that is not a string, or *session_seconds* that is not an
+    integer from 60 to *longest*.
+
+    Raises:
+        ConfigurationError: naming the option.
+    """
+    if not isinstance(title, str):
+        raise ConfigurationError("title must be a string")
+    if (
+        isinstance(session_seconds, bool)
+        or not isinstance(session_seconds, int)
+        or not (60 <= session_seconds <= longest)
+    ):
+        raise ConfigurationError(f"session_seconds must be an integer from 60 to {longest}")
 
 
 class FormError(Exception):
