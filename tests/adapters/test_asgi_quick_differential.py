@@ -32,12 +32,11 @@ from keysentry.asgi import KeySentryMiddleware
 from keysentry.core.pipeline import path_problem
 from keysentry.types import ASGIApp, Message
 from tests.verification.generated import (
-    NAMES,
     PATH,
     WAITS,
     World,
-    credential,
     last_uses,
+    runs,
     same_usage,
     secret_of,
 )
@@ -159,14 +158,6 @@ request = st.tuples(
 )
 
 
-@st.composite
-def runs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
-    """A run of requests by one or two of the keys."""
-    cast = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=2, unique=True))
-    one = st.tuples(credential(cast), request)
-    return draw(st.lists(one, min_size=1, max_size=10))
-
-
 def _req(
     name: str,
     method: str = "GET",
@@ -185,7 +176,7 @@ def _req(
     ids=["middleware", "require", "require-sync", "depends"],
 )
 @settings(max_examples=60)
-@given(run=runs())
+@given(run=runs(request, max_size=10))
 # headers and outcomes, then a 429
 @example(run=[_req("limited"), _req("limited", wait=7.0), _req("limited", wait=0.5)])
 # cached before its expiry, asked after

@@ -98,6 +98,16 @@ PATH = st.one_of(
 )
 
 
+@st.composite
+def runs(
+    draw: st.DrawFn, request: st.SearchStrategy[tuple[Any, ...]], max_size: int
+) -> list[tuple[Any, ...]]:
+    """A run of requests by one or two of the keys (a cast drawn per example, so a key
+    comes back often): each ``(credential, drawn by request)``."""
+    cast = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=2, unique=True))
+    return draw(st.lists(st.tuples(credential(cast), request), min_size=1, max_size=max_size))
+
+
 def secret_of(world: World, drawn: tuple[Any, ...]) -> str:
     kind = drawn[0]
     if kind == "key":

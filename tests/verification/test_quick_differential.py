@@ -22,12 +22,11 @@ from keysentry import KeySentry
 from keysentry.core.decision import Decision, Identity
 from keysentry.core.pipeline import LookupKey, Policy, RequestFacts, admitted, path_problem
 from tests.verification.generated import (
-    NAMES,
     PATH,
     WAITS,
     World,
-    credential,
     last_uses,
+    runs,
     same_usage,
     secret_of,
 )
@@ -44,12 +43,8 @@ POLICY = st.one_of(
 )  # fmt: skip
 
 
-@st.composite
-def requests(draw: st.DrawFn) -> list[tuple[Any, ...]]:
-    """A run of requests by one or two of the keys: (credential, path, policy, wait)."""
-    cast = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=2, unique=True))
-    one = st.tuples(credential(cast), PATH, POLICY, st.sampled_from(WAITS))
-    return draw(st.lists(one, min_size=1, max_size=12))
+# each request's credential, then (path, policy, wait)
+REQUESTS = runs(st.tuples(PATH, POLICY, st.sampled_from(WAITS)), max_size=12)
 
 
 def by_middleware(ks: KeySentry, credential: str, path: str, policy: Policy) -> Decision:
@@ -122,7 +117,7 @@ def answer(decision: Decision) -> tuple[Any, ...]:
 
 def _by(name: str, *waits: float) -> list[tuple[Any, ...]]:
     """Requests by one key for ``/users/1`` with ``users:read``, after each of *waits*."""
-    return [(("key", name), "/users/1", Policy(("users:read",)), wait) for wait in waits]
+    return [(("key", name), ("/users/1", Policy(("users:read",)), wait)) for wait in waits]
 
 
 @pytest.mark.parametrize(
@@ -131,19 +126,19 @@ def _by(name: str, *waits: float) -> list[tuple[Any, ...]]:
     ids=["middleware", "verify", "facts", "averify", "async-facts"],
 )
 @settings(max_examples=120)
-@given(run=requests())
+@given(run=REQUESTS)
 @example(run=_by("expiring", 13.0, 13.0))  # cached before its expiry, asked after
 @example(run=_by("old", 29.0, 29.0, 7.0))  # an old secret cached in its grace, asked after
 @example(run=_by("plain", 36.0, 7.0, 29.0))  # counted in one minute, then in the next
 @example(run=_by("limited", 0.0, 7.0, 0.5))  # admitted with its outcome, then refused
 # a cached key on a path with a dot segment, which the general path refuses unread
-@example(run=[*_by("plain", 0.0), (("key", "plain"), "/users/./1", Policy(("users:read",)), 0.0)])
+@example(run=[*_by("plain", 0.0), (("key", "plain"), ("/users/./1", Policy(("users:read",)), 0.0))])
 def test_the_one_step_path_answers_and_counts_as_the_general_path(
     decide: Callable[[KeySentry, str, str, Policy], Decision], run: list[tuple[Any, ...]]
 ) -> None:
     world = World()
     try:
-        for drawn, route, wanted, wait in run:
+        for drawn, (route, wanted, wait) in run:
             world.clock.advance(wait)
             secret = secret_of(world, drawn)
             fast = decide(world.quick, secret, route, wanted)
@@ -154,7 +149,7 @@ def test_the_one_step_path_answers_and_counts_as_the_general_path(
         assert doubled == both
         # every request by a key, on a path that is not refused unread, is its app's (one
         # with no key, or a key of another prefix, is no app's)
-        by_key = sum(d[0] == "key" and not path_problem(r) for d, r, *_ in run)
+        by_key = sum(d[0] == "key" and not path_problem(r) for d, (r, *_) in run)
         assert sum(doubled.values()) >= 2 * by_key
         assert last_uses(world.general) == last_uses(world.quick)
     finally:
