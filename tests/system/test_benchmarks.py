@@ -85,6 +85,22 @@ def test_over_http_loads_a_real_server_and_reads_its_cpu(
     assert measured.cpu_us > 0
 
 
+def test_over_http_alone_runs_the_pair_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    # python -m benchmarks.over_http: the served pairs without the rest, as many rounds as
+    # asked; one pair's rows only (Flask: two servers, the shorter run)
+    assert over_http.main(["--pair", "flask", "--rounds", "2", "--seconds", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Flask over HTTP (gunicorn gthread), server CPU/request" in printed
+    assert "Starlette" not in printed
+
+
+@pytest.mark.parametrize("argv", [["--rounds", "1"], ["--seconds", "0.5"], ["--pair", "x"]])
+def test_over_http_alone_refuses_a_run_too_short_to_mean_anything(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        over_http.main(argv)
+    assert exc.value.code == 2
+
+
 def test_the_floor_does_the_work_it_is_measured_for() -> None:
     # benchmarks/floor.py is the yardstick for the middleware: it must really check the key
     # and the permission, count the request and send the headers, or its ratio means nothing
