@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds",
         type=float,
         default=2.0,
-        help="seconds of load per server per round (default 2)",
+        help="seconds of load per server per round (default 2; wrk rounds to whole seconds)",
     )
     parser.add_argument("--pair", choices=(*PAIRS, "both"), default="both")
     args = parser.parse_args(argv)
