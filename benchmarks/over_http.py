@@ -239,16 +239,16 @@ def scenarios(rounds: int, seconds: float, pairs: tuple[str, ...] = PAIRS) -> li
     """Measure each of *pairs* *rounds* times, *seconds* of load per server per round."""
     from benchmarks.run import Result
 
-    chosen = [
-        ("Starlette over HTTP (uvicorn)", _uvicorn("starlette_bare"),
-         _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85,
-         ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", "bare Starlette"),
-         _uvicorn("starlette_floor")),
-        ("Flask over HTTP (gunicorn gthread)", _gunicorn("flask_bare"),
-         _gunicorn("flask_protected"), ("gunicorn", "flask"), None,
-         ("Flask + KeySentryWSGIMiddleware (cache hit, 1 rule)", "bare Flask"), None),
-    ]  # fmt: skip
-    chosen = [pair for pair, key in zip(chosen, PAIRS, strict=True) if key in pairs]
+    known = {
+        "starlette": ("Starlette over HTTP (uvicorn)", _uvicorn("starlette_bare"),
+                      _uvicorn("starlette_protected"), ("uvicorn", "httptools"), 0.85,
+                      ("Starlette + KeySentryMiddleware (cache hit, 1 rule)", "bare Starlette"),
+                      _uvicorn("starlette_floor")),
+        "flask": ("Flask over HTTP (gunicorn gthread)", _gunicorn("flask_bare"),
+                  _gunicorn("flask_protected"), ("gunicorn", "flask"), None,
+                  ("Flask + KeySentryWSGIMiddleware (cache hit, 1 rule)", "bare Flask"), None),
+    }  # fmt: skip
+    chosen = [known[pair] for pair in PAIRS if pair in pairs]
     results: list[Any] = []
     with tempfile.TemporaryDirectory() as tmp:
         env, secret = prepare(Path(tmp))
