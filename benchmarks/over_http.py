@@ -21,6 +21,11 @@ is this run's noise, printed beside the target with a 90 % interval of the ratio
 benchmarks.over_http --rounds 40 --pair starlette`` runs them longer: the served target's
 interval narrows as the rounds grow (on a noisy VM one server's loads spread by a tenth or
 more, and the ratio of two differences magnifies that).
+
+``--against PATH`` (repeatable) also serves keysentry from another source tree, a checkout
+or its ``src`` directory (a worktree of another commit, a scratch copy), as one more server
+in the same rounds, and gives it a served-target row of its own: two builds compared side
+by side in one run, where comparing two runs compares two states of the machine.
 """
 
 from __future__ import annotations
@@ -235,8 +240,38 @@ def prepare(directory: Path) -> tuple[dict[str, str], str]:
 PAIRS = ("starlette", "flask")
 
 
-def scenarios(rounds: int, seconds: float, pairs: tuple[str, ...] = PAIRS) -> list[Any]:
-    """Measure each of *pairs* *rounds* times, *seconds* of load per server per round."""
+def source_tree(path: str | Path) -> Path:
+    """The directory to put first on ``PYTHONPATH`` to serve keysentry from *path* (a
+    checkout, or its ``src`` directory), checked by importing it there.
+
+    Raises:
+        ValueError: *path* holds no keysentry, or a server started there would import
+            another one (an installed copy shadowing it).
+    """
+    given = Path(path).resolve()
+    found = next((d for d in (given / "src", given) if (d / "keysentry" / "__init__.py").is_file()),
+                 None)  # fmt: skip
+    if found is None:
+        raise ValueError(f"{path}: no keysentry package in it or in its src/")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(found)))}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import keysentry; print(keysentry.__file__)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    if Path(imported).resolve() != found / "keysentry" / "__init__.py":
+        raise ValueError(f"{path}: a server started there imports keysentry from {imported!r}")
+    return found
+
+
+def scenarios(
+    rounds: int,
+    seconds: float,
+    pairs: tuple[str, ...] = PAIRS,
+    against: tuple[Path, ...] = (),
+) -> list[Any]:
+    """Measure each of *pairs* *rounds* times, *seconds* of load per server per round;
+    with the Starlette pair, also keysentry served from each of *against* (source trees
+    from :func:`source_tree`)."""
     from benchmarks.run import Result
 
     known = {
@@ -260,7 +295,19 @@ def scenarios(rounds: int, seconds: float, pairs: tuple[str, ...] = PAIRS) -> li
                 continue
             # the floor twice: the second process is the run's control (see extra_cpu)
             commands = [bare_cmd, ours_cmd] + ([floor_cmd, floor_cmd] if floor_cmd else [])
-            servers = [Server(command, env) for command in commands]
+            envs = [env] * len(commands)
+            others = against if floor_cmd else ()
+            for tree in others:
+                commands.append(ours_cmd)
+                envs.append({**env, "PYTHONPATH": os.pathsep.join((str(ROOT), str(tree)))})
+            servers: list[Server] = []
+            try:
+                for command, server_env in zip(commands, envs, strict=True):
+                    servers.append(Server(command, server_env))
+            except BaseException:
+                for server in servers:
+                    server.stop()
+                raise
             try:
                 for server in servers:  # warm up: imports, caches, the key's first lookup
                     load(server, auth, min(1.0, seconds))
@@ -281,6 +328,11 @@ def scenarios(rounds: int, seconds: float, pairs: tuple[str, ...] = PAIRS) -> li
                                   measured[3])  # fmt: skip
                 if extra is not None:
                     results.append(extra)
+                for index, tree in enumerate(others, start=4):
+                    extra = extra_cpu(Result, f"{name}, keysentry from {tree}", measured[0],
+                                      measured[index], measured[2], measured[3])  # fmt: skip
+                    if extra is not None:
+                        results.append(extra)
     return results
 
 
@@ -420,11 +472,27 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of load per server per round (default 2; wrk rounds to whole seconds)",
     )
     parser.add_argument("--pair", choices=(*PAIRS, "both"), default="both")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also serve keysentry from this checkout or src directory (repeatable, at most "
+        "3; the Starlette pair)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 2 or not 1.0 <= args.seconds <= 60.0:
         parser.error("--rounds must be at least 2 and --seconds from 1 to 60")
     pairs = PAIRS if args.pair == "both" else (args.pair,)
-    print(table(scenarios(args.rounds, args.seconds, pairs)))
+    if args.against and "starlette" not in pairs:
+        parser.error("--against compares builds on the Starlette pair (it has the floor)")
+    if len(args.against) > 3:
+        parser.error("--against: at most 3 other builds (each adds a server to every round)")
+    try:
+        against = tuple(source_tree(path) for path in args.against)
+    except ValueError as exc:
+        parser.error(f"--against {exc}")
+    print(table(scenarios(args.rounds, args.seconds, pairs, against)))
     return 0
 
 

@@ -101,6 +101,45 @@ def test_over_http_alone_refuses_a_run_too_short_to_mean_anything(argv: list[str
     assert exc.value.code == 2
 
 
+def test_over_http_serves_another_build_beside_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --against: keysentry served from another source tree in the same rounds, with a
+    # served-target row of its own. The copy marks each process that imports it, so the row
+    # is known to measure the copy, not this checkout again.
+    copy = tmp_path / "other" / "src"
+    shutil.copytree(over_http.ROOT / "src" / "keysentry", copy / "keysentry",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))  # fmt: skip
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with (copy / "keysentry" / "__init__.py").open("a") as init:
+        init.write("\nimport os as _os\n"
+                   "if 'KEYSENTRY_TEST_MARKS' in _os.environ:\n"
+                   "    open(_os.path.join(_os.environ['KEYSENTRY_TEST_MARKS'], str(_os.getpid())),"
+                   " 'w').close()\n")  # fmt: skip
+    monkeypatch.setenv("KEYSENTRY_TEST_MARKS", str(marks))
+    argv = ["--pair", "starlette", "--rounds", "2", "--seconds", "1",
+            "--against", str(tmp_path / "other")]  # fmt: skip
+    assert over_http.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"keysentry from {copy}, extra CPU/request" in printed
+    assert printed.count("keysentry's extra is") == 2  # this build's row and the copy's
+    # the import check and the server that served it: two processes, each its own mark
+    assert len(list(marks.iterdir())) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["--pair", "flask", "--against", "."],  # the Flask pair has no floor to compare with
+    ["--against", "/nonexistent"],
+    ["--against", "benchmarks"],  # a directory without keysentry
+    ["--against", ".", "--against", ".", "--against", ".", "--against", "."],
+])  # fmt: skip
+def test_over_http_refuses_an_other_build_it_cannot_serve(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        over_http.main(argv)
+    assert exc.value.code == 2
+
+
 def test_the_floor_does_the_work_it_is_measured_for() -> None:
     # benchmarks/floor.py is the yardstick for the middleware: it must really check the key
     # and the permission, count the request and send the headers, or its ratio means nothing
