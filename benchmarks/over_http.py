@@ -240,6 +240,11 @@ def prepare(directory: Path) -> tuple[dict[str, str], str]:
 PAIRS = ("starlette", "flask")
 
 
+def _serving_from(env: dict[str, str], tree: Path) -> dict[str, str]:
+    """*env* with keysentry imported from *tree* (the benchmarks from this checkout)."""
+    return {**env, "PYTHONPATH": os.pathsep.join((str(ROOT), str(tree)))}
+
+
 def source_tree(path: str | Path) -> Path:
     """The directory to put first on ``PYTHONPATH`` to serve keysentry from *path* (a
     checkout, or its ``src`` directory), checked by importing it there.
@@ -253,7 +258,7 @@ def source_tree(path: str | Path) -> Path:
                  None)  # fmt: skip
     if found is None:
         raise ValueError(f"{path}: no keysentry package in it or in its src/")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(found)))}
+    env = _serving_from(dict(os.environ), found)
     imported = subprocess.run(
         [sys.executable, "-c", "import keysentry; print(keysentry.__file__)"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
@@ -297,18 +302,13 @@ def scenarios(
             commands = [bare_cmd, ours_cmd] + ([floor_cmd, floor_cmd] if floor_cmd else [])
             envs = [env] * len(commands)
             others = against if floor_cmd else ()
-            for tree in others:
+            for tree in others:  # servers 4, 5, ...: keysentry from other source trees
                 commands.append(ours_cmd)
-                envs.append({**env, "PYTHONPATH": os.pathsep.join((str(ROOT), str(tree)))})
+                envs.append(_serving_from(env, tree))
             servers: list[Server] = []
-            try:
+            try:  # every server started is stopped, also when a later one fails to start
                 for command, server_env in zip(commands, envs, strict=True):
                     servers.append(Server(command, server_env))
-            except BaseException:
-                for server in servers:
-                    server.stop()
-                raise
-            try:
                 for server in servers:  # warm up: imports, caches, the key's first lookup
                     load(server, auth, min(1.0, seconds))
                 measured: list[list[Load]] = [[] for _ in servers]
