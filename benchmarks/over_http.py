@@ -259,10 +259,14 @@ def source_tree(path: str | Path) -> Path:
     if found is None:
         raise ValueError(f"{path}: no keysentry package in it or in its src/")
     env = _serving_from(dict(os.environ), found)
-    imported = subprocess.run(
+    check = subprocess.run(
         [sys.executable, "-c", "import keysentry; print(keysentry.__file__)"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
+    )  # fmt: skip
+    if check.returncode:  # a server would fail the same way: say why now
+        error = (check.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"{path}: importing keysentry from {found} failed: {error}")
+    imported = check.stdout.strip()
     if Path(imported).resolve() != found / "keysentry" / "__init__.py":
         raise ValueError(f"{path}: a server started there imports keysentry from {imported!r}")
     return found
@@ -302,7 +306,8 @@ def scenarios(
             commands = [bare_cmd, ours_cmd] + ([floor_cmd, floor_cmd] if floor_cmd else [])
             envs = [env] * len(commands)
             others = against if floor_cmd else ()
-            for tree in others:  # servers 4, 5, ...: keysentry from other source trees
+            first_other = len(commands)  # keysentry from other source trees: the last servers
+            for tree in others:
                 commands.append(ours_cmd)
                 envs.append(_serving_from(env, tree))
             servers: list[Server] = []
@@ -328,7 +333,7 @@ def scenarios(
                                   measured[3])  # fmt: skip
                 if extra is not None:
                     results.append(extra)
-                for index, tree in enumerate(others, start=4):
+                for index, tree in enumerate(others, start=first_other):
                     extra = extra_cpu(Result, f"{name}, keysentry from {tree}", measured[0],
                                       measured[index], measured[2], measured[3])  # fmt: skip
                     if extra is not None:

@@ -140,6 +140,16 @@ def test_over_http_refuses_an_other_build_it_cannot_serve(argv: list[str]) -> No
     assert exc.value.code == 2
 
 
+def test_an_other_build_that_fails_to_import_is_refused_with_its_error(tmp_path: Path) -> None:
+    # a tree whose keysentry cannot be imported: refused before any server starts, naming
+    # the import's own error rather than a server's start-up failure later
+    (tmp_path / "keysentry").mkdir()
+    (tmp_path / "keysentry" / "__init__.py").write_text("raise ImportError('half-written')\n")
+    failed = r"importing keysentry from .* failed: ImportError: half-written"
+    with pytest.raises(ValueError, match=failed):
+        over_http.source_tree(tmp_path)
+
+
 def test_the_floor_does_the_work_it_is_measured_for() -> None:
     # benchmarks/floor.py is the yardstick for the middleware: it must really check the key
     # and the permission, count the request and send the headers, or its ratio means nothing
