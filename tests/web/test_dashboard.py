@@ -188,6 +188,27 @@ def test_a_form_without_its_token_is_refused(ks: KeySentry, browser: Browser, cs
     assert ks.get_api_key(issued.key.id).revoked_at is None
 
 
+def test_a_token_known_before_sign_in_is_no_good_after(ks: KeySentry) -> None:
+    # an attacker who can plant a cookie (a sibling subdomain, say) plants their own
+    # signed-out session, whose token they know, and waits for the operator to sign in
+    attacker = Browser(pages_app(ks))
+    attacker.get("/dashboard/login")
+    planted, known = attacker.client.cookies["keysentry_dashboard"], attacker.csrf
+    operator = Browser(pages_app(ks))
+    operator.client.cookies.set("keysentry_dashboard", planted, path="/dashboard/")
+    sign_in = {"csrf": known, "api_key": create_admin_key(ks).secret}
+    assert operator.post("/dashboard/login", sign_in, csrf=False).status_code == 200
+    assert operator.csrf != known
+    issued = ks.create_api_key("shop", "target")
+    forged = {"csrf": known, "reason": "forged"}
+    page = operator.post(f"/dashboard/keys/{issued.key.id}/revoke", forged, csrf=False)
+    assert page.status_code == 400
+    assert ks.get_api_key(issued.key.id).revoked_at is None
+    mine = operator.post(f"/dashboard/keys/{issued.key.id}/revoke", {"reason": "mine"})
+    assert mine.status_code == 200
+    assert ks.get_api_key(issued.key.id).revoked_at is not None
+
+
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [

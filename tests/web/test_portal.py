@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from keysentry import ConfigurationError, KeySentry
 from keysentry.models import IssuedKey
@@ -149,6 +150,27 @@ def test_csrf_and_odd_bodies(ks: KeySentry, keys: dict[str, IssuedKey]) -> None:
                               headers={"content-type": "application/json"})  # fmt: skip
     assert odd.status_code == 400
     assert ks.get_api_key(target).revoked_at is None
+
+
+def test_a_token_known_before_the_link_is_no_good_after(
+    ks: KeySentry, keys: dict[str, IssuedKey]
+) -> None:
+    # a planted signed-out session: its token is the attacker's (signed, not secret: they
+    # read it from the cookie), and must not carry over
+    attacker = Browser(pages_app(ks))
+    attacker.get("/portal/")
+    planted = attacker.client.cookies["keysentry_portal"]
+    known = URLSafeTimedSerializer("unknown to the attacker").loads_unsafe(planted)[1]["csrf"]
+    customer = Browser(pages_app(ks))
+    customer.client.cookies.set("keysentry_portal", planted, path="/portal/")
+    assert customer.get(ks.create_portal_session("shop", "alice").url).status_code == 200
+    assert customer.csrf != known
+    target = keys["alice"].key.id
+    forged = {"csrf": known, "reason": "forged"}
+    assert customer.post(f"/portal/keys/{target}/revoke", forged, csrf=False).status_code == 400
+    assert ks.get_api_key(target).revoked_at is None
+    assert customer.post(f"/portal/keys/{target}/revoke", {"reason": "mine"}).status_code == 200
+    assert ks.get_api_key(target).revoked_at is not None
 
 
 def test_a_dashboard_session_is_no_portal_session(ks: KeySentry) -> None:

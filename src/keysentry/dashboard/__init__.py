@@ -142,8 +142,7 @@ class _Views:
             errors = {"api_key": "This is not a valid admin key (keysentry admin-key create)."}
             return self._render(request, "login.html", None, 401, errors=errors)
         response = self.pages.redirect(request)
-        session = {"csrf": self.pages.session(request)["csrf"], "operator": identity.key_id}
-        self.pages.save(request, response, session)  # the same CSRF token: open tabs work
+        self.pages.sign_in(request, response, {"operator": identity.key_id})
         return response
 
     def logout(self, request: Request, form: Form | None) -> Response:

@@ -156,7 +156,6 @@ class _Views:
                                 heading="This link no longer works",
                                 message="It was used already, or it expired.")  # fmt: skip
         session = {
-            "csrf": self.pages.session(request)["csrf"],
             "ticket": ticket.id,
             "app": ticket.app_slug,
             "owner": ticket.owner_user_id,
@@ -165,7 +164,7 @@ class _Views:
             "until": self.ks._clock() + self.pages.max_age,
         }
         response = self.pages.redirect(request)
-        self.pages.save(request, response, session)
+        self.pages.sign_in(request, response, session)
         return response
 
     def logout(self, request: Request, form: Form | None) -> Response:

@@ -6,7 +6,8 @@
   The key is the store's shared secret (or one given), so every worker and machine on that
   store reads every other's cookies; the salt differs per page set, so a portal cookie is
   no dashboard cookie.
-- **CSRF**: a random token per session, in every form, compared in constant time.
+- **CSRF**: a random token per session, in every form, compared in constant time; signing
+  in starts a session with a new one.
 - **Forms**: ``application/x-www-form-urlencoded`` bodies only, at most 64 KiB, read with the
   standard library (Starlette's ``request.form()`` needs python-multipart, for uploads
   these pages never take).
@@ -194,6 +195,11 @@ class Pages:
             httponly=True,
             samesite="lax",
         )
+
+    def sign_in(self, request: Request, response: Response, data: dict[str, Any]) -> None:
+        """Start a signed-in session holding *data*, with a new CSRF token: one known before
+        sign-in (from a cookie someone planted, say) is no good after it."""
+        self.save(request, response, {**data, "csrf": secrets.token_urlsafe(24)})
 
     def clear(self, request: Request, response: Response) -> None:
         """End the session: a cookie of a fresh, signed-out one."""
