@@ -210,3 +210,43 @@ def test_branding_and_its_checks(ks: KeySentry) -> None:
                 {"logo_url": 5}, {"title": None}):  # fmt: skip
         with pytest.raises(ConfigurationError):
             create_portal_app(ks, **bad)  # type: ignore[arg-type]
+
+
+def test_a_customer_cannot_fill_the_store_with_keys(
+    ks: KeySentry, keys: dict[str, IssuedKey], clock: FakeClock
+) -> None:
+    def signed_in(owner: str) -> Browser:
+        browser = Browser(pages_app(ks, max_keys=3))
+        assert browser.get(ks.create_portal_session("shop", owner).url).status_code == 200
+        return browser
+
+    def created(browser: Browser, name: str) -> Any:
+        return browser.post("/portal/keys", {"name": name})
+
+    def owned(owner: str) -> list[Any]:
+        return [k for k in ks.list_api_keys("shop") if k.owner_user_id == owner]
+
+    alice = signed_in("alice")  # who holds one key already
+    assert created(alice, "second").status_code == 200
+    assert created(alice, "third").status_code == 200
+    full = created(alice, "fourth")
+    assert full.status_code == 422
+    assert errors(full.text) == ["You have 3 keys, the most allowed: revoke one you no longer use."]
+    assert len(owned("alice")) == 3
+    assert created(signed_in("carol"), "hers").status_code == 200  # the cap is per customer
+
+    second = next(k for k in owned("alice") if k.name == "second")
+    assert alice.post(f"/portal/keys/{second.id}/revoke", {"reason": ""}).status_code == 200
+    again = created(alice, "fourth")  # room again, but not a fourth creation in a day
+    assert errors(again.text) == [
+        "You created 3 keys in the last day, the most allowed: try tomorrow."
+    ]
+    clock.now = T0 + 86_401  # alice's first key was created at T0, and the others since
+    assert created(signed_in("alice"), "fourth").status_code == 200
+    assert sum(k.revoked_at is None for k in owned("alice")) == 3
+
+
+@pytest.mark.parametrize("bad", [0, 10_001, True, "5", 2.0])
+def test_max_keys_is_checked(ks: KeySentry, bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_keys"):
+        create_portal_app(ks, max_keys=bad)

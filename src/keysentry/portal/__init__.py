@@ -40,6 +40,7 @@ def create_portal_app(
     accent: str = "#2563eb",
     session_seconds: int = 3600,
     secret_key: str | None = None,
+    max_keys: int = 100,
 ) -> Starlette:
     """The customer portal as an ASGI app.
 
@@ -52,9 +53,13 @@ def create_portal_app(
         session_seconds: how long a customer stays signed in after opening their link.
         secret_key: signs the session cookies; default ``$KEYSENTRY_SECRET_KEY``, else a
             secret kept in the store (the same for every worker on that store).
+        max_keys: the most unrevoked keys one customer may hold of the app, and the most
+            they may create in a day, through the portal (revoking keys frees room, but
+            does not let a customer fill the store by creating and revoking in a loop).
 
     Raises:
-        ConfigurationError: a malformed accent colour, logo URL, session length or title.
+        ConfigurationError: a malformed accent colour, logo URL, session length, title or
+            *max_keys*.
     """
     try:
         accent = check_colour(accent)
@@ -69,11 +74,13 @@ def create_portal_app(
     ):
         raise ConfigurationError("logo_url must be a path on this site or a data:image/ URL")
     check_site(title, session_seconds, longest=86_400)
+    if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 10_000:
+        raise ConfigurationError("max_keys must be an integer from 1 to 10000")
     pages = Pages("portal", cookie_secret(ks, secret_key), max_age=session_seconds,
                   globals={"site_title": title, "logo_url": logo_url,
                            "layout": "portal/layout.html",
                            "key_status": key_status, "customer": None, "section": ""})  # fmt: skip
-    views = _Views(ks, pages)
+    views = _Views(ks, pages, max_keys)
     page, gate = pages.page, views.signed_in
     theme = f":root {{ --accent: {accent}; }}\n"
     return Starlette(
@@ -106,9 +113,10 @@ CustomerView = Callable[[Request, "Form | None", _Customer], Response]
 
 
 class _Views:
-    def __init__(self, ks: KeySentry, pages: Pages) -> None:
+    def __init__(self, ks: KeySentry, pages: Pages, max_keys: int) -> None:
         self.ks = ks
         self.pages = pages
+        self.max_keys = max_keys
 
     def _customer(self, request: Request) -> _Customer | None:
         data = self.pages.session(request)
@@ -140,6 +148,22 @@ class _Views:
             return view(request, form, customer)
 
         return gated
+
+    def _own_keys(self, customer: _Customer) -> list[ApiKey]:
+        """The customer's keys of the app, revoked ones included, oldest first."""
+        return [k for k in self.ks.list_api_keys(customer.app_slug)
+                if k.owner_user_id == customer.owner_user_id]  # fmt: skip
+
+    def _no_room(self, customer: _Customer) -> str | None:
+        """Why the customer may not create another key now, or ``None``."""
+        keys = self._own_keys(customer)
+        most = self.max_keys
+        if sum(k.revoked_at is None for k in keys) >= most:
+            return f"You have {most} keys, the most allowed: revoke one you no longer use."
+        day_ago = self.ks._clock() - 86_400
+        if sum(k.created_at.timestamp() > day_ago for k in keys) >= most:
+            return f"You created {most} keys in the last day, the most allowed: try tomorrow."
+        return None
 
     def _own_key(self, customer: _Customer, key_id: str) -> ApiKey:
         """The customer's key, or NotFoundError: another owner's key is not found either."""
@@ -183,8 +207,7 @@ class _Views:
     # ------------------------------------------------------------ keys
     def keys(self, request: Request, _: Form | None, customer: _Customer, **extra: Any) -> Response:
         app = self.ks.get_api_auth_app(customer.app_slug)
-        keys = [k for k in self.ks.list_api_keys(customer.app_slug)
-                if k.owner_user_id == customer.owner_user_id]  # fmt: skip
+        keys = self._own_keys(customer)
         context = {"app": app, "keys": keys, "allowed": customer.allowed, "form": Form(),
                    "section": "keys"} | extra  # fmt: skip
         return self._render(request, "keys.html", customer, 422 if "errors" in extra else 200,
@@ -192,6 +215,9 @@ class _Views:
 
     def create(self, request: Request, form: Form | None, customer: _Customer) -> Response:
         assert form is not None
+        full = self._no_room(customer)  # checked before each creation: a soft cap
+        if full is not None:
+            return self.keys(request, None, customer, form=form, errors={"name": full})
         permissions: list[str] = []
         if customer.allowed is not None:
             permissions = form.all("permissions")
