@@ -96,6 +96,12 @@ def test_new_user_tour(run) -> None:  # type: ignore[no-untyped-def]
     assert code == 0
     assert f"sk_live_…{key['key_suffix']}" in out
     assert "active" in out
+    code, out, _ = run("keys", "create", "internal-api", "--name", "Alice's",
+                       "--owner-user-id", "alice", "--json")  # fmt: skip
+    alices = json.loads(out)["key"]["id"]
+    code, out, _ = run("keys", "list", "internal-api", "--owner-user-id", "alice", "--json")
+    assert code == 0
+    assert [k["id"] for k in json.loads(out)] == [alices]
     code, out, _ = run("apps", "list", "--json")
     assert [a["app_slug"] for a in json.loads(out)] == ["internal-api"]
     code, out, _ = run("--json", "schemes", "show", "standard")

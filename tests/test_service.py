@@ -475,3 +475,25 @@ def test_default_store_is_a_sqlite_file_in_the_working_directory(
     assert (tmp_path / "keysentry.db").exists()
     with KeySentry() as ks:
         assert len(ks.list_api_keys("test-app")) == 1
+
+
+def test_one_owners_keys_on_every_store(ks: KeySentry) -> None:
+    setup_internal_api(ks)
+    theirs = [ks.create_api_key("internal-api", f"k{i}", owner_user_id=42) for i in range(2)]
+    ks.create_api_key("internal-api", "someone else's", owner_user_id="43")
+    ks.create_api_key("internal-api", "nobody's")
+    ks.revoke_api_key(theirs[0].key.id)  # revoked keys are listed too
+    for owner in (42, "42"):  # an integer id is stored as its string
+        listed = ks.list_api_keys("internal-api", owner_user_id=owner)
+        assert {k.id for k in listed} == {k.key.id for k in theirs}  # one instant: any order
+    assert ks.list_api_keys("internal-api", owner_user_id="nobody") == []
+    stale = ks.list_api_keys("internal-api", owner_user_id=42, unused_for=timedelta(days=1))
+    assert {k.id for k in stale} == {k.key.id for k in theirs}  # never used: both stale
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "a\x00b", "tab\there", True, 4.2, ["42"]])
+def test_a_bad_owner_filter_is_a_field_error(ks: KeySentry, bad: Any) -> None:
+    setup_internal_api(ks)
+    with pytest.raises(ValidationError) as caught:
+        ks.list_api_keys("internal-api", owner_user_id=bad)
+    assert [e.field for e in caught.value.errors] == ["owner_user_id"]

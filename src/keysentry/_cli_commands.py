@@ -92,6 +92,11 @@ def _schemes_update(ks: KeySentry, a: argparse.Namespace) -> Any:
 
 
 # -------------------------------------------------------------------- parser
+def _keys_list(ks: KeySentry, a: argparse.Namespace) -> Any:
+    """``keysentry keys list APP [--owner-user-id ID]``"""
+    return ks.list_api_keys(a.app_slug, owner_user_id=a.owner_user_id)
+
+
 def _common() -> argparse.ArgumentParser:
     # Accepted both before and after the subcommand: `keysentry --json apps list` and
     # `keysentry apps list --json`. SUPPRESS keeps a leaf from overwriting the global value.
@@ -237,9 +242,9 @@ def _keys(groups: Any, common: argparse.ArgumentParser) -> None:
         metavar="COMMAND", required=True
     )
     _keys_create(keys, common)
-    _leaf(
-        common, keys, "list", lambda ks, a: ks.list_api_keys(a.app_slug), "list an app's keys"
-    ).add_argument("app_slug")
+    p = _leaf(common, keys, "list", _keys_list, "list an app's keys")
+    p.add_argument("app_slug")
+    p.add_argument("--owner-user-id", metavar="ID", help="only the keys of this owner_user_id")
     p = _leaf(common, keys, "stale", stale_keys, "keys unused for a while, or never used")
     p.add_argument("app_slug")
     p.add_argument("--unused-for", type=duration, default=timedelta(days=30),

@@ -177,4 +177,32 @@ def test_the_routes_are_in_the_openapi_document(world: World) -> None:
     assert "/api-auth/keys/{key_id}/usage" in paths
     assert "/api-auth/apps/{app_slug}/usage/top" in paths
     listing = {p["name"] for p in paths["/api-auth/apps/{app_slug}/keys"]["get"]["parameters"]}
-    assert "unused_for" in listing
+    assert {"unused_for", "owner_user_id"} <= listing
+
+
+def test_the_keys_list_by_owner(world: World) -> None:
+    ks = world.ks
+    alice = [ks.create_api_key("shop", f"alice {i}", owner_user_id="alice") for i in range(2)]
+    ks.create_api_key("shop", "bob's", owner_user_id="bob")
+    ks.create_api_key("blog", "alice on the blog", owner_user_id="alice")
+    numeric = ks.create_api_key("shop", "by number", owner_user_id=42)
+    listed = world.get("/api-auth/apps/shop/keys", owner_user_id="alice").json()["data"]
+    assert sorted(k["id"] for k in listed) == sorted(k.key.id for k in alice)
+    assert all(k.secret not in str(listed) for k in alice)
+    by_number = world.get("/api-auth/apps/shop/keys", owner_user_id="42").json()["data"]
+    assert [k["id"] for k in by_number] == [numeric.key.id]
+    assert world.get("/api-auth/apps/shop/keys", owner_user_id="carol").json()["data"] == []
+    assert world.get("/api-auth/apps/nope/keys", owner_user_id="alice").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("owner_user_id=", 422), ("owner_user_id=" + "x" * 129, 422),
+     ("owner_user_id=a%00b", 400), ("owner_user_id=a&owner_user_id=b", 400)],
+    ids=["empty", "too long", "NUL", "twice"],
+)  # fmt: skip
+def test_a_bad_owner_filter_names_the_field(world: World, query: str, status: int) -> None:
+    headers = {"Authorization": f"Bearer {world.secret}"}
+    response = world.client.get(f"/api-auth/apps/shop/keys?{query}", headers=headers)
+    assert response.status_code == status, response.text
+    assert [e.get("field") for e in response.json()["errors"]] == ["owner_user_id"]

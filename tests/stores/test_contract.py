@@ -108,6 +108,27 @@ def test_keys_round_trip_and_hashes_stay_inside(store: KeyStore) -> None:
         assert s.list_keys("app_2") == []
 
 
+def test_keys_are_listed_by_owner(store: KeyStore) -> None:
+    app, other_app = make_app(), make_app("shop", "app_2")
+    later = NOW + timedelta(seconds=1)
+    records = [make_key(app, "key_1", owner_user_id="alice", created_at=later),
+               make_key(app, "key_2", owner_user_id="bob"),
+               make_key(app, "key_3", owner_user_id="alice"),
+               make_key(app, "key_4"),
+               make_key(other_app, "key_5", owner_user_id="alice")]  # fmt: skip
+    with store.write() as s:
+        s.add_app(app)
+        s.add_app(other_app)
+        for record in records:
+            s.add_key(record)
+    with store.read() as s:
+        assert [k.id for k in s.list_keys("app_1", "alice")] == ["key_3", "key_1"]  # oldest first
+        assert [k.id for k in s.list_keys("app_1", "bob")] == ["key_2"]
+        assert s.list_keys("app_1", "ALICE") == []  # ids compare exactly
+        assert s.list_keys("app_2", "bob") == []
+        assert len(s.list_keys("app_1")) == 4
+
+
 def test_find_keys_by_prefix_and_suffix_including_grace_period(store: KeyStore) -> None:
     app = make_app()
     first = make_key(app, "key_1")

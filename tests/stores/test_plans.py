@@ -17,6 +17,7 @@ from keysentry.stores._sql_schema import (
     GET_APP_BY_ID,
     GET_KEY,
     GET_SCHEME,
+    OWNER_KEYS,
 )
 from keysentry.stores.sql import SQLKeyStore
 from tests.conftest import sql_database
@@ -68,7 +69,7 @@ def _filled(url: str, every: int) -> Iterator[tuple[SQLKeyStore, Any, str]]:
     ks.create_rate_limit_scheme("std", "Std", [{"unit": "minute", "max_requests": 10}])
     ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live",
                            rate_limit_scheme_slug="std")  # fmt: skip
-    keys = [ks.create_api_key("api", f"k{i}") for i in range(KEYS)]
+    keys = [ks.create_api_key("api", f"k{i}", owner_user_id=f"user_{i % 20}") for i in range(KEYS)]
     for issued in keys[::every] if every else []:
         ks.rotate_api_key(issued.key.id, grace_seconds=3600)
     store = ks.store
@@ -161,3 +162,11 @@ def test_the_other_verification_reads_use_an_index(
 ) -> None:
     store, key, app_id = filled
     assert_indexed(store, plan(store, bound(statement, **params(key, app_id))), table)
+
+
+def test_one_owners_keys_are_read_by_the_owner_index(filled: Any) -> None:
+    # the portal lists its customer's keys on every page: not by reading the app's every key
+    store, _, app_id = filled
+    lines = plan(store, bound(OWNER_KEYS, app_id=app_id, owner_user_id="user_3"))
+    assert_indexed(store, lines, "keysentry_keys")
+    assert "keysentry_keys_owner" in "\n".join(lines), lines

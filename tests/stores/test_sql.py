@@ -117,6 +117,30 @@ def test_a_version_1_database_is_upgraded_and_keeps_its_keys(sql_url: str) -> No
         assert version == "2"
 
 
+def test_a_database_made_before_the_owner_index_gets_it(sql_url: str) -> None:
+    def owner_index(store: object) -> bool:
+        assert isinstance(store, SQLKeyStore)
+        with store.engine.connect() as conn:
+            indexes = sa.inspect(conn).get_indexes("keysentry_keys")
+        return any(i["name"] == "keysentry_keys_owner" for i in indexes)
+
+    with KeySentry(sql_url) as ks:
+        ks.create_api_auth_app("old", "Old", "sk_old")
+        issued = ks.create_api_key("old", "theirs", owner_user_id="alice")
+        assert owner_index(ks.store)
+        store = ks.store
+        assert isinstance(store, SQLKeyStore)
+        with store.engine.begin() as conn:
+            drop = "DROP INDEX keysentry_keys_owner"
+            if conn.dialect.name in ("mysql", "mariadb"):
+                drop += " ON keysentry_keys"
+            conn.execute(sa.text(drop))
+        assert not owner_index(store)
+    with KeySentry(sql_url) as ks:
+        assert [k.id for k in ks.list_api_keys("old", owner_user_id="alice")] == [issued.key.id]
+        assert owner_index(ks.store)
+
+
 def test_the_secret_is_in_no_row_of_any_table(sql_url: str) -> None:
     with KeySentry(sql_url) as ks:
         ks.create_api_auth_app(app_slug="api", name="A", key_prefix="sk_live")

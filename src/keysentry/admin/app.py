@@ -127,9 +127,9 @@ class _Routes:
         return _json(issued, 201)
 
     async def list_keys(self, request: Request) -> Response:
-        stale = usage.unused_for(request)
+        stale, owner = usage.unused_for(request), usage.owner_user_id(request)
         slug = request.path_params["app_slug"]
-        keys = await self.call(self.ks.list_api_keys, slug, unused_for=stale)
+        keys = await self.call(self.ks.list_api_keys, slug, owner_user_id=owner, unused_for=stale)
         return _json(s.KeyPage(**_page(request, keys)))
 
     async def get_key(self, request: Request) -> Response:
@@ -215,8 +215,9 @@ ROUTES: dict[str, dict[str, tuple[str, Operation]]] = {
     _APPS + "/{app_slug}/keys": {
         "post": ("create_key", ("Create an API key (the secret is returned this once)",
                                 s.CreateKeyRequest, ("201", s.IssuedKey), ())),
-        "get": ("list_keys", ("List an app's keys (no secrets); ?unused_for= keeps the stale",
-                              None, ("200", s.KeyPage), (*_PAGE, "unused_for"))),
+        "get": ("list_keys", ("List an app's keys (no secrets); ?owner_user_id= keeps one "
+                              "owner's, ?unused_for= the stale", None, ("200", s.KeyPage),
+                              (*_PAGE, "owner_user_id", "unused_for"))),
     },
     _APPS + "/{app_slug}/usage": {
         "get": ("app_usage", ("Verifications over time, by outcome or key", None,

@@ -155,6 +155,7 @@ _QUERY = {
     "cursor": _string("cursor", "the next_cursor of the previous page"),
     "by": _string("by", "rank by requests or by refusals (default requests)",
                   ["requests", "refused"]),
+    "owner_user_id": _string("owner_user_id", "only this owner's keys"),
     "unused_for": _string("unused_for", "only keys unused this long (30d, 12w) or never "
                           "used: the stale keys"),
 }  # fmt: skip

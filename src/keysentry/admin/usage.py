@@ -1,6 +1,7 @@
 """The admin API's usage routes: ``GET /api-auth/apps/{app_slug}/usage``,
 ``GET /api-auth/keys/{key_id}/usage`` (paged by an opaque cursor) and
-``GET /api-auth/apps/{app_slug}/usage/top``; and the ``?unused_for=`` filter of the keys list."""
+``GET /api-auth/apps/{app_slug}/usage/top``; and the ``?unused_for=`` and ``?owner_user_id=``
+filters of the keys list."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from keysentry.usage import parse_duration
 if TYPE_CHECKING:
     from keysentry.service import KeySentry
 
-__all__ = ["app_usage", "key_usage", "top_keys", "unused_for"]
+__all__ = ["app_usage", "key_usage", "owner_user_id", "top_keys", "unused_for"]
 
 DEFAULT_POINTS = 1000
 MAX_POINTS = 10_000
@@ -74,6 +75,12 @@ def unused_for(request: Request) -> timedelta | None:
     if value is None or value <= timedelta(0):
         raise HTTPProblem(400, "must be a duration like 30d, 12w or 36h", field="unused_for")
     return value
+
+
+def owner_user_id(request: Request) -> str | None:
+    """``?owner_user_id=user_1`` of ``GET /api-auth/apps/{app_slug}/keys`` (given once; the
+    management call checks it is an id)."""
+    return _param(request, "owner_user_id")
 
 
 def _cursor(text: str | None) -> tuple[int, str] | None:

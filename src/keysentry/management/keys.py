@@ -182,18 +182,27 @@ class KeyManagement(ManagementBase):
         self.cache.evict_key(record.id, announce=True)
         return record.public(rules)
 
-    def list_api_keys(self, app_slug: str, *, unused_for: timedelta | None = None) -> list[ApiKey]:
+    def list_api_keys(
+        self,
+        app_slug: str,
+        *,
+        owner_user_id: str | int | None = None,
+        unused_for: timedelta | None = None,
+    ) -> list[ApiKey]:
         """Return every key of a live app, revoked ones included, oldest first. No secrets.
 
-        With *unused_for*, only the stale keys: those not used for at least that long,
-        and those never used (``last_used_at`` is ``None``), whatever their age. This
-        process's pending uses are written first; other processes' arrive within their
-        ``usage_interval``.
+        With *owner_user_id*, only that owner's keys (found by the store's index, not by
+        reading the app's every key). With *unused_for*, only the stale keys: those not
+        used for at least that long, and those never used (``last_used_at`` is ``None``),
+        whatever their age. This process's pending uses are written first; other
+        processes' arrive within their ``usage_interval``.
 
         Raises:
             NotFoundError: no live app has this slug.
-            ValidationError: *unused_for* is not a positive timedelta.
+            ValidationError: *owner_user_id* is not an id, or *unused_for* is not a positive
+                timedelta.
         """
+        owner = None if owner_user_id is None else _owner_id(owner_user_id)
         if unused_for is not None:
             if not isinstance(unused_for, timedelta) or unused_for <= timedelta(0):
                 raise ValidationError.single("unused_for", "must be a positive timedelta")
@@ -201,7 +210,7 @@ class KeyManagement(ManagementBase):
         with self.store.read() as session:
             app = self._live_app(session, app_slug)
             schemes = {s.slug: list(s.rules) for s in session.list_schemes()}
-            records = session.list_keys(app.id)
+            records = session.list_keys(app.id, owner)
         if unused_for is not None:
             cutoff = self._now() - unused_for
             records = [r for r in records if r.last_used_at is None or r.last_used_at <= cutoff]
@@ -301,3 +310,14 @@ def _or(value: Any, default: Any) -> Any:
 
 def _as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def _owner_id(value: object) -> str:
+    """*value* as the ``owner_user_id`` a stored key holds (an integer becomes a string)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not 1 <= len(value) <= 128 or not value.isprintable():
+        raise ValidationError.single(
+            "owner_user_id", "must be an id: 1 to 128 printable characters, or an integer"
+        )
+    return value

@@ -151,8 +151,7 @@ class _Views:
 
     def _own_keys(self, customer: _Customer) -> list[ApiKey]:
         """The customer's keys of the app, revoked ones included, oldest first."""
-        return [k for k in self.ks.list_api_keys(customer.app_slug)
-                if k.owner_user_id == customer.owner_user_id]  # fmt: skip
+        return self.ks.list_api_keys(customer.app_slug, owner_user_id=customer.owner_user_id)
 
     def _no_room(self, customer: _Customer) -> str | None:
         """Why the customer may not create another key now, or ``None``."""

@@ -8,7 +8,7 @@ from sqlalchemy.engine import Connection
 
 from keysentry.errors import StoreError
 from keysentry.stores._sql_engines import MYSQL_WRITER_ROW
-from keysentry.stores._sql_schema import APPS, KEYS, META, METADATA, ROTATING_INDEX
+from keysentry.stores._sql_schema import APPS, KEYS, META, METADATA, OWNER_INDEX, ROTATING_INDEX
 from keysentry.stores.base import SCHEMA_VERSION
 
 __all__ = ["prepare_schema", "upgrade_from_1"]
@@ -18,10 +18,11 @@ def prepare_schema(conn: Connection) -> None:
     """Make the tables (if missing), check or upgrade the version: inside one write
     transaction holding the schema lock (so concurrent first starts are safe)."""
     METADATA.create_all(conn, checkfirst=True)
+    # a database made before these indexes existed gets them now (same schema version: they
+    # change no stored data); on MySQL the schema lock is GET_LOCK, which DDL does not end
     if conn.dialect.name in ("sqlite", "postgresql"):
-        # a database made before the index existed gets it now (same schema
-        # version: it changes no stored data)
         ROTATING_INDEX.create(conn, checkfirst=True)
+    OWNER_INDEX.create(conn, checkfirst=True)
     # a locking read: under MySQL's REPEATABLE READ a plain one reads the snapshot
     # taken before the schema lock was granted, missing another process's row
     version = conn.execute(

@@ -199,6 +199,10 @@ ROTATING_INDEX = sa.Index(
     postgresql_where=sa.text("previous_key_suffix IS NOT NULL"),
 ).ddl_if(callable_=_on("sqlite", "postgresql"))
 
+# One owner's keys of an app (the portal's page, list_api_keys(owner_user_id=...)) without
+# reading the app's every key.
+OWNER_INDEX = sa.Index("keysentry_keys_owner", KEYS.c.app_id, KEYS.c.owner_user_id)
+
 EVENTS = sa.Table(
     "keysentry_events",
     METADATA,
@@ -249,6 +253,13 @@ FIND_CANDIDATES = sa.select(
 GET_KEY = sa.select(KEYS).where(KEYS.c.id == sa.bindparam("key_id"))
 GET_APP_BY_ID = sa.select(APPS).where(APPS.c.id == sa.bindparam("app_id"))
 GET_SCHEME = sa.select(SCHEMES).where(SCHEMES.c.slug == sa.bindparam("slug"))
+# one owner's keys of an app, by keysentry_keys_owner (the portal reads it on every page)
+OWNER_KEYS = (
+    sa.select(KEYS)
+    .where(KEYS.c.app_id == sa.bindparam("app_id"))
+    .where(KEYS.c.owner_user_id == sa.bindparam("owner_user_id"))
+    .order_by(KEYS.c.created_at, KEYS.c.id)
+)
 # polled by every process once per sync_interval: an index range scan that is empty when
 # nothing changed
 EVENTS_AFTER = (

@@ -97,8 +97,9 @@ class StoreSession(Protocol):
     def get_key(self, key_id: str) -> KeyRecord | None:
         """The key with this id."""
 
-    def list_keys(self, app_id: str) -> list[KeyRecord]:
-        """Every key of the app (revoked ones too), oldest first."""
+    def list_keys(self, app_id: str, owner_user_id: str | None = None) -> list[KeyRecord]:
+        """Every key of the app (revoked ones too), oldest first; only *owner_user_id*'s
+        when it is given."""
 
     def add_key(self, record: KeyRecord) -> None:
         """Insert a new key."""

@@ -108,8 +108,10 @@ class _Session:
     def get_key(self, key_id: str) -> KeyRecord | None:
         return self._t.keys.get(key_id)
 
-    def list_keys(self, app_id: str) -> list[KeyRecord]:
-        return [k for k in self._t.keys.values() if k.app_id == app_id]
+    def list_keys(self, app_id: str, owner_user_id: str | None = None) -> list[KeyRecord]:
+        keys = [k for k in self._t.keys.values() if k.app_id == app_id
+                and (owner_user_id is None or k.owner_user_id == owner_user_id)]  # fmt: skip
+        return sorted(keys, key=lambda k: (k.created_at, k.id))  # as the SQL store orders them
 
     def add_key(self, record: KeyRecord) -> None:
         self._t.keys[record.id] = record

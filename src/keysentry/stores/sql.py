@@ -42,6 +42,7 @@ from keysentry.stores._sql_schema import (
     KEYS,
     LAST_SEQ,
     NOT_SAVED,
+    OWNER_KEYS,
     RECORD_USAGE,
     SCHEMES,
     app_row,
@@ -133,7 +134,10 @@ class _Session:
         row = self._one(GET_KEY, key_id=key_id)
         return KeyRecord.model_validate(row) if row else None
 
-    def list_keys(self, app_id: str) -> list[KeyRecord]:
+    def list_keys(self, app_id: str, owner_user_id: str | None = None) -> list[KeyRecord]:
+        if owner_user_id is not None:
+            rows = self._all(OWNER_KEYS, app_id=app_id, owner_user_id=owner_user_id)
+            return [KeyRecord.model_validate(r) for r in rows]
         stmt = sa.select(KEYS).where(KEYS.c.app_id == app_id).order_by(KEYS.c.created_at, KEYS.c.id)
         return [KeyRecord.model_validate(r) for r in self._all(stmt)]
 
