@@ -313,11 +313,12 @@ def _as_list(value: Any) -> Any:
 
 
 def _owner_id(value: object) -> str:
-    """*value* as the ``owner_user_id`` a stored key holds (an integer becomes a string)."""
+    """*value* as the ``owner_user_id`` a stored key holds (an integer becomes a string): any
+    id a key can be given can be listed by."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not 1 <= len(value) <= 128 or not value.isprintable():
+    if not isinstance(value, str) or not 1 <= len(value) <= 128 or "\x00" in value:
         raise ValidationError.single(
-            "owner_user_id", "must be an id: 1 to 128 printable characters, or an integer"
+            "owner_user_id", "must be an id of 1 to 128 characters without NUL, or an integer"
         )
     return value
