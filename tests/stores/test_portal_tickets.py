@@ -102,3 +102,51 @@ def test_good_return_urls_and_unknown_apps() -> None:
         with pytest.raises(NotFoundError):
             ks.create_portal_session("nope", "u")
         assert ks.redeem_portal_link("short") is None
+
+
+def test_ending_an_owners_sessions_on_every_store(database_url: str) -> None:
+    clock = FakeClock(T0)
+    with _ks(database_url, clock) as ks:
+        ks.create_api_auth_app("blog", "Blog", "sk_blog")
+        opened = ks.create_portal_session("shop", "alice")
+        assert ks.redeem_portal_link(_token(opened.url)) is not None
+        unopened = ks.create_portal_session("shop", "alice")
+        bobs = ks.create_portal_session("shop", "bob")
+        on_the_blog = ks.create_portal_session("blog", "alice")
+        assert all(ks.portal_session_in_force(s.id) for s in (opened, unopened, bobs))
+        assert ks.end_portal_sessions("shop", "alice") == 2
+        assert not ks.portal_session_in_force(opened.id)
+        assert ks.redeem_portal_link(_token(unopened.url)) is None  # opens nothing now
+        assert ks.portal_session_in_force(bobs.id)  # another owner's, another app's: kept
+        assert ks.redeem_portal_link(_token(on_the_blog.url)) is not None
+        assert ks.end_portal_sessions("shop", "alice") == 0
+        again = ks.create_portal_session("shop", "alice")  # a new link works as before
+        assert ks.redeem_portal_link(_token(again.url)) is not None
+        assert ks.portal_session_in_force(again.id)
+        for unknown in ("psn_unknown", "", None, 42):
+            assert not ks.portal_session_in_force(unknown)
+
+
+def test_a_spent_link_outlives_the_longest_session_it_started(database_url: str) -> None:
+    # the session lasts while its link is stored: a day at most after it was opened, and the
+    # link is kept a day past its expiry
+    clock = FakeClock(T0)
+    with _ks(database_url, clock) as ks:
+        link = ks.create_portal_session("shop", "alice", ttl_seconds=86_400)
+        clock.now = T0 + 86_399  # opened at the last moment
+        assert ks.redeem_portal_link(_token(link.url)) is not None
+        clock.now = T0 + 86_399 + 86_399  # its session's last second, at the longest
+        ks.create_portal_session("shop", "bob")  # a new link's write forgets old ones
+        assert ks.portal_session_in_force(link.id)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(("", "alice"), "app_slug"), ((None, "alice"), "app_slug"), (("shop", ""), "owner_user_id"),
+     (("shop", True), "owner_user_id"), (("shop", "x" * 129), "owner_user_id")],
+)  # fmt: skip
+def test_ending_sessions_names_a_bad_field(args: tuple[Any, Any], field: str) -> None:
+    with _ks("memory://", FakeClock(T0)) as ks:
+        with pytest.raises(ValidationError) as caught:
+            ks.end_portal_sessions(*args)
+        assert [e.field for e in caught.value.errors] == [field]

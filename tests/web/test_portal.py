@@ -250,3 +250,25 @@ def test_a_customer_cannot_fill_the_store_with_keys(
 def test_max_keys_is_checked(ks: KeySentry, bad: Any) -> None:
     with pytest.raises(ConfigurationError, match="max_keys"):
         create_portal_app(ks, max_keys=bad)
+
+
+def test_the_app_ends_a_customers_portal_sessions(
+    ks: KeySentry, keys: dict[str, IssuedKey]
+) -> None:
+    # the customer is removed: their keys are revoked, and their open portal session must not
+    # go on creating new ones
+    alice, bob = enter(ks, "alice"), enter(ks, "bob")
+    waiting = ks.create_portal_session("shop", "alice")  # minted, not yet opened
+    assert alice.get("/portal/").status_code == 200  # the form's token is fresh
+    assert ks.end_portal_sessions("shop", "alice") == 2
+    before = len(ks.list_api_keys("shop"))
+    page = alice.post("/portal/keys", {"name": "after removal"})
+    assert page.status_code == 401
+    assert len(ks.list_api_keys("shop")) == before
+    target = keys["alice"].key.id
+    assert alice.post(f"/portal/keys/{target}/revoke", {"reason": "x"}).status_code == 401
+    assert ks.get_api_key(target).revoked_at is None
+    assert alice.get("/portal/").status_code == 401
+    assert alice.get(f"/portal/keys/{target}").status_code == 401
+    assert Browser(pages_app(ks)).get(waiting.url).status_code == 403
+    assert bob.get("/portal/").status_code == 200  # another customer's session goes on

@@ -69,6 +69,18 @@ def require_id(value: object, field: str) -> str:
     return value
 
 
+def owner_id(value: object) -> str:
+    """*value* as the ``owner_user_id`` a stored key holds (an integer becomes a string): any
+    id a key can be given can be listed by."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not 1 <= len(value) <= 128 or "\x00" in value:
+        raise ValidationError.single(
+            "owner_user_id", "must be an id of 1 to 128 characters without NUL, or an integer"
+        )
+    return value
+
+
 def update_fields(fields: Mapping[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     """Check the names of an update's fields; ``None`` clears a list field to ``[]``."""
     unknown = [

@@ -14,6 +14,7 @@ from keysentry.management._common import (
     MAX_GRACE_SECONDS,
     ManagementBase,
     check_new_key,
+    owner_id,
     rules_of_key,
     scheme_rules,
 )
@@ -202,7 +203,7 @@ class KeyManagement(ManagementBase):
             ValidationError: *owner_user_id* is not an id, or *unused_for* is not a positive
                 timedelta.
         """
-        owner = None if owner_user_id is None else _owner_id(owner_user_id)
+        owner = None if owner_user_id is None else owner_id(owner_user_id)
         if unused_for is not None:
             if not isinstance(unused_for, timedelta) or unused_for <= timedelta(0):
                 raise ValidationError.single("unused_for", "must be a positive timedelta")
@@ -310,15 +311,3 @@ def _or(value: Any, default: Any) -> Any:
 
 def _as_list(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _owner_id(value: object) -> str:
-    """*value* as the ``owner_user_id`` a stored key holds (an integer becomes a string): any
-    id a key can be given can be listed by."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not 1 <= len(value) <= 128 or "\x00" in value:
-        raise ValidationError.single(
-            "owner_user_id", "must be an id of 1 to 128 characters without NUL, or an integer"
-        )
-    return value

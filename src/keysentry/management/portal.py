@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from keysentry.errors import FieldError, ValidationError
-from keysentry.management._common import ManagementBase, ungranted
+from keysentry.management._common import ManagementBase, owner_id, require_id, ungranted
 from keysentry.models import PORTAL_TTL_RANGE, PortalSession, build
 from keysentry.stores.base import Ticket
 
@@ -86,6 +86,27 @@ class PortalSessions(ManagementBase):
             )
         )
         return session
+
+    def end_portal_sessions(self, app_slug: str, owner_user_id: str | int) -> int:
+        """Sign one owner out of the customer portal of one app, on every worker: their
+        portal sessions end at their next page, and the links minted for them and not yet
+        opened open nothing. Do it when you remove the customer: revoking their keys does
+        not stop an open portal session from creating new ones.
+
+        Returns:
+            How many links were forgotten (0: none was stored, for this slug and owner).
+
+        Raises:
+            ValidationError: *app_slug* or *owner_user_id* is not an id.
+        """
+        slug = require_id(app_slug, "app_slug")
+        return self.store.end_tickets(slug, owner_id(owner_user_id))
+
+    def portal_session_in_force(self, session_id: object) -> bool:
+        """Whether the portal session with this id (:attr:`PortalSession.id`, once its link
+        was opened) may go on; the portal asks on every page. ``False`` once
+        :meth:`end_portal_sessions` ended it (or for an id never minted)."""
+        return isinstance(session_id, str) and self.store.ticket_in_force(session_id)
 
     def redeem_portal_link(self, token: str) -> Ticket | None:
         """Spend a portal link's token: its ticket the first time, before it expires;

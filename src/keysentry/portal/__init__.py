@@ -125,6 +125,8 @@ class _Views:
             return None
         if not isinstance(until, int | float) or until <= self.ks._clock():
             return None
+        if not self.ks.portal_session_in_force(data.get("ticket")):  # ended by the app
+            return None
         return _Customer(data)
 
     def _render(self, request: Request, template: str, customer: _Customer | None,

@@ -16,7 +16,15 @@ from sqlalchemy.engine import Connection, Row
 from keysentry.stores._sql_schema import _MYSQL, ID, IDENT, META, METADATA, SLUG, UTCDateTime
 from keysentry.stores.base import Ticket
 
-__all__ = ["TICKETS", "add_ticket", "read_secret", "use_ticket", "write_secret"]
+__all__ = [
+    "TICKETS",
+    "add_ticket",
+    "end_tickets",
+    "read_secret",
+    "ticket_in_force",
+    "use_ticket",
+    "write_secret",
+]
 
 TICKETS = sa.Table(
     "keysentry_portal_tickets",
@@ -33,7 +41,8 @@ TICKETS = sa.Table(
     sa.Index("keysentry_portal_tickets_age", "expires_at"),
     **_MYSQL,
 )
-#: How long a spent or expired link is kept before a new link's write deletes it.
+#: How long a spent or expired link is kept before a new link's write deletes it: no shorter
+#: than the longest portal session (a day), which lasts while its link is kept.
 KEPT = timedelta(days=1)
 
 
@@ -68,6 +77,22 @@ def use_ticket(conn: Connection, token_hash: str, now: datetime) -> Ticket | Non
         return None
     row = conn.execute(sa.select(TICKETS).where(TICKETS.c.token_hash == token_hash)).one()
     return _ticket(row)
+
+
+def ticket_in_force(conn: Connection, ticket_id: str) -> bool:
+    """Whether the link with this id is still stored."""
+    found = conn.execute(sa.select(TICKETS.c.id).where(TICKETS.c.id == ticket_id)).first()
+    return found is not None
+
+
+def end_tickets(conn: Connection, app_slug: str, owner_user_id: str) -> int:
+    """Delete the owner's links of the app; how many there were."""
+    ended = conn.execute(
+        TICKETS.delete().where(
+            TICKETS.c.app_slug == app_slug, TICKETS.c.owner_user_id == owner_user_id
+        )
+    )
+    return int(ended.rowcount)
 
 
 def _ticket(row: Row[tuple[object, ...]]) -> Ticket:

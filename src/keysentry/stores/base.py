@@ -205,6 +205,15 @@ class KeyStore(Protocol):
         expires; ``None`` for an unknown, expired or already used one. Atomic across
         processes: of two concurrent uses, one gets the ticket."""
 
+    def ticket_in_force(self, ticket_id: str) -> bool:
+        """Whether the link with this id is still stored: a portal session started from it
+        lasts while it is (a spent link is kept a day past its expiry, longer than any
+        session it started; :meth:`end_tickets` forgets it sooner)."""
+
+    def end_tickets(self, app_slug: str, owner_user_id: str) -> int:
+        """Forget every link of this owner of this app, spent or not: the portal sessions
+        they started end, and the unspent ones open nothing. How many were forgotten."""
+
     def shared_secret(self, name: str) -> str:
         """A random value kept under *name*, made on first use; every process on this
         store reads the same one (the web pages sign their cookies with it)."""

@@ -290,6 +290,21 @@ class MemoryKeyStore:
             self._tables.tickets[token_hash] = (stored[0], now)
             return stored[0]
 
+    def ticket_in_force(self, ticket_id: str) -> bool:
+        """Whether the link with this id is still stored."""
+        with self._lock:
+            return any(t.id == ticket_id for t, _ in self._tables.tickets.values())
+
+    def end_tickets(self, app_slug: str, owner_user_id: str) -> int:
+        """Forget the owner's links of the app."""
+        with self._lock:
+            tickets = self._tables.tickets
+            ended = [h for h, (t, _) in tickets.items()
+                     if t.app_slug == app_slug and t.owner_user_id == owner_user_id]  # fmt: skip
+            for token_hash in ended:
+                del tickets[token_hash]
+            return len(ended)
+
     def shared_secret(self, name: str) -> str:
         """The secret under *name*, made on first use."""
         with self._lock:

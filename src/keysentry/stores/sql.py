@@ -357,6 +357,18 @@ class SQLKeyStore:
         with self._transaction(write=True, serialized=False) as conn:
             return _sql_tickets.use_ticket(conn, token_hash, now)
 
+    def ticket_in_force(self, ticket_id: str) -> bool:
+        """Whether the link with this id is still stored (a primary-key read)."""
+        self._ensure_schema()
+        with self._transaction(write=False) as conn:
+            return _sql_tickets.ticket_in_force(conn, ticket_id)
+
+    def end_tickets(self, app_slug: str, owner_user_id: str) -> int:
+        """Forget the owner's links of the app (one delete)."""
+        self._ensure_schema()
+        with self._transaction(write=True, serialized=False) as conn:
+            return _sql_tickets.end_tickets(conn, app_slug, owner_user_id)
+
     def shared_secret(self, name: str) -> str:
         """The secret under *name*, made by the first process that asks."""
         self._ensure_schema()
