@@ -123,7 +123,7 @@ def test_ending_an_owners_sessions_on_every_store(database_url: str) -> None:
         again = ks.create_portal_session("shop", "alice")  # a new link works as before
         assert ks.redeem_portal_link(_token(again.url)) is not None
         assert ks.portal_session_in_force(again.id)
-        for unknown in ("psn_unknown", "", None, 42):
+        for unknown in ("psn_unknown", "", None, 42, "psn_\x00", "p" * 65):
             assert not ks.portal_session_in_force(unknown)
 
 
