@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from keysentry.admin import portal, usage
 from keysentry.admin import schemas as s
-from keysentry.admin import usage
 from keysentry.admin.auth import (
     ADMIN_APP_SLUG,
     ADMIN_PERMISSION,
@@ -187,6 +187,13 @@ class _Routes:
     async def top_keys(self, request: Request) -> Response:
         return _json(await usage.top_keys(self.ks, request))
 
+    # ------------------------------------------------------------ portal
+    async def create_portal_session(self, request: Request) -> Response:
+        return _json(await portal.create_session(self.ks, request), 201)
+
+    async def end_portal_sessions(self, request: Request) -> Response:
+        return _json(await portal.end_sessions(self.ks, request))
+
     # ------------------------------------------------------------ events
     async def list_events(self, request: Request) -> Response:
         after = _query_int(request, "after_seq", 0, 0, 2**62)
@@ -259,6 +266,7 @@ ROUTES: dict[str, dict[str, tuple[str, Operation]]] = {
         "delete": ("delete_scheme", ("Delete an unused scheme", None,
                                      ("200", s.RateLimitScheme), ())),
     },
+    **portal.ROUTES,
     "/api-auth/events": {
         "get": ("list_events", ("The audit log, oldest first", None, ("200", s.EventPage),
                                 ("after_seq", "event_limit"))),

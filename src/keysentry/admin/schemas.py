@@ -22,6 +22,7 @@ from keysentry.models import (
     ApiKey,
     Event,
     IssuedKey,
+    PortalSession,
     RateLimitRule,
     RateLimitScheme,
 )
@@ -40,6 +41,10 @@ __all__ = [
     "EventPage",
     "IssuedKey",
     "KeyPage",
+    "PortalSession",
+    "PortalSessionRequest",
+    "PortalSessionsEndRequest",
+    "PortalSessionsEnded",
     "RateLimitScheme",
     "RevokeKeyRequest",
     "RotateKeyRequest",
@@ -152,6 +157,32 @@ class RotateKeyRequest(_Body):
 
     api_key_id: Str
     grace_seconds: StrictInt = Field(default=0, ge=0, le=MAX_GRACE_SECONDS)
+
+
+class PortalSessionRequest(_Body):
+    """``POST /api-auth/portal-sessions``: a single-use link to the customer portal for one
+    owner of one app (:meth:`~keysentry.KeySentry.create_portal_session`)."""
+
+    app_slug: Slug
+    owner_user_id: Id
+    ttl_seconds: StrictInt = Field(default=900, description="30 to 86400")
+    return_url: Str | None = None
+    permissions: Patterns | None = None
+    path: Str = Field(default="/portal", description="where the portal is mounted")
+
+
+class PortalSessionsEndRequest(_Body):
+    """``POST /api-auth/portal-sessions/end``: sign one owner out of one app's portal
+    (:meth:`~keysentry.KeySentry.end_portal_sessions`)."""
+
+    app_slug: Slug
+    owner_user_id: Id
+
+
+class PortalSessionsEnded(BaseModel):
+    """How many of the owner's links were forgotten (their sessions end at the next page)."""
+
+    ended: int
 
 
 class CreateSchemeRequest(_Body):
