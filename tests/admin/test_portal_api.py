@@ -53,9 +53,9 @@ def test_a_link_minted_over_http_opens_the_portal_and_ending_signs_out(served: S
     assert (session["app_slug"], session["owner_user_id"]) == ("shop", "alice")
     assert session["permissions"] == ["orders:read"]
     customer = Browser(served.app)
-    assert customer.get(session["url"]).status_code == 200
+    assert customer.open_link(session["url"]).status_code == 200
     assert "alice&#39;s" in customer.get("/portal/").text
-    assert customer.get(session["url"]).status_code == 403  # good once
+    assert customer.open_link(session["url"]).status_code == 403  # good once
 
     ended = served.post(END, {"app_slug": "shop", "owner_user_id": "alice"})
     assert ended.status_code == 200

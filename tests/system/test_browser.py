@@ -195,7 +195,8 @@ def test_a_customer_manages_their_keys_in_the_portal(
     context = chromium.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(site.base + link.url)
+    page.goto(site.base + link.url)  # its page sends its Continue form by script
+    page.wait_for_url(site.base + "/portal/")
     assert page.get_by_role("heading", name="Your API keys").is_visible()
     assert page.get_by_role("link", name="laptop").is_visible()
     assert page.get_by_text("someone else's").count() == 0
@@ -226,6 +227,25 @@ def test_a_customer_manages_their_keys_in_the_portal(
 
     again = context.new_page()  # the link was spent: it opens nothing for anyone
     again.goto(site.base + link.url)
-    assert again.get_by_text("This link no longer works").is_visible()
+    again.get_by_text("This link no longer works").wait_for()
     _shot(again, "portal-spent-link", tmp_path)
+    context.close()
+
+
+def test_a_portal_link_opens_without_javascript_and_a_fetch_spends_nothing(
+    chromium: Any, site: Site
+) -> None:
+    ks = site.ks
+    ks.create_api_auth_app("shop", "Shop", "sk_shop")
+    ks.create_api_key("shop", "their laptop", owner_user_id="customer-9")
+    link = ks.create_portal_session("shop", "customer-9")
+    with urllib.request.urlopen(site.base + link.url) as fetched:  # a mail scanner's GET
+        assert fetched.status == 200
+    context = chromium.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(site.base + link.url)
+    assert page.get_by_role("heading", name="Open your API keys").is_visible()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(site.base + "/portal/")
+    assert page.get_by_role("link", name="their laptop").is_visible()
     context.close()

@@ -20,11 +20,12 @@ def test_demo_check_plays_the_whole_tour(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     steps = [line for line in lines if line.startswith(("  ok", "  FAIL"))]
-    assert len(steps) == 16  # the web extra is a test dependency: the pages' steps too
+    assert len(steps) == 17  # the web extra is a test dependency: the pages' steps too
     assert all(step.startswith("  ok") for step in steps)
     for promised in ("without a key: 401", "(5/minute): 429", "revoked key, right after: 403",
                      "old secret: 401", "new secret: 200", "(GET /dashboard/login): 200",
-                     "(GET /portal/t/…): 200", "the same link, again: 403"):  # fmt: skip
+                     "(GET /portal/t/…): 200", "(POST /portal/t/…): 200",
+                     "the same link, sent again: 403"):  # fmt: skip
         assert any(promised in step for step in steps), promised
     assert lines[-1] == "all steps behaved"
     assert list(tmp_path.iterdir()) == []  # nothing left behind in the working directory

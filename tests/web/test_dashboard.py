@@ -92,7 +92,7 @@ def test_a_forged_or_foreign_cookie_is_no_session(ks: KeySentry, browser: Browse
     # the portal's cookie (same secret, another salt) does not open the dashboard
     session = ks.create_portal_session("shop", "someone")
     portal = Browser(pages_app(ks))
-    portal.get(session.url)
+    portal.open_link(session.url)
     portal_cookie = portal.client.cookies["keysentry_portal"]
     browser.client.cookies.clear()
     browser.client.cookies.set("keysentry_dashboard", portal_cookie, path="/dashboard/")

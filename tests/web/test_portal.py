@@ -49,7 +49,7 @@ def keys(ks: KeySentry) -> dict[str, IssuedKey]:
 def enter(ks: KeySentry, owner: str = "alice", **options: Any) -> Browser:
     browser = Browser(pages_app(ks))
     session = ks.create_portal_session("shop", owner, **options)
-    assert browser.get(session.url).status_code == 200
+    assert browser.open_link(session.url).status_code == 200
     return browser
 
 
@@ -124,16 +124,35 @@ def test_rotate_and_revoke_own_keys(ks: KeySentry, keys: dict[str, IssuedKey],
 def test_a_link_is_good_once_and_expires(ks: KeySentry, clock: FakeClock) -> None:
     session = ks.create_portal_session("shop", "alice", ttl_seconds=60)
     first, second = Browser(pages_app(ks)), Browser(pages_app(ks))
-    assert first.get(session.url).status_code == 200
-    refused = second.get(session.url)
+    assert first.open_link(session.url).status_code == 200
+    refused = second.open_link(session.url)
     assert refused.status_code == 403
     assert "This link no longer works" in refused.text
     assert second.get("/portal/").status_code == 401
     late = ks.create_portal_session("shop", "alice", ttl_seconds=60)
     clock.now = T0 + 61
-    assert Browser(pages_app(ks)).get(late.url).status_code == 403
-    assert Browser(pages_app(ks)).get("/portal/t/" + "x" * 43).status_code == 403
-    assert Browser(pages_app(ks)).get("/portal/t/%00").status_code == 403
+    assert Browser(pages_app(ks)).open_link(late.url).status_code == 403
+    assert Browser(pages_app(ks)).open_link("/portal/t/" + "x" * 43).status_code == 403
+    assert Browser(pages_app(ks)).open_link("/portal/t/%00").status_code == 403
+
+
+def test_fetching_a_link_spends_nothing(ks: KeySentry, keys: dict[str, IssuedKey]) -> None:
+    # a mail scanner or a chat preview fetches the link before the customer does
+    session = ks.create_portal_session("shop", "alice")
+    scanner = Browser(pages_app(ks))
+    for _ in range(2):
+        page = scanner.get(session.url)
+        assert page.status_code == 200
+        assert "data-autosubmit" in page.text
+        assert keys["alice"].key.name not in page.text
+    assert scanner.client.head(session.url).status_code == 200
+    assert scanner.get("/portal/").status_code == 401  # fetching signed nobody in
+    # a POST without the page's token (another site's form, say) spends nothing either
+    forged = scanner.client.post(session.url, data={"csrf": "x" * 32})
+    assert forged.status_code == 400
+    customer = Browser(pages_app(ks))
+    assert customer.open_link(session.url).status_code == 200
+    assert "alice &lt;img" in customer.get("/portal/").text
 
 
 def test_the_session_ends(ks: KeySentry, clock: FakeClock) -> None:
@@ -163,7 +182,7 @@ def test_a_token_known_before_the_link_is_no_good_after(
     known = URLSafeTimedSerializer("unknown to the attacker").loads_unsafe(planted)[1]["csrf"]
     customer = Browser(pages_app(ks))
     customer.client.cookies.set("keysentry_portal", planted, path="/portal/")
-    assert customer.get(ks.create_portal_session("shop", "alice").url).status_code == 200
+    assert customer.open_link(ks.create_portal_session("shop", "alice").url).status_code == 200
     assert customer.csrf != known
     target = keys["alice"].key.id
     forged = {"csrf": known, "reason": "forged"}
@@ -200,7 +219,7 @@ def test_branding_and_its_checks(ks: KeySentry) -> None:
     app = Starlette(routes=[Mount("/portal", create_portal_app(
         ks, title="Acme " + XSS, accent="#0F766E", logo_url="/static/acme.svg"))])  # fmt: skip
     browser = Browser(app)
-    browser.get(ks.create_portal_session("shop", "alice").url)
+    browser.open_link(ks.create_portal_session("shop", "alice").url)
     page = browser.get("/portal/")
     assert "Acme &lt;img" in page.text
     assert '<img src="/static/acme.svg" alt="">' in page.text
@@ -217,7 +236,7 @@ def test_a_customer_cannot_fill_the_store_with_keys(
 ) -> None:
     def signed_in(owner: str) -> Browser:
         browser = Browser(pages_app(ks, max_keys=3))
-        assert browser.get(ks.create_portal_session("shop", owner).url).status_code == 200
+        assert browser.open_link(ks.create_portal_session("shop", owner).url).status_code == 200
         return browser
 
     def created(browser: Browser, name: str) -> Any:
@@ -270,5 +289,5 @@ def test_the_app_ends_a_customers_portal_sessions(
     assert ks.get_api_key(target).revoked_at is None
     assert alice.get("/portal/").status_code == 401
     assert alice.get(f"/portal/keys/{target}").status_code == 401
-    assert Browser(pages_app(ks)).get(waiting.url).status_code == 403
+    assert Browser(pages_app(ks)).open_link(waiting.url).status_code == 403
     assert bob.get("/portal/").status_code == 200  # another customer's session goes on

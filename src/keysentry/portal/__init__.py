@@ -1,7 +1,9 @@
 """The customer portal: where your customers manage their own keys, without your code.
 
 Your app mints a link for one customer (:meth:`KeySentry.create_portal_session`) and sends
-them to it; the link is good once, for a few minutes. Opening it starts a portal session
+them to it; the link is good once, for a few minutes. Opening it shows a "Continue" form,
+sent at once by the page's script: the link is spent by that POST, never by a GET, so a mail
+scanner or a chat preview that fetches it spends nothing. That starts a portal session
 (a signed cookie, for *session_seconds*) in which the customer sees only the keys of that
 app whose ``owner_user_id`` is theirs: they create keys (with at most the permissions the
 session allows), rotate them with a grace period, revoke them, and see their last use and
@@ -86,7 +88,8 @@ def create_portal_app(
     return Starlette(
         routes=[
             Route("/", page(gate(views.keys)), methods=["GET", "HEAD"]),
-            Route("/t/{token}", page(views.enter), methods=["GET"]),
+            Route("/t/{token}", page(views.opening), methods=["GET", "HEAD"]),
+            Route("/t/{token}", page(views.enter, form=True), methods=["POST"]),
             Route("/logout", page(views.logout, form=True), methods=["POST"]),
             Route("/keys", page(gate(views.create), form=True), methods=["POST"]),
             Route("/keys/{key_id}", page(gate(views.key)), methods=["GET", "HEAD"]),
@@ -174,6 +177,10 @@ class _Views:
         return key
 
     # ------------------------------------------------------------ the link
+    def opening(self, request: Request, form: Form | None) -> Response:
+        """The link's page: a form that spends it (a GET never does)."""
+        return self._render(request, "open.html", None)
+
     def enter(self, request: Request, form: Form | None) -> Response:
         ticket = self.ks.redeem_portal_link(request.path_params["token"])
         if ticket is None:

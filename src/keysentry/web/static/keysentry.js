@@ -1,6 +1,8 @@
-// keysentry's pages work without this script; it adds a copy button's action and a
-// confirmation before destructive forms (data-confirm="…").
+// keysentry's pages work without this script; it adds a copy button's action, a
+// confirmation before destructive forms (data-confirm="…"), and sends a form marked
+// data-autosubmit (a portal link's "Continue") as soon as the page has loaded.
 "use strict";
+for (const form of document.querySelectorAll("form[data-autosubmit]")) form.submit();
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
