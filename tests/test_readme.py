@@ -259,9 +259,15 @@ def test_the_portal_example_is_the_readme_block_and_sends_a_customer_to_their_ke
     namespace = runpy.run_path(str(ROOT / "examples" / "portal_app.py"))
     assert "admin key for /dashboard/: ks_admin_" in capsys.readouterr().out
     with TestClient(namespace["app"]) as client:
-        page = client.get("/account/api-keys")  # -> the link -> the portal
+        page = client.get("/account/api-keys")  # -> the link's page
         assert page.status_code == 200
-        assert "Your API keys" in page.text
+        assert "data-autosubmit" in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        page = client.post(page.url, data={"csrf": csrf.group(1)})  # its Continue -> the portal
+        assert page.status_code == 200
+        assert "<h1>Your API keys</h1>" in page.text
+        assert "Create the key" in page.text
         assert client.get("/dashboard/", follow_redirects=False).status_code == 303
     namespace["ks"].close()
 

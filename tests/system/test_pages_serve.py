@@ -58,10 +58,13 @@ def test_sessions_and_links_hold_across_workers(tmp_path: Path) -> None:
         # land on different processes; every one must read the same cookie
         assert [_status(opener, base + "/dashboard/apps/shop") for _ in range(30)] == [200] * 30
 
-        # a link spent once, however many workers it reaches at the same time
+        # a link spent once, however many workers its Continue form reaches at the same time
         def open_link(target: str) -> int:  # a browser of its own, cookies and all
             own = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
-            return _status(own, target)
+            with own.open(target, timeout=30) as page:  # the link's page spends nothing
+                token = re.search(r'name="csrf" value="([^"]+)"', page.read().decode())
+            assert token is not None
+            return _status(own, target, urllib.parse.urlencode({"csrf": token.group(1)}).encode())
 
         for link in links:
             with ThreadPoolExecutor(6) as pool:
