@@ -9,8 +9,11 @@ on SIGTERM or SIGINT: requests in flight finish, then each worker closes its sto
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -29,6 +32,7 @@ __all__ = [
     "OPEN_VERIFICATION_ENV",
     "PAGES_ENV",
     "TRUSTED_PROXIES_ENV",
+    "HideLinkTokens",
     "app_from_env",
     "free_port",
     "pages_available",
@@ -88,6 +92,30 @@ def app_from_env() -> Any:
     return app
 
 
+_LINK_TOKEN = re.compile(r"(/portal/t/)[^/?#\s]+")
+
+
+class HideLinkTokens(logging.Filter):
+    """Writes a portal link's token as ``…`` in uvicorn's access log: the link's page is
+    fetched (and logged) before its form spends the link, so the logged token still works."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the token in the record's path (uvicorn's third argument); keep the record."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 2 and "/portal/t/" in str(args[2]):
+            record.args = (*args[:2], _LINK_TOKEN.sub(r"\1…", str(args[2])), *args[3:])
+        return True
+
+
+def _log_config(uvicorn: ModuleType) -> dict[str, Any]:
+    """uvicorn's own logging, with the access log's portal tokens hidden (every worker
+    process configures its logging from this)."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["hide_link_tokens"] = {"()": "keysentry.server.HideLinkTokens"}
+    config["handlers"]["access"].setdefault("filters", []).append("hide_link_tokens")
+    return config
+
+
 def pages_available() -> bool:
     """Whether the web extra (Jinja2, itsdangerous) is installed: the pages can be served."""
     return all(importlib.util.find_spec(m) is not None for m in ("jinja2", "itsdangerous"))
@@ -110,6 +138,7 @@ def serve(*, host: str, port: int, workers: int = 1, log_level: str = "info") ->
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=_log_config(uvicorn),
         timeout_graceful_shutdown=10,
     )
 

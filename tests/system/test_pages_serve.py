@@ -73,3 +73,34 @@ def test_sessions_and_links_hold_across_workers(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(60) == 0
+
+
+def test_the_access_log_never_shows_a_links_token(tmp_path: Path) -> None:
+    # the link's page is fetched, and logged, before its form spends the link
+    url = f"sqlite:///{tmp_path}/log.db"
+    with KeySentry(url) as ks:
+        ks.create_api_auth_app("shop", "Shop", "sk_shop")
+        link = ks.create_portal_session("shop", "alice").url
+    token = link.rsplit("/", 1)[1]
+    env = {**os.environ, "KEYSENTRY_DATABASE_URL": url}
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keysentry", "serve", "--port", str(port), "--workers", "2",
+             "--log-level", "info", "--no-metrics"], env=env, cwd=tmp_path, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_serving(base, process)
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+            for path in (link, link + "?utm=mail"):  # each worker may answer one
+                for _ in range(3):
+                    assert _status(opener, base + path) == 200
+        finally:
+            process.terminate()
+            assert process.wait(60) == 0
+    written = log.read_text()
+    assert "/portal/t/…" in written, written
+    assert token not in written, written
