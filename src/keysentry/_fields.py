@@ -28,7 +28,7 @@ from keysentry.core.patterns import pattern_problem
 from keysentry.errors import FieldError, ValidationError
 
 __all__ = [
-    "APP_SLUG_PATTERN", "MAX_DEPTH", "MAX_LIST_LENGTH", "MAX_METADATA_BYTES",
+    "APP_SLUG_PATTERN", "MAX_DEPTH", "MAX_LIST_LENGTH", "MAX_METADATA_BYTES", "MAX_SCOPE_ID",
     "SCHEME_SLUG_PATTERN", "AppSlug", "IpNetworks", "KeyPrefix", "Metadata", "Name", "Patterns",
     "SchemeSlug", "ScopeId", "Text", "UtcDatetime", "build", "parse_network", "value_problem",
 ]  # fmt: skip
@@ -129,7 +129,11 @@ def _check_metadata(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=2_000)]
-ScopeId = Annotated[str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=128)]
+#: The longest user, organization or workspace id a record holds.
+MAX_SCOPE_ID = 128
+ScopeId = Annotated[
+    str, BeforeValidator(_to_str), StringConstraints(min_length=1, max_length=MAX_SCOPE_ID)
+]
 Patterns = Annotated[list[str], AfterValidator(_check_patterns)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Metadata = Annotated[dict[str, JsonValue], AfterValidator(_check_metadata)]

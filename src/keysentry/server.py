@@ -47,6 +47,7 @@ METRICS_ENV = "KEYSENTRY_METRICS"
 PAGES_ENV = "KEYSENTRY_PAGES"
 #: Comma-separated addresses or networks whose forwarding headers forward-auth believes.
 TRUSTED_PROXIES_ENV = "KEYSENTRY_TRUSTED_PROXIES"
+_PORTAL = "/portal"  # where the served pages put the portal (and its links' tokens)
 
 
 def _uvicorn() -> ModuleType:
@@ -87,12 +88,12 @@ def app_from_env() -> Any:
 
         app.router.routes[:0] = [
             Mount("/dashboard", create_dashboard_app(ks)),
-            Mount("/portal", create_portal_app(ks)),
+            Mount(_PORTAL, create_portal_app(ks)),
         ]
     return app
 
 
-_LINK_TOKEN = re.compile(r"(/portal/t/)[^/?#\s]+")
+_LINK_TOKEN = re.compile(rf"({_PORTAL}/t/)[^/?#\s]+")
 
 
 class HideLinkTokens(logging.Filter):
@@ -102,7 +103,7 @@ class HideLinkTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask the token in the record's path (uvicorn's third argument); keep the record."""
         args = record.args
-        if isinstance(args, tuple) and len(args) > 2 and "/portal/t/" in str(args[2]):
+        if isinstance(args, tuple) and len(args) > 2 and f"{_PORTAL}/t/" in str(args[2]):
             record.args = (*args[:2], _LINK_TOKEN.sub(r"\1…", str(args[2])), *args[3:])
         return True
 

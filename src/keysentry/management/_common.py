@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any, Protocol
 
+from keysentry._fields import MAX_SCOPE_ID
 from keysentry.core.keys import TokenFactory, base62
 from keysentry.core.patterns import covers
 from keysentry.errors import FieldError, NotFoundError, ValidationError
@@ -74,9 +75,10 @@ def owner_id(value: object) -> str:
     id a key can be given can be listed by."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not 1 <= len(value) <= 128 or "\x00" in value:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_SCOPE_ID or "\x00" in value:
         raise ValidationError.single(
-            "owner_user_id", "must be an id of 1 to 128 characters without NUL, or an integer"
+            "owner_user_id",
+            f"must be an id of 1 to {MAX_SCOPE_ID} characters without NUL, or an integer",
         )
     return value
 

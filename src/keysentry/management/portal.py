@@ -106,9 +106,11 @@ class PortalSessions(ManagementBase):
         """Whether the portal session with this id (:attr:`PortalSession.id`, once its link
         was opened) may go on; the portal asks on every page. ``False`` once
         :meth:`end_portal_sessions` ended it (or for an id never minted)."""
-        if not isinstance(session_id, str) or not 0 < len(session_id) <= 64 or "\x00" in session_id:
-            return False  # no minted id looks so (and PostgreSQL cannot even be asked of NUL)
-        return self.store.ticket_in_force(session_id)
+        try:
+            ticket_id = require_id(session_id, "session_id")
+        except ValidationError:  # no minted id looks so (PostgreSQL cannot even be asked of NUL)
+            return False
+        return self.store.ticket_in_force(ticket_id)
 
     def redeem_portal_link(self, token: str) -> Ticket | None:
         """Spend a portal link's token: its ticket the first time, before it expires;

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 
+from keysentry._fields import MAX_SCOPE_ID
 from keysentry.models import ApiAuthApp, KeyRecord, RateLimitScheme
 
 __all__ = [
@@ -88,7 +89,7 @@ _MYSQL: dict[str, Any] = {
 }
 ID = sa.String(64)
 SLUG = sa.String(64)
-IDENT = sa.String(128)
+IDENT = sa.String(MAX_SCOPE_ID)
 
 META = sa.Table(
     "keysentry_meta",
@@ -253,13 +254,13 @@ FIND_CANDIDATES = sa.select(
 GET_KEY = sa.select(KEYS).where(KEYS.c.id == sa.bindparam("key_id"))
 GET_APP_BY_ID = sa.select(APPS).where(APPS.c.id == sa.bindparam("app_id"))
 GET_SCHEME = sa.select(SCHEMES).where(SCHEMES.c.slug == sa.bindparam("slug"))
-# one owner's keys of an app, by keysentry_keys_owner (the portal reads it on every page)
-OWNER_KEYS = (
+APP_KEYS = (
     sa.select(KEYS)
     .where(KEYS.c.app_id == sa.bindparam("app_id"))
-    .where(KEYS.c.owner_user_id == sa.bindparam("owner_user_id"))
     .order_by(KEYS.c.created_at, KEYS.c.id)
 )
+# one owner's keys of an app, by keysentry_keys_owner (the portal reads it on every page)
+OWNER_KEYS = APP_KEYS.where(KEYS.c.owner_user_id == sa.bindparam("owner_user_id"))
 # polled by every process once per sync_interval: an index range scan that is empty when
 # nothing changed
 EVENTS_AFTER = (

@@ -31,6 +31,7 @@ from keysentry.stores import _sql_credits, _sql_tickets, _sql_usage
 from keysentry.stores._sql_engines import engine_for, schema_lock, serialize_writers
 from keysentry.stores._sql_migrate import prepare_schema
 from keysentry.stores._sql_schema import (
+    APP_KEYS,
     APPS,
     EVENTS,
     EVENTS_AFTER,
@@ -135,11 +136,11 @@ class _Session:
         return KeyRecord.model_validate(row) if row else None
 
     def list_keys(self, app_id: str, owner_user_id: str | None = None) -> list[KeyRecord]:
-        if owner_user_id is not None:
+        if owner_user_id is None:
+            rows = self._all(APP_KEYS, app_id=app_id)
+        else:
             rows = self._all(OWNER_KEYS, app_id=app_id, owner_user_id=owner_user_id)
-            return [KeyRecord.model_validate(r) for r in rows]
-        stmt = sa.select(KEYS).where(KEYS.c.app_id == app_id).order_by(KEYS.c.created_at, KEYS.c.id)
-        return [KeyRecord.model_validate(r) for r in self._all(stmt)]
+        return [KeyRecord.model_validate(r) for r in rows]
 
     def add_key(self, record: KeyRecord) -> None:
         self._c.execute(KEYS.insert().values(key_row(record)))
